@@ -1,0 +1,126 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/outflow-dev/outflow/proto/openapi"
+	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
+)
+
+// jsonMarshaler is the REST wire format: proto field names (snake_case, as in
+// the SPEC and the OpenAPI document) and no unknown fields, so a misspelt
+// field is an error instead of being silently dropped.
+var jsonMarshaler = fieldNamingJSON{&runtime.JSONPb{
+	MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true},
+	UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
+}}
+
+// httpHandler routes /v1/ to grpc-gateway, which calls the gRPC server over
+// loopback (so REST calls pass the same interceptors: auth, request ids,
+// metrics), plus the operational endpoints.
+func (s *Server) httpHandler(ctx context.Context, grpcAddr string) (http.Handler, func(), error) {
+	conn, err := grpc.NewClient("passthrough:///"+loopbackAddr(grpcAddr),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)))
+	if err != nil {
+		return nil, nil, fmt.Errorf("connecting the gateway to gRPC: %w", err)
+	}
+	gw := runtime.NewServeMux(
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, jsonMarshaler),
+		runtime.WithIncomingHeaderMatcher(incomingHeader),
+		runtime.WithOutgoingHeaderMatcher(outgoingHeader),
+	)
+	for _, register := range []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{
+		outflowv1.RegisterSubscriptionServiceHandler,
+		outflowv1.RegisterEventServiceHandler,
+	} {
+		if err := register(ctx, gw, conn); err != nil {
+			_ = conn.Close()
+			return nil, nil, fmt.Errorf("registering gateway handlers: %w", err)
+		}
+	}
+
+	mux := http.NewServeMux()
+	mux.Handle("/v1/", limitBody(gw, int64(s.cfg.MaxRequestBytes)))
+	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(openapi.JSON)
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
+	return mux, func() { _ = conn.Close() }, nil
+}
+
+// readyz answers 200 while the database answers; load balancers stop
+// routing to a replica that cannot reach it.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.store.Ping(ctx); err != nil {
+		http.Error(w, "database unreachable", http.StatusServiceUnavailable)
+		return
+	}
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+// limitBody answers 413 to bodies declared larger than limit and cuts
+// undeclared (chunked) ones at limit, which the gateway reports as a 400.
+func limitBody(next http.Handler, limit int64) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > limit {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusRequestEntityTooLarge)
+			_, _ = fmt.Fprintf(w, `{"code":3,"message":"request body is %d bytes, more than the limit of %d","details":[]}`+"\n", r.ContentLength, limit)
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// incomingHeader forwards the request id besides the gateway's defaults
+// (Authorization among them).
+func incomingHeader(key string) (string, bool) {
+	if strings.EqualFold(key, requestIDHeader) {
+		return requestIDHeader, true
+	}
+	return runtime.DefaultHeaderMatcher(key)
+}
+
+// outgoingHeader returns the request id as X-Request-Id; other response
+// metadata keeps the gateway's Grpc-Metadata- prefix.
+func outgoingHeader(key string) (string, bool) {
+	if key == requestIDHeader {
+		return "X-Request-Id", true
+	}
+	return runtime.MetadataHeaderPrefix + key, true
+}
+
+// loopbackAddr turns a wildcard listen address (":9090", "[::]:9090") into
+// one the gateway can dial.
+func loopbackAddr(addr string) string {
+	host, port, found := strings.Cut(addr, "]:")
+	if found {
+		host += "]"
+	} else if i := strings.LastIndex(addr, ":"); i >= 0 {
+		host, port = addr[:i], addr[i+1:]
+	}
+	switch host {
+	case "", "0.0.0.0", "[::]":
+		return "127.0.0.1:" + port
+	}
+	return addr
+}

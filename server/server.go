@@ -1,0 +1,237 @@
+// Package server is Outflow's API edge: the outflow.v1 gRPC services, the
+// same API as REST/JSON through grpc-gateway, API-key authentication, and the
+// operational HTTP endpoints (/openapi.json, /healthz, /readyz, /metrics).
+//
+// Domain errors become gRPC status codes in one place (toStatus); the gateway
+// turns codes into HTTP statuses with its standard table (NOT_FOUND → 404,
+// ABORTED and ALREADY_EXISTS → 409, INVALID_ARGUMENT → 400, …).
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/outflow-dev/outflow/filter"
+	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
+	"github.com/outflow-dev/outflow/store"
+	"github.com/outflow-dev/outflow/webhook"
+)
+
+// Config is the API server's configuration. The zero value, with defaults
+// applied, is a working server that refuses insecure and private URLs.
+type Config struct {
+	// MaxRequestBytes bounds a request body (REST) or message (gRPC).
+	// Larger REST bodies get 413. Defaults to 1 MiB.
+	MaxRequestBytes int
+	// MaxSubscriptionsPerTenant bounds a tenant's subscriptions. Defaults to
+	// 1000.
+	MaxSubscriptionsPerTenant int
+	// SecretOverlap is how long a rotated-out webhook secret keeps signing.
+	// Defaults to 24h.
+	SecretOverlap time.Duration
+	// AllowInsecureURLs accepts http:// webhook URLs. Defaults to false.
+	AllowInsecureURLs bool
+	// AllowCIDRs opens these otherwise blocked ranges (loopback, private,
+	// link-local, …) to webhooks.
+	AllowCIDRs []netip.Prefix
+	// ShutdownTimeout bounds the graceful part of shutdown, after which open
+	// calls and streams are cut. Defaults to 30s.
+	ShutdownTimeout time.Duration
+}
+
+// WithDefaults returns c with its zero fields set to their defaults.
+func (c Config) WithDefaults() Config {
+	if c.MaxRequestBytes <= 0 {
+		c.MaxRequestBytes = 1 << 20
+	}
+	if c.MaxSubscriptionsPerTenant <= 0 {
+		c.MaxSubscriptionsPerTenant = 1000
+	}
+	if c.SecretOverlap <= 0 {
+		c.SecretOverlap = 24 * time.Hour
+	}
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = 30 * time.Second
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	if c.SecretOverlap > 30*24*time.Hour {
+		return fmt.Errorf("secret overlap %s is longer than 30 days", c.SecretOverlap)
+	}
+	return nil
+}
+
+// Params are what New needs.
+type Params struct {
+	Config Config
+	Store  *store.Store
+	// Logger defaults to discarding.
+	Logger *slog.Logger
+	// Registry receives the API's metrics and is served at /metrics; nil
+	// makes a private one.
+	Registry *prometheus.Registry
+}
+
+// Server serves the API over gRPC and HTTP.
+type Server struct {
+	cfg        Config
+	store      *store.Store
+	logger     *slog.Logger
+	registry   *prometheus.Registry
+	validator  *validator
+	pageTokens pageTokens
+	metrics    metrics
+	health     *health.Server
+	grpc       *grpc.Server
+}
+
+type metrics struct {
+	requests *prometheus.CounterVec
+}
+
+// New builds a server. It reads the shared page-token key from the store.
+func New(ctx context.Context, p Params) (*Server, error) {
+	cfg := p.Config.WithDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if p.Store == nil {
+		return nil, errors.New("server: a store is required")
+	}
+	logger := p.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	registry := p.Registry
+	if registry == nil {
+		registry = prometheus.NewRegistry()
+	}
+	filters, err := filter.NewEnv()
+	if err != nil {
+		return nil, err
+	}
+	guard, err := webhook.NewGuard(webhook.GuardConfig{AllowCIDRs: cfg.AllowCIDRs, AllowInsecure: cfg.AllowInsecureURLs})
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	key, err := p.Store.ServerKey(ctx, "page_token")
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:        cfg,
+		store:      p.Store,
+		logger:     logger,
+		registry:   registry,
+		validator:  &validator{filters: filters, guard: guard},
+		pageTokens: pageTokens{key: key},
+		health:     health.NewServer(),
+		metrics: metrics{requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outflow_api_requests_total",
+			Help: "API calls by gRPC method and status code (REST calls included).",
+		}, []string{"method", "code"})},
+	}
+	if err := registry.Register(s.metrics.requests); err != nil {
+		return nil, fmt.Errorf("server: registering metrics: %w", err)
+	}
+
+	s.grpc = grpc.NewServer(
+		grpc.MaxRecvMsgSize(cfg.MaxRequestBytes),
+		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
+		grpc.ChainStreamInterceptor(s.streamInterceptor),
+		// Streams stay open for hours: let clients ping, and ping idle ones.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+	)
+	outflowv1.RegisterSubscriptionServiceServer(s.grpc, &subscriptionService{Server: s})
+	outflowv1.RegisterEventServiceServer(s.grpc, &eventService{Server: s})
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+	return s, nil
+}
+
+// GRPCServer returns the gRPC server, for tests that list its services.
+func (s *Server) GRPCServer() *grpc.Server { return s.grpc }
+
+// Serve serves gRPC on grpcLis and HTTP on httpLis until ctx is done or
+// either server fails, then shuts both down: health turns NOT_SERVING, new
+// calls are refused, and open ones get Config.ShutdownTimeout to finish.
+// It closes the listeners.
+func (s *Server) Serve(ctx context.Context, grpcLis, httpLis net.Listener) error {
+	handler, closeGateway, err := s.httpHandler(ctx, grpcLis.Addr().String())
+	if err != nil {
+		_ = grpcLis.Close()
+		_ = httpLis.Close()
+		return err
+	}
+	defer closeGateway()
+	httpSrv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
+	}
+
+	errc := make(chan error, 2)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := s.grpc.Serve(grpcLis); err != nil {
+			errc <- fmt.Errorf("serving gRPC: %w", err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		if err := httpSrv.Serve(httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("serving HTTP: %w", err)
+		}
+	}()
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.logger.InfoContext(ctx, "API serving",
+		slog.String("grpc_addr", grpcLis.Addr().String()), slog.String("http_addr", httpLis.Addr().String()))
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+
+	s.health.Shutdown()
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
+	defer cancel()
+	if err := httpSrv.Shutdown(shutdownCtx); err != nil {
+		_ = httpSrv.Close()
+	}
+	stopped := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-shutdownCtx.Done():
+		s.grpc.Stop()
+		<-stopped
+	}
+	wg.Wait()
+	s.logger.InfoContext(ctx, "API stopped")
+	return serveErr
+}
