@@ -1,0 +1,20 @@
+// Package tecton is a client for Tecton's GetFeatures HTTP API, the feature store that Outflow
+// asks for a feature vector before it delivers an output-stream record (SPEC §4).
+//
+// The package does three things and nothing else:
+//
+//   - [Client.GetFeatures] and [Client.GetFeaturesBatch] make one HTTP call each. They never
+//     retry: the dispatcher owns the retry policy (consistency retries with backoff, the event
+//     retry queue), so a second policy here would only multiply attempts. Instead every error
+//     says whether a retry can help, as a typed field ([APIError.Retriable],
+//     [TransportError.Retriable], [ParseError.Retriable]) read by [IsRetriable].
+//   - [ParseResponse] and [ParseBatchResponse] turn Tecton's protobuf-JSON answers into a
+//     [Vector]: values matched positionally with their metadata, kept as raw JSON so that
+//     int64-as-string, nulls, arrays and structs survive untouched, and effective times parsed
+//     from every spelling the feature server emits.
+//   - [Vector.Consistent] implements the consistency rule of SPEC §4, so the dispatcher and the
+//     reference feature server of `outflow dev` agree on one definition.
+//
+// The API key is a secret: it is sent only in the Authorization header and never appears in
+// errors, logs or the printed form of [Config] or [Client].
+package tecton
