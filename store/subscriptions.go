@@ -270,3 +270,32 @@ func scanSubscription(row pgx.Row) (*Subscription, error) {
 	}
 	return &out, nil
 }
+
+// AllSubscriptions returns every tenant's subscriptions, in no particular
+// order. The dispatcher loads its matcher with it; it is not for the API,
+// which must always scope by tenant.
+func (s *Store) AllSubscriptions(ctx context.Context) ([]*Subscription, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+subscriptionColumns+` FROM subscriptions`)
+	if err != nil {
+		return nil, fmt.Errorf("loading subscriptions: %w", interpretError(err))
+	}
+	subs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*Subscription, error) {
+		return scanSubscription(row)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("loading subscriptions: %w", interpretError(err))
+	}
+	return subs, nil
+}
+
+// SubscriptionByID returns the subscription id whatever its tenant, or
+// ErrNotFound. Like AllSubscriptions it is for the dispatcher, which follows
+// change notifications that carry only ids.
+func (s *Store) SubscriptionByID(ctx context.Context, id string) (*Subscription, error) {
+	row := s.pool.QueryRow(ctx, `SELECT `+subscriptionColumns+` FROM subscriptions WHERE id = $1`, id)
+	sub, err := scanSubscription(row)
+	if err != nil {
+		return nil, fmt.Errorf("reading subscription %s: %w", id, interpretError(err))
+	}
+	return sub, nil
+}

@@ -1,0 +1,147 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/goleak"
+
+	"github.com/outflow-dev/outflow/internal/testenv"
+	"github.com/outflow-dev/outflow/migrations"
+	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
+	"github.com/outflow-dev/outflow/store"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func setup(t *testing.T) *store.Store {
+	t.Helper()
+	ctx := context.Background()
+	url := testenv.Postgres(t)
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := migrations.Up(ctx, conn, migrations.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	pool, err := store.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return store.New(pool)
+}
+
+func newSub(id, name string) *outflowv1.Subscription {
+	return &outflowv1.Subscription{
+		Id: id, Name: name, FeatureViewNames: []string{"fv"}, State: outflowv1.Subscription_ACTIVE,
+		Target: &outflowv1.Subscription_Stream{Stream: &outflowv1.StreamTarget{}},
+	}
+}
+
+func TestSubscriptionChangesAreAnnounced(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	key, _, err := st.CreateAPIKey(ctx, "t", "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	changes := make(chan store.SubscriptionChange, 10)
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- st.ListenSubscriptions(ctx, func() { close(ready) }, func(c store.SubscriptionChange) { changes <- c })
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("listen: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the listener never became ready")
+	}
+
+	created, err := st.CreateSubscription(ctx, key.TenantID, newSub("sub_1", "one"), "whsec_x", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.RotateSecret(ctx, key.TenantID, "sub_1", "whsec_y", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteSubscription(ctx, key.TenantID, "sub_1", created.Revision+1); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []store.SubscriptionChange{{Op: "insert", ID: "sub_1"}, {Op: "update", ID: "sub_1"}, {Op: "delete", ID: "sub_1"}} {
+		select {
+		case got := <-changes:
+			if got != want {
+				t.Errorf("change = %+v, want %+v", got, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no notification for %+v", want)
+		}
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("listener ended with %v, want context.Canceled", err)
+	}
+}
+
+func TestDispatcherReadsIgnoreTenants(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	ctx := context.Background()
+	a, _, _ := st.CreateAPIKey(ctx, "a", "k")
+	b, _, _ := st.CreateAPIKey(ctx, "b", "k")
+	if _, err := st.CreateSubscription(ctx, a.TenantID, newSub("sub_a", "x"), "whsec_a", 10); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.CreateSubscription(ctx, b.TenantID, newSub("sub_b", "x"), "whsec_b", 10); err != nil {
+		t.Fatal(err)
+	}
+	all, err := st.AllSubscriptions(ctx)
+	if err != nil || len(all) != 2 {
+		t.Fatalf("AllSubscriptions = %d, %v; want both tenants' 2", len(all), err)
+	}
+	got, err := st.SubscriptionByID(ctx, "sub_b")
+	if err != nil || got.TenantID != b.TenantID || got.Secrets.Current != "whsec_b" {
+		t.Fatalf("SubscriptionByID = %+v, %v", got, err)
+	}
+	if _, err := st.SubscriptionByID(ctx, "sub_none"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("unknown id: %v, want ErrNotFound", err)
+	}
+	// The API's reads stay tenant-scoped.
+	if _, err := st.GetSubscription(ctx, a.TenantID, "sub_b"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("tenant a reading tenant b's subscription: %v, want ErrNotFound", err)
+	}
+}
+
+func TestRotationKeepsThePreviousSecretForTheOverlap(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	ctx := context.Background()
+	key, _, _ := st.CreateAPIKey(ctx, "t", "k")
+	if _, err := st.CreateSubscription(ctx, key.TenantID, newSub("sub_r", "r"), "whsec_old", 10); err != nil {
+		t.Fatal(err)
+	}
+	rotated, err := st.RotateSecret(ctx, key.TenantID, "sub_r", "whsec_new", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	if got := rotated.Secrets.Active(now); len(got) != 2 || got[0] != "whsec_new" || got[1] != "whsec_old" {
+		t.Errorf("active secrets now = %v, want new then old", got)
+	}
+	if got := rotated.Secrets.Active(now.Add(2 * time.Hour)); len(got) != 1 || got[0] != "whsec_new" {
+		t.Errorf("active secrets after the overlap = %v, want only the new one", got)
+	}
+}
