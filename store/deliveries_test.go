@@ -1,0 +1,127 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/outflow-dev/outflow/store"
+)
+
+func queued(sub, tenant string, i int) *store.Delivery {
+	now := time.Now()
+	return &store.Delivery{
+		ID: fmt.Sprintf("dlv_%s_%d", sub, i), SubscriptionID: sub, TenantID: tenant,
+		EventID: fmt.Sprintf("evt_%d", i), Status: store.StatusRetrying, Event: []byte(`{"id":"x"}`),
+		Attempts: 1, NextAttemptTime: now.Add(-time.Second), FirstAttemptTime: now, LastError: "503",
+		LastStatusCode: 503,
+	}
+}
+
+func TestRetryQueue(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	ctx := context.Background()
+	key, _, _ := st.CreateAPIKey(ctx, "t", "k")
+	if _, err := st.CreateSubscription(ctx, key.TenantID, newSub("sub_q", "q"), "whsec_q", 10); err != nil {
+		t.Fatal(err)
+	}
+
+	const n = 40
+	for i := range n {
+		if ok, err := st.EnqueueDelivery(ctx, queued("sub_q", key.TenantID, i)); err != nil || !ok {
+			t.Fatalf("enqueue %d = %v, %v", i, ok, err)
+		}
+	}
+	// The same event again (a re-read after a crash) is not queued twice.
+	again := queued("sub_q", key.TenantID, 0)
+	again.ID = "dlv_other"
+	if ok, err := st.EnqueueDelivery(ctx, again); err != nil || ok {
+		t.Fatalf("second enqueue of evt_0 = %v, %v; want a no-op", ok, err)
+	}
+	if depth, err := st.RetryQueueDepth(ctx); err != nil || depth != n {
+		t.Fatalf("depth = %d, %v; want %d", depth, err, n)
+	}
+
+	// Four claimers at once never claim the same row.
+	var mu sync.Mutex
+	claimed := map[string]int{}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				ds, err := st.ClaimDueDeliveries(ctx, 3, time.Minute)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if len(ds) == 0 {
+					return
+				}
+				mu.Lock()
+				for _, d := range ds {
+					claimed[d.ID]++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(claimed) != n {
+		t.Fatalf("claimed %d distinct deliveries, want %d", len(claimed), n)
+	}
+	for id, times := range claimed {
+		if times != 1 {
+			t.Errorf("%s claimed %d times", id, times)
+		}
+	}
+	// Claimed rows are leased: nothing is due now.
+	if ds, _ := st.ClaimDueDeliveries(ctx, 10, time.Minute); len(ds) != 0 {
+		t.Fatalf("%d leased deliveries claimed again", len(ds))
+	}
+
+	// Finish: one delivered, one dead; both leave the queue.
+	if err := st.FinishAttempt(ctx, "dlv_sub_q_1", store.AttemptResult{Status: store.StatusDelivered}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.FinishAttempt(ctx, "dlv_sub_q_2", store.AttemptResult{Status: store.StatusDead, LastError: "gave up", LastStatusCode: 500}); err != nil {
+		t.Fatal(err)
+	}
+	dead, err := st.ListDeliveries(ctx, store.DeliveryQuery{TenantID: key.TenantID, SubscriptionID: "sub_q", Statuses: []string{store.StatusDead}, Limit: 10})
+	if err != nil || len(dead) != 1 || dead[0].Attempts != 2 || dead[0].LastError != "gave up" {
+		t.Fatalf("dead = %+v, %v", dead, err)
+	}
+	// Redeliver the dead one: due at once.
+	if d, err := st.RetryDeliveryNow(ctx, key.TenantID, "sub_q", "dlv_sub_q_2"); err != nil || d.Status != store.StatusRetrying {
+		t.Fatalf("retry now = %+v, %v", d, err)
+	}
+	if ds, err := st.ClaimDueDeliveries(ctx, 10, time.Minute); err != nil || len(ds) != 1 || ds[0].ID != "dlv_sub_q_2" {
+		t.Fatalf("after retry now, claimed %v, %v; want dlv_sub_q_2", ds, err)
+	}
+	// Another tenant cannot see or touch them.
+	other, _, _ := st.CreateAPIKey(ctx, "other", "k")
+	if _, err := st.RetryDeliveryNow(ctx, other.TenantID, "sub_q", "dlv_sub_q_2"); err == nil {
+		t.Error("another tenant rescheduled the delivery")
+	}
+}
+
+func TestPoisonIsKeptOnce(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	ctx := context.Background()
+	p := store.Poison{PositionKey: "kafka/t/0/7", SourceKind: "kafka", Topic: "t", Partition: 0, Offset: 7,
+		Reason: "invalid_json", Error: "unexpected end", Raw: []byte("{"), RawSize: 1}
+	for range 2 {
+		if err := st.InsertPoison(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var n int
+	if err := st.PoolForTest().QueryRow(ctx, "SELECT count(*) FROM poison_records").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("poison rows = %d, %v; want 1", n, err)
+	}
+}
