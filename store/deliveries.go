@@ -57,6 +57,8 @@ func (s *Store) EnqueueDelivery(ctx context.Context, d *Delivery) (bool, error) 
 
 // ClaimDueDeliveries claims up to limit RETRYING deliveries whose next
 // attempt is due, oldest first, by pushing their next attempt out by lease.
+// Deliveries of PAUSED or DISABLED subscriptions wait where they are: they
+// become due again when the subscription is ACTIVE.
 // Rows another replica is claiming are skipped (FOR UPDATE SKIP LOCKED), so
 // replicas never claim the same row at once; a claimant that dies before
 // FinishAttempt loses its claim when the lease runs out.
@@ -64,11 +66,12 @@ func (s *Store) ClaimDueDeliveries(ctx context.Context, limit int, lease time.Du
 	rows, err := s.pool.Query(ctx, `
 		UPDATE deliveries SET next_attempt_time = now() + make_interval(secs => $2), update_time = now()
 		WHERE id IN (
-			SELECT id FROM deliveries
-			WHERE status = 'RETRYING' AND next_attempt_time <= now()
-			ORDER BY next_attempt_time
+			SELECT d.id FROM deliveries d
+			JOIN subscriptions s ON s.id = d.subscription_id AND s.state = 'ACTIVE'
+			WHERE d.status = 'RETRYING' AND d.next_attempt_time <= now()
+			ORDER BY d.next_attempt_time
 			LIMIT $1
-			FOR UPDATE SKIP LOCKED)
+			FOR UPDATE OF d SKIP LOCKED)
 		RETURNING `+deliveryColumns, limit, lease.Seconds())
 	if err != nil {
 		return nil, fmt.Errorf("claiming due deliveries: %w", interpretError(err))
