@@ -64,14 +64,21 @@ func (s *Server) httpHandler(ctx context.Context, grpcAddr string) (http.Handler
 	return mux, func() { _ = conn.Close() }, nil
 }
 
-// readyz answers 200 while the database answers; load balancers stop
-// routing to a replica that cannot reach it.
+// readyz answers 200 while the database answers and the Ready hook (the
+// dispatcher's consumer has joined) agrees; load balancers stop routing to a
+// replica that is not.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if err := s.store.Ping(ctx); err != nil {
 		http.Error(w, "database unreachable", http.StatusServiceUnavailable)
 		return
+	}
+	if s.ready != nil {
+		if err := s.ready(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
 	}
 	_, _ = w.Write([]byte("ok\n"))
 }

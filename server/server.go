@@ -86,6 +86,12 @@ type Params struct {
 	// Registry receives the API's metrics and is served at /metrics; nil
 	// makes a private one.
 	Registry *prometheus.Registry
+	// Sender delivers SendTestEvent's test events; nil answers
+	// FAILED_PRECONDITION.
+	Sender *webhook.Sender
+	// Ready, when set, is asked by /readyz besides the database (for
+	// example: has the consumer joined its group).
+	Ready func() error
 }
 
 // Server serves the API over gRPC and HTTP.
@@ -99,6 +105,8 @@ type Server struct {
 	metrics    metrics
 	health     *health.Server
 	grpc       *grpc.Server
+	sender     *webhook.Sender
+	ready      func() error
 }
 
 type metrics struct {
@@ -142,6 +150,8 @@ func New(ctx context.Context, p Params) (*Server, error) {
 		validator:  &validator{filters: filters, guard: guard},
 		pageTokens: pageTokens{key: key},
 		health:     health.NewServer(),
+		sender:     p.Sender,
+		ready:      p.Ready,
 		metrics: metrics{requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outflow_api_requests_total",
 			Help: "API calls by gRPC method and status code (REST calls included).",

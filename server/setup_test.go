@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -24,6 +25,7 @@ import (
 	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
 	"github.com/outflow-dev/outflow/server"
 	"github.com/outflow-dev/outflow/store"
+	"github.com/outflow-dev/outflow/webhook"
 )
 
 func TestMain(m *testing.M) {
@@ -77,10 +79,21 @@ func setup(t *testing.T, cfg server.Config) *bundle {
 	}
 
 	logs := &syncBuffer{}
+	// Test receivers listen on loopback over plain HTTP.
+	guard, err := webhook.NewGuard(webhook.GuardConfig{AllowInsecure: true, AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sender, err := webhook.NewSender(webhook.SenderConfig{Guard: guard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sender.CloseIdleConnections)
 	srv, err := server.New(ctx, server.Params{
 		Config: cfg,
 		Store:  st,
 		Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Sender: sender,
 	})
 	if err != nil {
 		t.Fatal(err)

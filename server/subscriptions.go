@@ -216,31 +216,9 @@ func (s *subscriptionService) RotateSubscriptionSecret(ctx context.Context, req 
 	return present(stored, true), nil
 }
 
-// The methods below belong to later work (delivery, replay). They already
-// check the id and the tenant, so a caller learns NOT_FOUND before
-// UNIMPLEMENTED and no RPC answers differently for another tenant's ids.
-
-func (s *subscriptionService) SendTestEvent(ctx context.Context, req *outflowv1.SendTestEventRequest) (*outflowv1.SendTestEventResponse, error) {
-	if _, err := s.lookup(ctx, "id", req.GetId()); err != nil {
-		return nil, err
-	}
-	return nil, status.Error(codes.Unimplemented, "SendTestEvent is not implemented yet")
-}
-
-func (s *subscriptionService) ListDeliveries(ctx context.Context, req *outflowv1.ListDeliveriesRequest) (*outflowv1.ListDeliveriesResponse, error) {
-	if _, err := s.lookup(ctx, "subscription_id", req.GetSubscriptionId()); err != nil {
-		return nil, err
-	}
-	return nil, status.Error(codes.Unimplemented, "ListDeliveries is not implemented yet")
-}
-
-func (s *subscriptionService) RetryDelivery(ctx context.Context, req *outflowv1.RetryDeliveryRequest) (*outflowv1.Delivery, error) {
-	if _, err := s.lookup(ctx, "subscription_id", req.GetSubscriptionId()); err != nil {
-		return nil, err
-	}
-	return nil, status.Error(codes.Unimplemented, "RetryDelivery is not implemented yet")
-}
-
+// ReplaySubscription belongs to later work. It already checks the id and the
+// tenant, so a caller learns NOT_FOUND before UNIMPLEMENTED and no RPC
+// answers differently for another tenant's ids.
 func (s *subscriptionService) ReplaySubscription(ctx context.Context, req *outflowv1.ReplaySubscriptionRequest) (*outflowv1.Replay, error) {
 	if _, err := s.lookup(ctx, "id", req.GetId()); err != nil {
 		return nil, err
