@@ -1,0 +1,59 @@
+# Outflow's developer entry points. `make test` is what CI runs (with CI=true).
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := test
+
+# GOTESTSUM runs the gotestsum pinned in tools/go.mod.
+GOTESTSUM := go tool -modfile=tools/go.mod gotestsum
+# GOTEST_FLAGS is passed to go test after the fixed -race -count=1, e.g.
+# `make test GOTEST_FLAGS='-run TestKafka -v'`. Empty by default.
+GOTEST_FLAGS ?=
+# PKGS selects the packages to test; all of them by default.
+PKGS ?= ./...
+
+.PHONY: test testenv-start testenv-stop
+
+# test starts a throwaway PostgreSQL and Kafka on free loopback ports, runs
+# every test against them and stops both, whatever the outcome.
+test:
+	scripts/testenv.sh run -- $(GOTESTSUM) --format pkgname-and-test-fails --format-hide-empty-pkg -- -race -count=1 $(GOTEST_FLAGS) $(PKGS)
+
+# testenv-start starts a long-lived pair for interactive work; then
+# `eval "$$(scripts/testenv.sh env)"` and use go test directly.
+testenv-start:
+	scripts/testenv.sh start
+
+testenv-stop:
+	scripts/testenv.sh stop
+
+.PHONY: build run proto proto-check lint check
+
+# build compiles the binary into bin/.
+build:
+	go build -o bin/outflow ./cmd/outflow
+
+# run starts a throwaway PostgreSQL and Kafka, migrates, prints a fresh API
+# key and serves the API on 127.0.0.1:8080 (REST) and :9090 (gRPC) until
+# Ctrl-C, which stops everything.
+run:
+	scripts/testenv.sh run -- scripts/run-local.sh
+
+# proto regenerates the Go code and the OpenAPI document from proto/.
+proto:
+	scripts/genproto.sh
+
+# proto-check fails when the committed generated code is stale.
+proto-check:
+	scripts/genproto.sh check
+
+# lint runs the static checks CI runs.
+lint:
+	go vet ./...
+	go tool -modfile=tools/go.mod staticcheck ./...
+	@files=$$(git ls-files '*.go' | grep -v '\.pb\(\.gw\)\?\.go$$' | xargs gofmt -l); \
+	  if [ -n "$$files" ]; then echo "gofmt would change: $$files" >&2; exit 1; fi
+	scripts/genproto.sh lint
+
+# check is what CI runs: the static checks, the drift check and the tests.
+check: lint proto-check test
