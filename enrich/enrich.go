@@ -1,0 +1,302 @@
+package enrich
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
+	"github.com/outflow-dev/outflow/record"
+	"github.com/outflow-dev/outflow/tecton"
+)
+
+// Enricher fetches consistent feature vectors for records (SPEC §4). It is safe for concurrent
+// use; share one per feature store so that identical calls coalesce and distinct ones batch.
+//
+// It holds no background goroutines of its own: a goroutine runs only while a store call is in
+// flight, and every store call ends when its answer arrives or when all its waiters have gone,
+// so an Enricher needs no Stop.
+type Enricher struct {
+	store       FeatureStore
+	backoff     *backoff
+	batchWindow time.Duration
+	maxErrRetry int // negative: no error retries
+	observer    Observer
+	logger      *slog.Logger
+	now         func() time.Time
+
+	// Timer hooks, so that tests can drive time with a fake clock along with Now. In
+	// production they are sleepContext, time.NewTimer and time.AfterFunc.
+	sleep     func(ctx context.Context, d time.Duration) error
+	newTimer  func(d time.Duration) (c <-chan time.Time, stop func() bool)
+	afterFunc func(d time.Duration, f func()) (stop func() bool)
+
+	mu       sync.Mutex
+	inflight map[callKey]*call   // calls not yet answered, by key; guarded by mu
+	pending  map[groupKey]*batch // batches gathering calls during their window; guarded by mu
+}
+
+// New returns an Enricher for cfg, after applying its defaults. It fails with an error wrapping
+// ErrInvalidConfig when cfg is invalid.
+func New(cfg Config) (*Enricher, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &Enricher{
+		store: cfg.Store,
+		backoff: &backoff{
+			initial:    cfg.InitialBackoff,
+			max:        cfg.MaxBackoff,
+			multiplier: cfg.Multiplier,
+			rng:        rand.New(cfg.Rand),
+		},
+		batchWindow: cfg.BatchWindow,
+		maxErrRetry: cfg.MaxErrorRetries,
+		observer:    cfg.Observer,
+		logger:      cfg.Logger,
+		now:         cfg.Now,
+		sleep:       sleepContext,
+		newTimer: func(d time.Duration) (<-chan time.Time, func() bool) {
+			t := time.NewTimer(d)
+			return t.C, t.Stop
+		},
+		afterFunc: func(d time.Duration, f func()) func() bool {
+			return time.AfterFunc(d, f).Stop
+		},
+		inflight: make(map[callKey]*call),
+		pending:  make(map[groupKey]*batch),
+	}, nil
+}
+
+// Result is a feature vector ready for delivery.
+type Result struct {
+	// Vector is the feature vector. It may be shared with other records enriched at the same
+	// time (coalescing) and must be treated as read-only.
+	Vector *tecton.Vector
+	// Consistent reports whether Vector reflects the record (SPEC §4): true when it does or
+	// when the feature service holds no comparable feature of the record's feature view; false
+	// only with BEST_EFFORT after consistency_timeout; nil with NONE, where nothing was checked
+	// and the envelope omits "consistent".
+	Consistent *bool
+	// Attempts is the number of feature-store calls made for this record, failed ones included.
+	// A call shared with other records counts once for each of them.
+	Attempts int
+}
+
+// plan is the part of an Enrich call that does not change between attempts.
+type plan struct {
+	req         tecton.Request
+	mode        outflowv1.Enrichment_Consistency
+	timeout     time.Duration
+	featureView string
+	featureTime time.Time
+}
+
+// newPlan validates the inputs and builds the request: the record's entity keys renamed by
+// cfg.JoinKeys (entity key → join key; identity for keys not listed).
+func newPlan(rec *record.Record, cfg *outflowv1.Enrichment) (plan, error) {
+	switch {
+	case rec == nil:
+		return plan{}, fmt.Errorf("%w: no record", ErrInvalidRequest)
+	case cfg == nil:
+		return plan{}, fmt.Errorf("%w: no enrichment settings", ErrInvalidRequest)
+	case cfg.GetWorkspaceName() == "":
+		return plan{}, fmt.Errorf("%w: workspace_name is required", ErrInvalidRequest)
+	case cfg.GetFeatureServiceName() == "":
+		return plan{}, fmt.Errorf("%w: feature_service_name is required", ErrInvalidRequest)
+	case len(rec.EntityKeys) == 0:
+		return plan{}, fmt.Errorf("%w: record has no entity keys", ErrInvalidRequest)
+	}
+	renames := cfg.GetJoinKeys()
+	joinKeys := make(map[string]string, len(rec.EntityKeys))
+	for name, value := range rec.EntityKeys {
+		joinKey := name
+		if to, ok := renames[name]; ok {
+			if to == "" {
+				return plan{}, fmt.Errorf("%w: join_keys renames entity key %q to an empty name", ErrInvalidRequest, name)
+			}
+			joinKey = to
+		}
+		if _, dup := joinKeys[joinKey]; dup {
+			return plan{}, fmt.Errorf("%w: two entity keys map to join key %q", ErrInvalidRequest, joinKey)
+		}
+		joinKeys[joinKey] = value
+	}
+	mode := cfg.GetConsistency()
+	switch mode {
+	case outflowv1.Enrichment_STRICT, outflowv1.Enrichment_BEST_EFFORT, outflowv1.Enrichment_NONE:
+	default: // CONSISTENCY_UNSPECIFIED, or a value from a newer API version
+		mode = outflowv1.Enrichment_STRICT
+	}
+	timeout := DefaultConsistencyTimeout
+	if d := cfg.GetConsistencyTimeout(); d != nil && d.AsDuration() > 0 {
+		timeout = min(d.AsDuration(), MaxConsistencyTimeout)
+	}
+	return plan{
+		req: tecton.Request{
+			Workspace:      cfg.GetWorkspaceName(),
+			FeatureService: cfg.GetFeatureServiceName(),
+			JoinKeys:       joinKeys,
+		},
+		mode:        mode,
+		timeout:     timeout,
+		featureView: rec.FeatureViewName,
+		featureTime: rec.FeatureTimestamp,
+	}, nil
+}
+
+// Enrich fetches the feature vector cfg asks for, for the entity of rec, and applies the
+// consistency rule of SPEC §4.
+//
+// The join keys are rec.EntityKeys renamed by cfg.JoinKeys. Every mode retries retriable
+// feature-store errors (5xx, 429, timeouts) with jittered exponential backoff, honouring a
+// Retry-After, within cfg.ConsistencyTimeout (default 10 s, at most 5 min) and
+// Config.MaxErrorRetries. The timeout is measured from the first call and bounds the whole
+// Enrich call: a retry whose delay would end past it is not made, and a call still in flight
+// when it ends is no longer waited for.
+//
+//   - NONE: the first vector is returned unchecked, with Consistent nil.
+//   - STRICT (also for CONSISTENCY_UNSPECIFIED) and BEST_EFFORT: a vector whose features of
+//     rec.FeatureViewName all have an effective time at or after rec.FeatureTimestamp is
+//     returned with Consistent true; so is one holding no such feature (on-demand features
+//     and other feature views are not compared). Otherwise Enrich calls again, bypassing the
+//     feature server's cache on every call after the first, until the timeout. Then STRICT
+//     fails with an *InconsistentError and BEST_EFFORT returns the freshest vector seen with
+//     Consistent false.
+//
+// Errors: ErrInvalidRequest (wrapped) before any call; *StoreError with Retriable false at once
+// for an error a retry cannot fix; *StoreError with Retriable true when retriable errors (or
+// silence) lasted until the timeout or MaxErrorRetries ran out (with BEST_EFFORT, a vector seen
+// before is returned instead); *InconsistentError as above; ctx.Err() wrapped when ctx ends.
+// IsRetriable tells which failures a later delivery attempt may fix.
+func (e *Enricher) Enrich(ctx context.Context, rec *record.Record, cfg *outflowv1.Enrichment) (*Result, error) {
+	p, err := newPlan(rec, cfg)
+	if err != nil {
+		return nil, err
+	}
+	deadline := e.now().Add(p.timeout)
+	checked := p.mode != outflowv1.Enrichment_NONE
+
+	var (
+		attempts   int
+		errRetries int
+		best       *tecton.Vector // freshest inconsistent vector so far
+		bestTime   time.Time      // oldest compared effective time of best
+		lastErr    error
+		retryAfter time.Duration
+	)
+	req := p.req
+	for {
+		if attempts > 0 && !e.now().Before(deadline) {
+			// The wait overshot the deadline (timers are not exact): no call is made, so none
+			// is counted.
+			return e.timedOut(ctx, p, attempts, best, lastErr, retryAfter)
+		}
+		// Every retry in a checked mode bypasses the feature server's cache: a cached stale
+		// value could otherwise keep the record from ever becoming consistent.
+		req.BypassCache = checked && attempts > 0
+		attempts++
+		vec, err := e.fetch(ctx, req, deadline)
+
+		var wait time.Duration
+		switch {
+		case errors.Is(err, errDeadline):
+			return e.timedOut(ctx, p, attempts, best, lastErr, retryAfter)
+		case err != nil && ctx.Err() != nil:
+			return nil, fmt.Errorf("enrich %s/%s: %w", p.req.Workspace, p.req.FeatureService, ctx.Err())
+		case err != nil:
+			if !tecton.IsRetriable(err) {
+				return nil, &StoreError{Err: err, Attempts: attempts}
+			}
+			lastErr = err
+			retryAfter = 0
+			if apiErr, ok := errors.AsType[*tecton.APIError](err); ok {
+				retryAfter = apiErr.RetryAfter
+			}
+			errRetries++
+			if e.maxErrRetry < 0 || errRetries > e.maxErrRetry {
+				if p.mode == outflowv1.Enrichment_BEST_EFFORT && best != nil {
+					return &Result{Vector: best, Consistent: new(false), Attempts: attempts}, nil
+				}
+				return nil, &StoreError{Err: err, Retriable: true, RetryAfter: retryAfter, Attempts: attempts}
+			}
+			wait = max(e.backoff.delay(attempts-1), retryAfter)
+		case !checked:
+			return &Result{Vector: vec, Attempts: attempts}, nil
+		default:
+			if ok, _ := vec.Consistent(p.featureView, p.featureTime); ok {
+				return &Result{Vector: vec, Consistent: new(true), Attempts: attempts}, nil
+			}
+			if t := oldestEffectiveTime(vec, p.featureView); best == nil || !t.Before(bestTime) {
+				best, bestTime = vec, t
+			}
+			lastErr, retryAfter = nil, 0
+			wait = e.backoff.delay(attempts - 1)
+		}
+
+		if !e.now().Add(wait).Before(deadline) {
+			return e.timedOut(ctx, p, attempts, best, lastErr, retryAfter)
+		}
+		if err == nil {
+			e.observer.ObserveConsistencyRetry()
+		}
+		if err := e.sleep(ctx, wait); err != nil {
+			return nil, fmt.Errorf("enrich %s/%s: waiting to retry: %w", p.req.Workspace, p.req.FeatureService, err)
+		}
+	}
+}
+
+// timedOut builds the outcome when the consistency_timeout ends: the freshest vector for
+// BEST_EFFORT, an *InconsistentError for STRICT, and a retriable *StoreError when no vector
+// arrived at all.
+func (e *Enricher) timedOut(ctx context.Context, p plan, attempts int, best *tecton.Vector, lastErr error, retryAfter time.Duration) (*Result, error) {
+	if best == nil {
+		err := lastErr
+		if err == nil {
+			err = fmt.Errorf("%w: no answer from %s/%s within %s", ErrTimeout, p.req.Workspace, p.req.FeatureService, p.timeout)
+		}
+		return nil, &StoreError{Err: err, Retriable: true, RetryAfter: retryAfter, Attempts: attempts}
+	}
+	e.logger.LogAttrs(ctx, slog.LevelDebug, "enrich: consistency timeout",
+		slog.String("workspace", p.req.Workspace),
+		slog.String("feature_service", p.req.FeatureService),
+		slog.String("feature_view", p.featureView),
+		slog.String("consistency", p.mode.String()),
+		slog.Int("attempts", attempts),
+		slog.Duration("timeout", p.timeout),
+	)
+	if p.mode == outflowv1.Enrichment_BEST_EFFORT {
+		return &Result{Vector: best, Consistent: new(false), Attempts: attempts}, nil
+	}
+	return nil, &InconsistentError{
+		Attempts:         attempts,
+		Last:             best,
+		FeatureView:      p.featureView,
+		FeatureTimestamp: p.featureTime,
+		Lag:              p.featureTime.Sub(oldestEffectiveTime(best, p.featureView)),
+		Timeout:          p.timeout,
+	}
+}
+
+// oldestEffectiveTime returns the earliest effective time among the features of featureView in
+// v that have one: the feature that is furthest behind. A vector with a later value is
+// fresher.
+func oldestEffectiveTime(v *tecton.Vector, featureView string) time.Time {
+	var oldest time.Time
+	first := true
+	for i := range v.Features {
+		f := &v.Features[i]
+		if f.FeatureView != featureView || !f.HasEffectiveTime {
+			continue
+		}
+		if first || f.EffectiveTime.Before(oldest) {
+			oldest, first = f.EffectiveTime, false
+		}
+	}
+	return oldest
+}
