@@ -29,7 +29,8 @@ type environment struct {
 
 func commands() []command {
 	return []command{
-		{"serve", "run the gateway: the API, and (later) the dispatcher", runServe},
+		{"serve", "run the gateway: the API, the stream consumer and webhook delivery", runServe},
+		{"featureserver", "run the reference feature server (a local stand-in for Tecton's GetFeatures API)", runFeatureServer},
 		{"migrate", "apply or undo database migrations: migrate [up|down N|status]", runMigrate},
 		{"apikey", "manage API keys: apikey create|list|revoke", runAPIKey},
 		{"version", "print the version", runVersion},
