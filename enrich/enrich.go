@@ -174,6 +174,14 @@ func newPlan(rec *record.Record, cfg *outflowv1.Enrichment) (plan, error) {
 // silence) lasted until the timeout or MaxErrorRetries ran out (with BEST_EFFORT, a vector seen
 // before is returned instead); *InconsistentError as above; ctx.Err() wrapped when ctx ends.
 // IsRetriable tells which failures a later delivery attempt may fix.
+//
+// The first call is always waited for, up to the longer of the consistency
+// timeout and firstCallWait, so a tiny timeout still yields a vector.
+// firstCallWait bounds the wait for the first GetFeatures answer when the
+// consistency timeout is shorter; the client's own timeout (5s by default)
+// normally ends a slow call first.
+const firstCallWait = 30 * time.Second
+
 func (e *Enricher) Enrich(ctx context.Context, rec *record.Record, cfg *outflowv1.Enrichment) (*Result, error) {
 	p, err := newPlan(rec, cfg)
 	if err != nil {
@@ -200,8 +208,15 @@ func (e *Enricher) Enrich(ctx context.Context, rec *record.Record, cfg *outflowv
 		// Every retry in a checked mode bypasses the feature server's cache: a cached stale
 		// value could otherwise keep the record from ever becoming consistent.
 		req.BypassCache = checked && attempts > 0
+		// The first call is always waited for (the feature-store client's own
+		// timeout bounds it): consistency_timeout bounds the retries, and
+		// without one answer BEST_EFFORT would have nothing to deliver.
+		callDeadline := deadline
+		if attempts == 0 {
+			callDeadline = e.now().Add(max(p.timeout, firstCallWait))
+		}
 		attempts++
-		vec, err := e.fetch(ctx, req, deadline)
+		vec, err := e.fetch(ctx, req, callDeadline)
 
 		var wait time.Duration
 		switch {

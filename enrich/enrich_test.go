@@ -508,12 +508,18 @@ func TestEnrichTimeoutWhileCallInFlight(t *testing.T) {
 		name     string
 		mode     outflowv1.Enrichment_Consistency
 		holdFrom int // calls from this number on hang until the test ends
-		check    func(t *testing.T, res *Result, err error)
+		// advance is how far the clock moves once the held call is in
+		// flight: the consistency timeout (1s) by default.
+		advance time.Duration
+		check   func(t *testing.T, res *Result, err error)
 	}{
 		{
+			// The first call is waited for past the consistency timeout, up
+			// to firstCallWait; only then does "no answer" time out.
 			name:     "no answer at all",
 			mode:     outflowv1.Enrichment_STRICT,
 			holdFrom: 1,
+			advance:  firstCallWait,
 			check: func(t *testing.T, _ *Result, err error) {
 				se, ok := errors.AsType[*StoreError](err)
 				if !ok || !se.Retriable || !errors.Is(err, ErrTimeout) || se.Attempts != 1 {
@@ -564,7 +570,11 @@ func TestEnrichTimeoutWhileCallInFlight(t *testing.T) {
 				done <- out{res, err}
 			}()
 			pollUntil(t, "the held call is in flight", func() bool { return int(calls.Load()) == tt.holdFrom })
-			clock.Advance(time.Second)
+			advance := tt.advance
+			if advance == 0 {
+				advance = time.Second
+			}
+			clock.Advance(advance)
 			o := <-done
 			tt.check(t, o.res, o.err)
 		})
