@@ -1,0 +1,300 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+)
+
+// The end-to-end tests run the real binary as a separate process (so it can
+// be killed with SIGKILL) against the test environment's PostgreSQL and
+// Kafka.
+
+var (
+	binaryOnce sync.Once
+	binaryPath string
+	binaryErr  error
+	binaryDir  string
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binaryDir != "" {
+		_ = os.RemoveAll(binaryDir)
+	}
+	os.Exit(code)
+}
+
+// outflowBinary builds ./cmd/outflow once per test run.
+func outflowBinary(t *testing.T) string {
+	t.Helper()
+	binaryOnce.Do(func() {
+		binaryDir, binaryErr = os.MkdirTemp("", "outflow-e2e-")
+		if binaryErr != nil {
+			return
+		}
+		binaryPath = filepath.Join(binaryDir, "outflow")
+		out, err := exec.Command("go", "build", "-o", binaryPath, ".").CombinedOutput()
+		if err != nil {
+			binaryErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binaryErr != nil {
+		t.Fatal(binaryErr)
+	}
+	return binaryPath
+}
+
+// runOutflow runs a short command of the binary and returns its stdout.
+func runOutflow(t *testing.T, databaseURL string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(outflowBinary(t), args...)
+	cmd.Env = append(os.Environ(), "OUTFLOW_DATABASE_URL="+databaseURL)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("outflow %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return strings.TrimSpace(stdout.String())
+}
+
+// freeAddr returns a loopback address that was free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// gateway is one `outflow serve` process.
+type gateway struct {
+	t        *testing.T
+	args     []string
+	env      []string
+	httpAddr string
+	cmd      *exec.Cmd
+	exited   chan struct{}
+	logs     *lockedBuffer
+}
+
+func startGateway(t *testing.T, databaseURL string, args ...string) *gateway {
+	t.Helper()
+	g := &gateway{t: t, env: append(os.Environ(), "OUTFLOW_DATABASE_URL="+databaseURL), logs: &lockedBuffer{}}
+	g.args = args
+	g.start()
+	t.Cleanup(func() {
+		g.stop()
+		if t.Failed() {
+			t.Logf("gateway log (tail):\n%s", tail(g.logs.String(), 4000))
+		}
+	})
+	return g
+}
+
+func (g *gateway) start() {
+	g.t.Helper()
+	g.httpAddr = freeAddr(g.t)
+	args := append([]string{"serve", "--http-addr", g.httpAddr, "--grpc-addr", freeAddr(g.t), "--log-level", "info"}, g.args...)
+	g.cmd = exec.Command(outflowBinary(g.t), args...)
+	g.cmd.Env = g.env
+	g.cmd.Stdout, g.cmd.Stderr = g.logs, g.logs
+	if err := g.cmd.Start(); err != nil {
+		g.t.Fatal(err)
+	}
+	g.exited = make(chan struct{})
+	go func(cmd *exec.Cmd, exited chan struct{}, logs *lockedBuffer) {
+		if err := cmd.Wait(); err != nil {
+			fmt.Fprintf(logs, "\n[harness] gateway exited: %v\n", err)
+		}
+		close(exited)
+	}(g.cmd, g.exited, g.logs)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get("http://" + g.httpAddr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		select {
+		case <-g.exited:
+			g.t.Fatalf("the gateway exited while starting:\n%s", tail(g.logs.String(), 4000))
+		default:
+		}
+		if time.Now().After(deadline) {
+			g.t.Fatalf("the gateway was not ready within 60s:\n%s", tail(g.logs.String(), 4000))
+		}
+		time.Sleep(50 * time.Millisecond) // polling a subprocess: nothing to wait on
+	}
+}
+
+// kill9 kills the gateway with SIGKILL, as a crash would.
+func (g *gateway) kill9() {
+	_ = g.cmd.Process.Signal(syscall.SIGKILL)
+	<-g.exited
+}
+
+// stop sends SIGTERM and waits for a graceful exit.
+func (g *gateway) stop() {
+	select {
+	case <-g.exited:
+		return
+	default:
+	}
+	_ = g.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-g.exited:
+	case <-time.After(60 * time.Second):
+		g.t.Errorf("the gateway did not stop within 60s of SIGTERM")
+		_ = g.cmd.Process.Kill()
+		<-g.exited
+	}
+}
+
+func (g *gateway) url(path string) string { return "http://" + g.httpAddr + path }
+
+// api calls the REST API and decodes a JSON object answer.
+func (g *gateway) api(t *testing.T, key, method, path string, body any, want int) map[string]any {
+	t.Helper()
+	var r io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		r = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, g.url(path), r)
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != want {
+		t.Fatalf("%s %s = %d %s, want %d", method, path, resp.StatusCode, raw, want)
+	}
+	var out map[string]any
+	if err := json.Unmarshal(raw, &out); err != nil {
+		t.Fatalf("%s %s: %v: %s", method, path, err, raw)
+	}
+	return out
+}
+
+// receiver is a webhook endpoint that verifies every request with the
+// Standard Webhooks reference library and records what arrived.
+type receiver struct {
+	srv    *httptest.Server
+	mu     sync.Mutex
+	secret string
+	// status answers each request; 200 when nil.
+	status func() int
+	// got counts arrivals per record seq; events keeps the first of each.
+	got        map[int]int
+	events     map[int]map[string]any
+	eventIDs   map[int]string
+	badSig     int
+	idMismatch int
+	requests   int
+}
+
+func newReceiver(t *testing.T) *receiver {
+	t.Helper()
+	r := &receiver{got: map[int]int{}, events: map[int]map[string]any{}, eventIDs: map[int]string{}}
+	r.srv = httptest.NewServer(http.HandlerFunc(r.serve))
+	t.Cleanup(r.srv.Close)
+	return r
+}
+
+func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
+	body, _ := io.ReadAll(req.Body)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.requests++
+	if r.status != nil {
+		if code := r.status(); code != http.StatusOK {
+			w.WriteHeader(code)
+			return
+		}
+	}
+	wh, err := standardwebhooks.NewWebhook(r.secret)
+	if err == nil {
+		err = wh.Verify(body, req.Header)
+	}
+	if err != nil {
+		r.badSig++
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
+	var ev map[string]any
+	if err := json.Unmarshal(body, &ev); err != nil {
+		r.badSig++
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
+	rec, _ := ev["record"].(map[string]any)
+	seq := int(rec["seq"].(float64))
+	id := ev["id"].(string)
+	if prev, ok := r.eventIDs[seq]; ok && prev != id {
+		r.idMismatch++
+	}
+	if req.Header.Get("webhook-id") != id {
+		r.idMismatch++
+	}
+	r.eventIDs[seq] = id
+	r.got[seq]++
+	if r.events[seq] == nil {
+		r.events[seq] = ev
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+func (r *receiver) snapshot() (got map[int]int, badSig, idMismatch int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	got = make(map[int]int, len(r.got))
+	for k, v := range r.got {
+		got[k] = v
+	}
+	return got, r.badSig, r.idMismatch
+}
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[len(s)-n:]
+}

@@ -1,0 +1,399 @@
+// Package dispatcher is Outflow's pipeline: source → decode → match → enrich
+// → deliver (SPEC §2, §4, §5).
+//
+// # At least once
+//
+// A source message is Done — and its position may be committed — once every
+// matching webhook delivery of it is delivered, dead-lettered, or durably in
+// the retry queue. A crash before that re-reads it; re-delivered events carry
+// the same id, and re-queued ones are stored once per (subscription, event).
+//
+// # No receiver slows the others
+//
+// Each webhook subscription has its own lanes (goroutines) fed by bounded
+// queues. An event whose lane queue is full, or whose subscription's circuit
+// breaker is open, is not waited for: it goes straight to the retry queue in
+// PostgreSQL, and the source moves on. A failed first attempt goes there too.
+//
+// # Ordering
+//
+// An event's lane is chosen by the hash of its entity keys, and a lane sends
+// one event at a time, so on the happy path a subscription receives one
+// entity's events in source order. Once an event fails it leaves the hot
+// path: later events of the same entity may be delivered before its retry
+// succeeds. Receivers that need order use the record's feature_timestamp.
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/outflow-dev/outflow/enrich"
+	"github.com/outflow-dev/outflow/match"
+	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
+	"github.com/outflow-dev/outflow/record"
+	"github.com/outflow-dev/outflow/source"
+	"github.com/outflow-dev/outflow/store"
+	"github.com/outflow-dev/outflow/webhook"
+)
+
+// Config tunes the dispatcher. The zero value, with defaults, is what
+// production uses.
+type Config struct {
+	// LaneQueue is how many events one lane of a subscription may hold
+	// before further events spill to the retry queue. Defaults to 256.
+	LaneQueue int
+	// MaxRawPoison is how many bytes of a poison record are kept. Defaults
+	// to 4 KiB.
+	MaxRawPoison int
+	// Decode bounds records (1 MiB by default).
+	Decode record.DecodeOptions
+	// Breaker opens a subscription's circuit after Threshold consecutive
+	// failures (default 5) for Cooldown (default 30s), and disables the
+	// subscription when it has failed without a success for DisableAfter
+	// (default 72h; negative never disables).
+	Breaker BreakerConfig
+	// Retry tunes the retry worker.
+	Retry RetryConfig
+	// DrainTimeout bounds how long Stop waits for in-flight attempts before
+	// parking them in the retry queue. Defaults to 10s.
+	DrainTimeout time.Duration
+	// UserAgent is sent with every webhook ("outflow/<version>").
+	UserAgent string
+}
+
+// WithDefaults returns c with its zero fields set to their defaults.
+func (c Config) WithDefaults() Config {
+	if c.LaneQueue <= 0 {
+		c.LaneQueue = 256
+	}
+	if c.MaxRawPoison <= 0 {
+		c.MaxRawPoison = 4 << 10
+	}
+	c.Decode = c.Decode.WithDefaults()
+	c.Breaker = c.Breaker.WithDefaults()
+	c.Retry = c.Retry.WithDefaults()
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 10 * time.Second
+	}
+	return c
+}
+
+// Enricher fetches a record's feature vector; *enrich.Enricher is one.
+type Enricher interface {
+	Enrich(ctx context.Context, rec *record.Record, cfg *outflowv1.Enrichment) (*enrich.Result, error)
+}
+
+// Params are what New needs.
+type Params struct {
+	Config   Config
+	Store    *store.Store
+	Matcher  *match.Matcher
+	Enricher Enricher
+	Sender   *webhook.Sender
+	Metrics  *Metrics
+	Logger   *slog.Logger
+	// Now is the clock; time.Now by default.
+	Now func() time.Time
+}
+
+// Dispatcher routes source messages to subscriptions and delivers them.
+type Dispatcher struct {
+	cfg      Config
+	store    *store.Store
+	matcher  *match.Matcher
+	enricher Enricher
+	sender   *webhook.Sender
+	metrics  *Metrics
+	logger   *slog.Logger
+	now      func() time.Time
+
+	mu      sync.Mutex
+	targets map[string]*target // by subscription id
+	rnd     *rand.Rand         // guarded by mu
+
+	// lanesCtx ends the lanes when the dispatcher stops; work cut short is
+	// parked with parkCtx-bounded writes.
+	lanesCtx    context.Context
+	stopLanes   context.CancelFunc
+	lanes       sync.WaitGroup
+	accepting   atomic.Bool
+	inFlight    sync.WaitGroup
+	stopOnce    sync.Once
+	stopTimeout time.Duration
+}
+
+// New builds a dispatcher.
+func New(p Params) (*Dispatcher, error) {
+	if p.Store == nil || p.Matcher == nil || p.Sender == nil {
+		return nil, errors.New("dispatcher: a store, a matcher and a sender are required")
+	}
+	cfg := p.Config.WithDefaults()
+	logger := p.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	now := p.Now
+	if now == nil {
+		now = time.Now
+	}
+	metrics := p.Metrics
+	if metrics == nil {
+		metrics = NewMetrics(nil)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &Dispatcher{
+		cfg: cfg, store: p.Store, matcher: p.Matcher, enricher: p.Enricher, sender: p.Sender,
+		metrics: metrics, logger: logger, now: now,
+		targets:  map[string]*target{},
+		rnd:      rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0x6f7574666c6f77)),
+		lanesCtx: ctx, stopLanes: cancel, stopTimeout: cfg.DrainTimeout,
+	}
+	d.accepting.Store(true)
+	return d, nil
+}
+
+// job is one (message, subscription) pair on its way to a receiver.
+type job struct {
+	msg  *source.Message
+	rec  *record.Record
+	sub  *match.Subscription
+	env  *envelope
+	done func() // one of the message's pending deliveries is settled
+}
+
+// Handle is the source.Handler: it decodes the message, matches it and
+// hands each webhook delivery to its subscription's lane. It returns at
+// once; the message is Done when every delivery is settled.
+func (d *Dispatcher) Handle(ctx context.Context, m *source.Message) {
+	d.metrics.consumed.Inc()
+	rec, err := record.Decode(m.Value, d.cfg.Decode)
+	if err != nil {
+		d.keepPoison(ctx, m, err)
+		return
+	}
+	subs := d.matcher.Index().Match(rec)
+	var webhooks []*match.Subscription
+	for _, s := range subs {
+		if s.Proto.GetWebhook() != nil && s.Proto.GetState() != outflowv1.Subscription_DISABLED {
+			webhooks = append(webhooks, s)
+		}
+	}
+	if len(webhooks) == 0 {
+		d.metrics.observeLatency(m.AppendTime, d.now())
+		m.Done()
+		return
+	}
+	var pending atomic.Int32
+	pending.Store(int32(len(webhooks)))
+	done := func() {
+		if pending.Add(-1) == 0 {
+			m.Done()
+		}
+	}
+	now := d.now()
+	for _, s := range webhooks {
+		j := &job{msg: m, rec: rec, sub: s, env: newEnvelope(s.ID, m.Position, rec.Raw, now), done: done}
+		d.dispatch(ctx, j)
+	}
+}
+
+// dispatch queues j on its lane, or parks it in the retry queue when the
+// subscription is paused, its breaker is open, or its lane is full.
+func (d *Dispatcher) dispatch(ctx context.Context, j *job) {
+	if j.sub.Proto.GetState() == outflowv1.Subscription_PAUSED {
+		d.park(ctx, j, "subscription paused", d.now())
+		return
+	}
+	t := d.target(j.sub)
+	if until, open := t.breaker.open(d.now()); open {
+		d.park(ctx, j, "circuit open: the receiver has been failing", until)
+		return
+	}
+	if !d.accepting.Load() || !t.enqueue(d, j) {
+		d.park(ctx, j, "delivery queue full", d.now())
+	}
+}
+
+// keepPoison stores a record that does not decode and marks the message
+// done; the record is skipped, never retried. A database failure is retried
+// until the record is kept or the dispatcher stops (then the message stays
+// not Done and is read again after a restart: nothing is lost).
+func (d *Dispatcher) keepPoison(ctx context.Context, m *source.Message, err error) {
+	reason := "invalid"
+	var perr *record.PoisonError
+	if errors.As(err, &perr) {
+		reason = string(perr.Reason)
+	}
+	d.metrics.poison.WithLabelValues(reason).Inc()
+	raw := m.Value
+	if len(raw) > d.cfg.MaxRawPoison {
+		raw = raw[:d.cfg.MaxRawPoison]
+	}
+	p := store.Poison{
+		PositionKey: m.Position.Key(), SourceKind: m.Position.Kind, Topic: m.Position.Topic,
+		Partition: m.Position.Partition, Offset: m.Position.Offset, Stream: m.Position.Stream,
+		Shard: m.Position.Shard, SequenceNumber: m.Position.Sequence,
+		Reason: reason, Error: err.Error(), Raw: raw, RawSize: len(m.Value),
+	}
+	d.inFlight.Add(1)
+	go func() {
+		defer d.inFlight.Done()
+		if d.durably(ctx, "keeping a poison record", func(ctx context.Context) error { return d.store.InsertPoison(ctx, p) }) {
+			m.Done()
+		}
+	}()
+}
+
+// durably runs write until it succeeds, backing off between failures, and
+// reports whether it did before the dispatcher stopped.
+func (d *Dispatcher) durably(ctx context.Context, what string, write func(context.Context) error) bool {
+	backoff := 100 * time.Millisecond
+	for {
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		err := write(wctx)
+		cancel()
+		if err == nil {
+			return true
+		}
+		d.logger.WarnContext(ctx, what+" failed; retrying", slog.Any("error", err))
+		select {
+		case <-d.lanesCtx.Done():
+			return false
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// target is a webhook subscription's delivery state: its lanes, limiter and
+// breaker. It lives while the dispatcher does; its configuration is read
+// from each job's subscription, so updates apply to the next event.
+type target struct {
+	id      string
+	mu      sync.Mutex
+	lanes   []chan *job
+	limiter *rate.Limiter
+	limit   float64
+	breaker breaker
+}
+
+func (d *Dispatcher) target(s *match.Subscription) *target {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	t := d.targets[s.ID]
+	if t == nil {
+		t = &target{id: s.ID, breaker: newBreaker(d.cfg.Breaker)}
+		d.targets[s.ID] = t
+	}
+	return t
+}
+
+// enqueue puts j on the lane of its entity, starting the lane if needed; it
+// reports false when the lane's queue is full.
+func (t *target) enqueue(d *Dispatcher, j *job) bool {
+	wh := j.sub.Proto.GetWebhook()
+	n := int(wh.GetMaxInFlight())
+	if n <= 0 {
+		n = 1
+	}
+	// The send happens under the lock, so a concurrent resize or Stop cannot
+	// close the lane under it; it never blocks.
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !d.accepting.Load() {
+		return false // stopping: Stop has closed, or will close, the lanes
+	}
+	if len(t.lanes) != n {
+		// The subscription's max_in_flight changed (or this is its first
+		// event): new lanes; the old ones drain what they hold and exit.
+		for _, l := range t.lanes {
+			close(l)
+		}
+		t.lanes = make([]chan *job, n)
+		for i := range t.lanes {
+			t.lanes[i] = make(chan *job, d.cfg.LaneQueue)
+			d.lanes.Add(1)
+			go d.runLane(t, t.lanes[i])
+		}
+	}
+	if r := wh.GetRateLimit(); r != t.limit {
+		t.limit = r
+		if r > 0 {
+			t.limiter = rate.NewLimiter(rate.Limit(r), max(1, int(r)))
+		} else {
+			t.limiter = nil
+		}
+	}
+	select {
+	case t.lanes[j.rec.EntityHash()%uint64(n)] <- j:
+		return true
+	default:
+		return false
+	}
+}
+
+func (t *target) rateLimiter() *rate.Limiter {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.limiter
+}
+
+// runLane sends a lane's events one at a time until the lane is closed or
+// the dispatcher stops; what is left then is parked.
+func (d *Dispatcher) runLane(t *target, lane chan *job) {
+	defer d.lanes.Done()
+	for j := range lane {
+		if d.lanesCtx.Err() != nil {
+			d.park(context.Background(), j, "gateway shutting down", d.now())
+			continue
+		}
+		if lim := t.rateLimiter(); lim != nil {
+			if err := lim.Wait(d.lanesCtx); err != nil {
+				d.park(context.Background(), j, "gateway shutting down", d.now())
+				continue
+			}
+		}
+		d.firstAttempt(t, j)
+	}
+}
+
+// Stop stops accepting messages, gives in-flight deliveries the drain
+// timeout to finish, then parks the rest in the retry queue. It is
+// idempotent. Messages whose deliveries could not be parked stay not Done,
+// so their positions are not committed.
+func (d *Dispatcher) Stop() {
+	d.stopOnce.Do(func() {
+		d.accepting.Store(false)
+		d.mu.Lock()
+		for _, t := range d.targets {
+			t.mu.Lock()
+			for _, l := range t.lanes {
+				close(l)
+			}
+			t.lanes = nil
+			t.mu.Unlock()
+		}
+		d.mu.Unlock()
+		drained := make(chan struct{})
+		go func() {
+			d.lanes.Wait()
+			close(drained)
+		}()
+		select {
+		case <-drained:
+		case <-time.After(d.stopTimeout):
+			d.stopLanes() // lanes park what they still hold
+			<-drained
+		}
+		d.stopLanes()
+		d.inFlight.Wait()
+	})
+}

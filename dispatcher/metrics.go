@@ -1,0 +1,71 @@
+package dispatcher
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the dispatcher's Prometheus series (SPEC §8).
+type Metrics struct {
+	consumed   prometheus.Counter
+	poison     *prometheus.CounterVec
+	deliveries *prometheus.CounterVec
+	latency    prometheus.Histogram
+	calls      *prometheus.HistogramVec
+	retries    prometheus.Counter
+}
+
+// NewMetrics creates the series and registers them with reg (nil: not
+// registered, for tests).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		consumed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "outflow_records_consumed_total", Help: "Records read from the sources.",
+		}),
+		poison: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outflow_records_poison_total", Help: "Records that did not decode, by reason; kept in poison_records.",
+		}, []string{"reason"}),
+		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outflow_deliveries_total",
+			Help: "Webhook deliveries by outcome: delivered, retry_queued, parked (not attempted: paused, circuit open, queue full), dead, gone.",
+		}, []string{"outcome"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "outflow_end_to_end_latency_seconds",
+			Help:    "From the source's append time to the receiver's 2xx (hot path).",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14), // 5ms … 41s
+		}),
+	}
+	m.calls = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "outflow_getfeatures_duration_seconds",
+		Help:    "Feature store calls by operation (get-features, get-features-batch) and result (ok, error).",
+		Buckets: prometheus.ExponentialBuckets(0.002, 2, 12), // 2ms … 4s
+	}, []string{"op", "result"})
+	m.retries = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "outflow_consistency_retries_total",
+		Help: "GetFeatures calls repeated because the vector did not yet reflect the record.",
+	})
+	if reg != nil {
+		reg.MustRegister(m.consumed, m.poison, m.deliveries, m.latency, m.calls, m.retries)
+	}
+	return m
+}
+
+func (m *Metrics) observeLatency(appended, now time.Time) {
+	if !appended.IsZero() {
+		m.latency.Observe(now.Sub(appended).Seconds())
+	}
+}
+
+// ObserveCall records a feature store call; Metrics is the enricher's
+// enrich.Observer.
+func (m *Metrics) ObserveCall(op string, d time.Duration, err error) {
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	m.calls.WithLabelValues(op, result).Observe(d.Seconds())
+}
+
+// ObserveConsistencyRetry counts a consistency retry.
+func (m *Metrics) ObserveConsistencyRetry() { m.retries.Inc() }

@@ -1,0 +1,129 @@
+package dispatcher
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"time"
+
+	"github.com/outflow-dev/outflow/record"
+	"github.com/outflow-dev/outflow/store"
+)
+
+// RetryConfig tunes the retry worker, which every replica runs.
+type RetryConfig struct {
+	// Batch is how many due deliveries one claim takes. Defaults to 64.
+	Batch int
+	// Workers bounds concurrent retry attempts per replica. Defaults to 32.
+	Workers int
+	// Poll is how often the queue is checked when it had nothing due.
+	// Defaults to 1s.
+	Poll time.Duration
+	// Lease is how long a claimed delivery is reserved for this replica;
+	// longer than any attempt (webhook timeouts are at most 60s) plus its
+	// enrichment. Defaults to 3m.
+	Lease time.Duration
+}
+
+// WithDefaults returns c with its zero fields set to their defaults.
+func (c RetryConfig) WithDefaults() RetryConfig {
+	if c.Batch <= 0 {
+		c.Batch = 64
+	}
+	if c.Workers <= 0 {
+		c.Workers = 32
+	}
+	if c.Poll <= 0 {
+		c.Poll = time.Second
+	}
+	if c.Lease <= 0 {
+		c.Lease = 3 * time.Minute
+	}
+	return c
+}
+
+// RunRetries claims due deliveries from the retry queue and attempts them
+// until ctx is done. Replicas share the queue without sending a delivery
+// twice at once (FOR UPDATE SKIP LOCKED with a lease). An attempt cut short
+// by shutdown is not recorded; its lease runs out and it is claimed again.
+func (d *Dispatcher) RunRetries(ctx context.Context) error {
+	cfg := d.cfg.Retry
+	sem := make(chan struct{}, cfg.Workers)
+	defer func() {
+		for range cap(sem) {
+			sem <- struct{}{} // wait for the attempts under way
+		}
+	}()
+	for {
+		claimed, err := d.store.ClaimDueDeliveries(ctx, min(cfg.Batch, cfg.Workers), cfg.Lease)
+		if err != nil && ctx.Err() == nil {
+			d.logger.WarnContext(ctx, "claiming due deliveries", slog.Any("error", err))
+		}
+		for _, dl := range claimed {
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return nil
+			}
+			go func() {
+				defer func() { <-sem }()
+				d.retry(ctx, dl)
+			}()
+		}
+		if len(claimed) > 0 {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(cfg.Poll):
+		}
+	}
+}
+
+// retry makes one more attempt of a queued delivery and records it.
+func (d *Dispatcher) retry(ctx context.Context, dl *store.Delivery) {
+	sub := d.matcher.Get(dl.SubscriptionID)
+	if sub == nil || sub.Proto.GetWebhook() == nil {
+		return // deleted (its rows go with it) or no longer a webhook: the lease lapses
+	}
+	var env envelope
+	if err := json.Unmarshal(dl.Event, &env); err != nil {
+		d.finish(ctx, dl, store.AttemptResult{Status: store.StatusDead, LastError: "stored event is unreadable: " + err.Error()})
+		return
+	}
+	rec, err := record.Decode(env.Record, d.cfg.Decode)
+	if err != nil {
+		d.finish(ctx, dl, store.AttemptResult{Status: store.StatusDead, LastError: "stored record is unreadable: " + err.Error()})
+		return
+	}
+	attempts := dl.Attempts + 1
+	res := d.attempt(ctx, sub, rec, &env, attempts)
+	if res.outcome == interrupted {
+		return // not recorded: the lease lapses and another attempt follows
+	}
+	now := d.now()
+	t := d.target(sub)
+	switch res.outcome {
+	case delivered:
+		t.breaker.success()
+		d.metrics.deliveries.WithLabelValues("delivered").Inc()
+		d.finish(ctx, dl, store.AttemptResult{Status: store.StatusDelivered, LastStatusCode: res.statusCode})
+		return
+	case gone:
+		d.disable(sub.ID, "the receiver answered 410 Gone")
+	case failed:
+		d.breakerFailure(t, sub.ID, now)
+	}
+	status, next := d.nextStep(sub, res, attempts, dl.FirstAttemptTime, now)
+	d.metrics.deliveries.WithLabelValues(deliveryLabel(res.outcome, status)).Inc()
+	d.finish(ctx, dl, store.AttemptResult{Status: status, NextAttemptTime: next,
+		LastError: truncate(res.err, 1024), LastStatusCode: res.statusCode})
+}
+
+func (d *Dispatcher) finish(ctx context.Context, dl *store.Delivery, r store.AttemptResult) {
+	if err := d.store.FinishAttempt(context.WithoutCancel(ctx), dl.ID, r); err != nil {
+		// The lease lapses and the delivery is attempted again: at least once.
+		d.logger.WarnContext(ctx, "recording a retry", slog.String("delivery_id", dl.ID), slog.Any("error", err))
+	}
+}
