@@ -233,10 +233,8 @@ func (d *Dispatcher) keepPoison(ctx context.Context, m *source.Message, err erro
 		reason = string(perr.Reason)
 	}
 	d.metrics.poison.WithLabelValues(reason).Inc()
-	raw := m.Value
-	if len(raw) > d.cfg.MaxRawPoison {
-		raw = raw[:d.cfg.MaxRawPoison]
-	}
+	// Never nil: an empty message is poison too, and must be kept as such.
+	raw := append([]byte{}, m.Value[:min(len(m.Value), d.cfg.MaxRawPoison)]...)
 	p := store.Poison{
 		PositionKey: m.Position.Key(), SourceKind: m.Position.Kind, Topic: m.Position.Topic,
 		Partition: m.Position.Partition, Offset: m.Position.Offset, Stream: m.Position.Stream,
@@ -246,27 +244,51 @@ func (d *Dispatcher) keepPoison(ctx context.Context, m *source.Message, err erro
 	d.inFlight.Add(1)
 	go func() {
 		defer d.inFlight.Done()
-		if d.durably(ctx, "keeping a poison record", func(ctx context.Context) error { return d.store.InsertPoison(ctx, p) }) {
+		// Bounded: a record that cannot be kept (a permanent database error)
+		// must not stall its partition; the poison itself carries no event
+		// anyone is owed, so giving up loses only the inspection copy.
+		err := d.retryWrite(ctx, "keeping a poison record", poisonWriteAttempts, func(ctx context.Context) error {
+			return d.store.InsertPoison(ctx, p)
+		})
+		switch {
+		case err == nil:
+			m.Done()
+		case d.lanesCtx.Err() == nil:
+			d.metrics.poison.WithLabelValues("not_kept").Inc()
+			d.logger.ErrorContext(ctx, "a poison record could not be kept; skipping it",
+				slog.String("position", m.Position.Key()), slog.Any("error", err))
 			m.Done()
 		}
 	}()
 }
 
+// poisonWriteAttempts bounds the tries to keep one poison record (about a
+// minute of backoff).
+const poisonWriteAttempts = 15
+
 // durably runs write until it succeeds, backing off between failures, and
-// reports whether it did before the dispatcher stopped.
+// reports whether it did before the dispatcher stopped. Deliveries are
+// written this way: while PostgreSQL is down their messages stay not Done,
+// so the consumer pauses rather than loses them.
 func (d *Dispatcher) durably(ctx context.Context, what string, write func(context.Context) error) bool {
+	return d.retryWrite(ctx, what, 0, write) == nil
+}
+
+// retryWrite runs write until it succeeds, the dispatcher stops, or
+// attempts (0: no bound) have failed, and returns the last error.
+func (d *Dispatcher) retryWrite(ctx context.Context, what string, attempts int, write func(context.Context) error) error {
 	backoff := 100 * time.Millisecond
-	for {
+	for n := 1; ; n++ {
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		err := write(wctx)
 		cancel()
-		if err == nil {
-			return true
+		if err == nil || (attempts > 0 && n >= attempts) {
+			return err
 		}
 		d.logger.WarnContext(ctx, what+" failed; retrying", slog.Any("error", err))
 		select {
 		case <-d.lanesCtx.Done():
-			return false
+			return err
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, 5*time.Second)

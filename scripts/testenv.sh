@@ -305,6 +305,10 @@ delete.topic.enable=true
 num.network.threads=2
 num.io.threads=4
 log.cleaner.dedupe.buffer.size=16777216
+# Records up to 8 MiB, so tests can prove an oversized (5 MiB) record is
+# kept as poison instead of stalling the consumer.
+message.max.bytes=8388608
+replica.fetch.max.bytes=8388608
 EOF
 }
 

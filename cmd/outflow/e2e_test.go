@@ -111,7 +111,7 @@ type loadEnv struct {
 	features    *featureserver.Server
 }
 
-func newLoadEnv(t *testing.T) *loadEnv {
+func newLoadEnv(t *testing.T, gatewayArgs ...string) *loadEnv {
 	t.Helper()
 	env := &loadEnv{databaseURL: testenv.Postgres(t), brokers: testenv.KafkaBrokers(t), topic: testenv.NewTopic(t, 3)}
 	runOutflow(t, env.databaseURL, "migrate")
@@ -132,9 +132,10 @@ func newLoadEnv(t *testing.T) *loadEnv {
 		<-consumed
 	})
 
-	env.gateway = startGateway(t, env.databaseURL,
-		"--kafka-brokers", strings.Join(env.brokers, ","), "--kafka-topics", env.topic, "--kafka-group", "gw-"+env.topic,
-		"--tecton-url", fsHTTP.URL, "--tecton-api-key", "e2e-key", "--allow-insecure-urls", "--allow-cidrs", "127.0.0.0/8", "--retry-poll", "200ms")
+	env.gateway = startGateway(t, env.databaseURL, append([]string{
+		"--kafka-brokers", strings.Join(env.brokers, ","), "--kafka-topics", env.topic, "--kafka-group", "gw-" + env.topic,
+		"--tecton-url", fsHTTP.URL, "--tecton-api-key", "e2e-key", "--allow-insecure-urls", "--allow-cidrs", "127.0.0.0/8",
+		"--retry-poll", "200ms"}, gatewayArgs...)...)
 	return env
 }
 
@@ -153,20 +154,26 @@ func (env *loadEnv) subscribe(t *testing.T, subs []*e2eSubscription) {
 // share a partition.
 func (env *loadEnv) produce(t *testing.T, from, to int, base time.Time) {
 	t.Helper()
-	transport := &kafkago.Transport{}
-	defer transport.CloseIdleConnections()
-	w := &kafkago.Writer{Addr: kafkago.TCP(env.brokers...), Topic: env.topic, Balancer: &kafkago.Hash{},
-		Transport: transport, BatchSize: 500, BatchTimeout: 5 * time.Millisecond, RequiredAcks: kafkago.RequireAll}
-	defer w.Close()
 	msgs := make([]kafkago.Message, 0, to-from)
 	for seq := from; seq < to; seq++ {
 		key, value, _, _ := testRecord(seq, base)
 		msgs = append(msgs, kafkago.Message{Key: []byte(key), Value: value})
 	}
+	env.produceMessages(t, msgs)
+}
+
+// produceMessages writes msgs in order (up to 8 MiB each).
+func (env *loadEnv) produceMessages(t *testing.T, msgs []kafkago.Message) {
+	t.Helper()
+	transport := &kafkago.Transport{}
+	defer transport.CloseIdleConnections()
+	w := &kafkago.Writer{Addr: kafkago.TCP(env.brokers...), Topic: env.topic, Balancer: &kafkago.Hash{},
+		Transport: transport, BatchSize: 500, BatchBytes: 16 << 20, BatchTimeout: 5 * time.Millisecond, RequiredAcks: kafkago.RequireAll}
+	defer w.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := w.WriteMessages(ctx, msgs...); err != nil {
-		t.Fatalf("producing records %d..%d: %v", from, to, err)
+		t.Fatalf("producing %d records: %v", len(msgs), err)
 	}
 }
 

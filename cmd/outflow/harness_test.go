@@ -197,11 +197,24 @@ func (g *gateway) api(t *testing.T, key, method, path string, body any, want int
 	return out
 }
 
+// get fetches a plain-text endpoint of the gateway (/metrics, /readyz).
+func (g *gateway) get(t *testing.T, path string) string {
+	t.Helper()
+	resp, err := http.Get(g.url(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
 // receiver is a webhook endpoint that verifies every request with the
 // Standard Webhooks reference library and records what arrived.
 type receiver struct {
 	srv    *httptest.Server
 	mu     sync.Mutex
+	id     string // the subscription it receives for
 	secret string
 	// status answers each request; 200 when nil.
 	status func() int
