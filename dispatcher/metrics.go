@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outflow-dev/outflow/record"
 )
 
 // Metrics are the dispatcher's Prometheus series (SPEC §8).
@@ -45,6 +47,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "outflow_consistency_retries_total",
 		Help: "GetFeatures calls repeated because the vector did not yet reflect the record.",
 	})
+	// Every label value starts at zero, so dashboards and alerts see a
+	// series before its first event.
+	for _, r := range record.Reasons() {
+		m.poison.WithLabelValues(string(r))
+	}
+	m.poison.WithLabelValues("not_kept")
+	for _, o := range []string{"delivered", "retry_queued", "parked", "dead", "gone"} {
+		m.deliveries.WithLabelValues(o)
+	}
 	if reg != nil {
 		reg.MustRegister(m.consumed, m.poison, m.deliveries, m.latency, m.calls, m.retries)
 	}

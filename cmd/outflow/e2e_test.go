@@ -321,6 +321,22 @@ func TestEndToEnd(t *testing.T) {
 	dups := checkDelivered(t, subs, expected(subs, n, base), 4*time.Minute)
 	t.Logf("10k records delivered to %d subscriptions in %s; duplicates per subscription: %v", len(subs), time.Since(start).Round(time.Millisecond), dups)
 	checkVectors(t, subs[3], subs[4])
+
+	// SPEC §8's series, and readiness (database reachable, consumer joined).
+	metrics := env.gateway.get(t, "/metrics")
+	for _, series := range []string{
+		"outflow_records_consumed_total 10000", "outflow_records_poison_total", `outflow_deliveries_total{outcome="delivered"}`,
+		"outflow_end_to_end_latency_seconds_bucket", "outflow_getfeatures_duration_seconds_bucket",
+		"outflow_consistency_retries_total", "outflow_retry_queue_depth", "outflow_consumer_lag{",
+		"outflow_api_requests_total",
+	} {
+		if !strings.Contains(metrics, series) {
+			t.Errorf("/metrics lacks %s:\n%s", series, grepLines(metrics, "outflow_"))
+		}
+	}
+	if got := env.gateway.get(t, "/readyz"); !strings.HasPrefix(got, "ok") {
+		t.Errorf("/readyz = %q", got)
+	}
 }
 
 // TestCrashLosesNothing kills the gateway with SIGKILL three times during

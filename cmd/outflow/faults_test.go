@@ -359,3 +359,41 @@ func grepLines(s, substr string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestLimitsRespected: a subscription's max_in_flight bounds concurrent
+// requests to its receiver, and rate_limit bounds their pace. Both checks
+// are bounds a slow machine cannot break: concurrency at most 2, and 100
+// events at 40/s (burst 40) take at least 1.5s.
+func TestLimitsRespected(t *testing.T) {
+	t.Parallel()
+	env := newLoadEnv(t)
+	var inFlight, peak, total atomic.Int32
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		time.Sleep(5 * time.Millisecond) // a receiver's work, so requests overlap
+		total.Add(1)
+	}))
+	t.Cleanup(recv.Close)
+	env.gateway.api(t, env.key, "POST", "/v1/subscriptions", map[string]any{
+		"name": "limited", "feature_view_names": []string{fvClicks},
+		"webhook": map[string]any{"url": recv.URL, "max_in_flight": 2, "rate_limit": 40}}, 200)
+
+	start := time.Now()
+	env.produce(t, 0, 300, time.Now().UTC()) // 100 clicks
+	pollUntil(t, time.Minute, "100 limited deliveries", func() bool { return total.Load() >= 100 })
+	elapsed := time.Since(start)
+	if p := peak.Load(); p > 2 {
+		t.Errorf("%d requests in flight at once, max_in_flight is 2", p)
+	}
+	if elapsed < 1500*time.Millisecond {
+		t.Errorf("100 events at rate_limit 40/s arrived in %s, faster than the limit allows", elapsed)
+	}
+	t.Logf("100 events with max_in_flight 2 and rate_limit 40/s: peak concurrency %d, %s", peak.Load(), elapsed.Round(time.Millisecond))
+}

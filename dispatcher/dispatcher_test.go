@@ -1,0 +1,156 @@
+package dispatcher
+
+import (
+	"encoding/json"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/outflow-dev/outflow/filter"
+	"github.com/outflow-dev/outflow/match"
+	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
+	"github.com/outflow-dev/outflow/source"
+	"github.com/outflow-dev/outflow/store"
+)
+
+func TestEventIDIsStablePerSubscriptionAndPosition(t *testing.T) {
+	t.Parallel()
+	p := source.Position{Kind: "kafka", Topic: "fv-output", Partition: 3, Offset: 1234}
+	id := EventID("sub_a", p)
+	if !strings.HasPrefix(id, "evt_") || len(id) != len("evt_")+26 {
+		t.Fatalf("EventID = %q, want evt_ and 26 characters", id)
+	}
+	if EventID("sub_a", p) != id {
+		t.Error("EventID is not deterministic")
+	}
+	other := p
+	other.Offset++
+	for name, got := range map[string]string{
+		"another subscription": EventID("sub_b", p),
+		"another offset":       EventID("sub_a", other),
+		"another partition":    EventID("sub_a", source.Position{Kind: "kafka", Topic: "fv-output", Partition: 4, Offset: 1234}),
+		"another topic":        EventID("sub_a", source.Position{Kind: "kafka", Topic: "fv-other", Partition: 3, Offset: 1234}),
+	} {
+		if got == id {
+			t.Errorf("%s gives the same id", name)
+		}
+	}
+}
+
+func TestEnvelopeKeepsTheRecordAsWritten(t *testing.T) {
+	t.Parallel()
+	raw := []byte(`{"version": "1", "feature_view_name": "fv", "big": 12345678901234567890, "extra": {"z": 1, "a": [true]}}`)
+	pos := source.Position{Kind: "kafka", Topic: "t", Partition: 2, Offset: 99}
+	env := newEnvelope("sub_x", pos, raw, time.Date(2026, 11, 24, 10, 0, 0, 123e6, time.UTC))
+	body, err := env.withVector(&outflowv1.FeatureVector{WorkspaceName: "prod", Attempts: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		ID             string          `json:"id"`
+		Type           string          `json:"type"`
+		SubscriptionID string          `json:"subscription_id"`
+		CreatedAt      string          `json:"created_at"`
+		Record         json.RawMessage `json:"record"`
+		FeatureVector  map[string]any  `json:"feature_vector"`
+		Source         map[string]any  `json:"source"`
+	}
+	if err := json.Unmarshal(body, &got); err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"version":"1","feature_view_name":"fv","big":12345678901234567890,"extra":{"z":1,"a":[true]}}`; string(got.Record) != want {
+		t.Errorf("record = %s, want the input compacted, unknown fields, key order and big integers kept: %s", got.Record, want)
+	}
+	if got.ID != EventID("sub_x", pos) || got.Type != EventType || got.SubscriptionID != "sub_x" || got.CreatedAt != "2026-11-24T10:00:00.123Z" {
+		t.Errorf("envelope = %+v", got)
+	}
+	if got.Source["offset"] != float64(99) || got.Source["partition"] != float64(2) || got.Source["kind"] != "kafka" {
+		t.Errorf("source = %v, want numeric partition and offset", got.Source)
+	}
+	if got.FeatureVector["workspace_name"] != "prod" || got.FeatureVector["attempts"] != float64(2) {
+		t.Errorf("feature_vector = %v", got.FeatureVector)
+	}
+	bare, _ := env.withVector(nil)
+	if strings.Contains(string(bare), "feature_vector") {
+		t.Errorf("an event without enrichment has a feature_vector: %s", bare)
+	}
+}
+
+func TestBreaker(t *testing.T) {
+	t.Parallel()
+	cfg := BreakerConfig{Threshold: 3, Cooldown: time.Minute, DisableAfter: time.Hour}.WithDefaults()
+	b := newBreaker(cfg)
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := range 2 {
+		if b.failure(now.Add(time.Duration(i) * time.Second)) {
+			t.Fatal("disabled too early")
+		}
+	}
+	if _, open := b.open(now.Add(2 * time.Second)); open {
+		t.Fatal("open before the threshold")
+	}
+	b.failure(now.Add(2 * time.Second))
+	until, open := b.open(now.Add(3 * time.Second))
+	if !open || !until.Equal(now.Add(2*time.Second+time.Minute)) {
+		t.Fatalf("after 3 failures open = %v until %v; want open for the cooldown", open, until)
+	}
+	if _, open := b.open(until); open {
+		t.Error("still open when the cooldown has passed (the next event probes)")
+	}
+	if !b.failure(now.Add(time.Hour)) {
+		t.Error("failing for the whole DisableAfter window did not ask to disable")
+	}
+	b.success()
+	if _, open := b.open(now.Add(time.Hour)); open || b.failure(now.Add(2*time.Hour)) {
+		t.Error("a success did not reset the breaker")
+	}
+}
+
+func TestNextStep(t *testing.T) {
+	t.Parallel()
+	env, err := filter.NewEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := match.Compile(env, &store.Subscription{Proto: &outflowv1.Subscription{
+		Id: "sub_r", FeatureViewNames: []string{"fv"}, State: outflowv1.Subscription_ACTIVE,
+		Target:      &outflowv1.Subscription_Webhook{Webhook: &outflowv1.WebhookTarget{Url: "https://x.example.com"}},
+		RetryPolicy: &outflowv1.RetryPolicy{MaxAttempts: 3, MaxAge: durationpb.New(time.Hour)},
+	}})
+	d := &Dispatcher{rnd: rand.New(rand.NewPCG(1, 2))}
+	first := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name       string
+		res        attemptResult
+		attempts   int
+		now        time.Time
+		wantStatus string
+		// wantAfter/wantBefore bound the next attempt (RETRYING only).
+		wantAfter, wantBefore time.Duration
+	}{
+		{"first failure waits about 5s", attemptResult{outcome: failed}, 1, first, store.StatusRetrying, 4 * time.Second, 6 * time.Second},
+		{"second failure waits about 5m", attemptResult{outcome: failed}, 2, first, store.StatusRetrying, 4 * time.Minute, 6 * time.Minute},
+		{"Retry-After longer than the backoff wins", attemptResult{outcome: failed, retryAfter: 20 * time.Second}, 1, first, store.StatusRetrying, 20 * time.Second, 21 * time.Second},
+		{"max attempts reached", attemptResult{outcome: failed}, 3, first, store.StatusDead, 0, 0},
+		{"next attempt past max age", attemptResult{outcome: failed}, 2, first.Add(58 * time.Minute), store.StatusDead, 0, 0},
+		{"feature store refused", attemptResult{outcome: fatal}, 1, first, store.StatusDead, 0, 0},
+		{"410 Gone", attemptResult{outcome: gone}, 1, first, store.StatusDead, 0, 0},
+	}
+	for _, tt := range tests {
+		status, next := d.nextStep(sub, tt.res, tt.attempts, first, tt.now)
+		if status != tt.wantStatus {
+			t.Errorf("%s: status %s, want %s", tt.name, status, tt.wantStatus)
+			continue
+		}
+		if status == store.StatusRetrying {
+			if wait := next.Sub(tt.now); wait < tt.wantAfter || wait > tt.wantBefore {
+				t.Errorf("%s: next attempt in %s, want between %s and %s", tt.name, wait, tt.wantAfter, tt.wantBefore)
+			}
+		} else if !next.IsZero() {
+			t.Errorf("%s: a dead delivery has a next attempt", tt.name)
+		}
+	}
+}
