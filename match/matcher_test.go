@@ -14,8 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/outflow-dev/outflow/internal/testenv"
-	"github.com/outflow-dev/outflow/migrations"
+	"github.com/outflow-dev/outflow/internal/storetest"
 	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
 	"github.com/outflow-dev/outflow/store"
 )
@@ -43,21 +42,8 @@ func setup(t *testing.T) *bundle {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
 	defer cancel()
-	url := testenv.Postgres(t)
-	db, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close(context.Background()) })
-	if _, err := migrations.Up(ctx, db, migrations.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	pool, err := store.Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	st := store.New(pool)
+	tdb := storetest.New(t)
+	db, st := tdb.Conn, tdb.Store
 	key, _, err := st.CreateAPIKey(ctx, "t", "k")
 	if err != nil {
 		t.Fatal(err)

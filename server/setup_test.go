@@ -20,8 +20,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
-	"github.com/outflow-dev/outflow/internal/testenv"
-	"github.com/outflow-dev/outflow/migrations"
+	"github.com/outflow-dev/outflow/internal/storetest"
 	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
 	"github.com/outflow-dev/outflow/server"
 	"github.com/outflow-dev/outflow/store"
@@ -54,21 +53,8 @@ func setup(t *testing.T, cfg server.Config) *bundle {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	url := testenv.Postgres(t)
-	db, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close(context.Background()) })
-	if _, err := migrations.Up(ctx, db, migrations.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	pool, err := store.Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	st := store.New(pool)
+	tdb := storetest.New(t)
+	db, st := tdb.Conn, tdb.Store
 	_, keyA, err := st.CreateAPIKey(ctx, "tenant-a", "test")
 	if err != nil {
 		t.Fatal(err)

@@ -6,11 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"go.uber.org/goleak"
 
-	"github.com/outflow-dev/outflow/internal/testenv"
-	"github.com/outflow-dev/outflow/migrations"
+	"github.com/outflow-dev/outflow/internal/storetest"
 	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
 	"github.com/outflow-dev/outflow/store"
 )
@@ -21,22 +19,7 @@ func TestMain(m *testing.M) {
 
 func setup(t *testing.T) *store.Store {
 	t.Helper()
-	ctx := context.Background()
-	url := testenv.Postgres(t)
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	if _, err := migrations.Up(ctx, conn, migrations.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	pool, err := store.Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	return store.New(pool)
+	return storetest.New(t).Store
 }
 
 func newSub(id, name string) *outflowv1.Subscription {
