@@ -305,6 +305,8 @@ type target struct {
 	limiter *rate.Limiter
 	limit   float64
 	breaker breaker
+	// closed is set when the subscription went away; enqueue then refuses.
+	closed bool
 }
 
 func (d *Dispatcher) target(s *match.Subscription) *target {
@@ -330,8 +332,8 @@ func (t *target) enqueue(d *Dispatcher, j *job) bool {
 	// close the lane under it; it never blocks.
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if !d.accepting.Load() {
-		return false // stopping: Stop has closed, or will close, the lanes
+	if !d.accepting.Load() || t.closed {
+		return false // stopping, or swept: the lanes are closed or will be
 	}
 	if len(t.lanes) != n {
 		// The subscription's max_in_flight changed (or this is its first
@@ -384,6 +386,26 @@ func (d *Dispatcher) runLane(t *target, lane chan *job) {
 			}
 		}
 		d.firstAttempt(t, j)
+	}
+}
+
+// sweepTargets ends the lanes of subscriptions that were deleted or are no
+// longer webhooks, so their goroutines do not outlive them. A job racing the
+// sweep finds its target closed and is parked.
+func (d *Dispatcher) sweepTargets() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for id, t := range d.targets {
+		if s := d.matcher.Get(id); s != nil && s.Proto.GetWebhook() != nil {
+			continue
+		}
+		t.mu.Lock()
+		for _, l := range t.lanes {
+			close(l)
+		}
+		t.lanes, t.closed = nil, true
+		t.mu.Unlock()
+		delete(d.targets, id)
 	}
 }
 

@@ -154,3 +154,32 @@ func TestNextStep(t *testing.T) {
 		}
 	}
 }
+
+func TestSweepEndsTheLanesOfDeletedSubscriptions(t *testing.T) {
+	t.Parallel()
+	// The matcher is never run: its index is empty, as after a delete.
+	m, err := match.New(match.Config{Store: &store.Store{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &Dispatcher{matcher: m, targets: map[string]*target{}}
+	d.accepting.Store(true)
+	lane := make(chan *job, 1)
+	gone := &target{id: "sub_gone", lanes: []chan *job{lane}}
+	d.targets["sub_gone"] = gone
+
+	d.sweepTargets()
+	if _, open := <-lane; open {
+		t.Error("the deleted subscription's lane is still open")
+	}
+	if len(d.targets) != 0 {
+		t.Errorf("targets = %v, want none", d.targets)
+	}
+	// A job that took the target before the sweep is refused (and parked by
+	// its caller) rather than starting new lanes nobody would close.
+	sub := match.Compile(nil, &store.Subscription{Proto: &outflowv1.Subscription{Id: "sub_gone",
+		Target: &outflowv1.Subscription_Webhook{Webhook: &outflowv1.WebhookTarget{MaxInFlight: 2}}}})
+	if gone.enqueue(d, &job{sub: sub}) {
+		t.Error("a swept target accepted a job")
+	}
+}

@@ -42,8 +42,12 @@ func (c RetryConfig) WithDefaults() RetryConfig {
 	return c
 }
 
+// sweepInterval is how often the retry loop also drops the delivery state
+// of deleted subscriptions.
+const sweepInterval = time.Minute
+
 // RunRetries claims due deliveries from the retry queue and attempts them
-// until ctx is done. Replicas share the queue without sending a delivery
+// until ctx is done; it also sweeps the lanes of deleted subscriptions. Replicas share the queue without sending a delivery
 // twice at once (FOR UPDATE SKIP LOCKED with a lease). An attempt cut short
 // by shutdown is not recorded; its lease runs out and it is claimed again.
 func (d *Dispatcher) RunRetries(ctx context.Context) error {
@@ -54,7 +58,12 @@ func (d *Dispatcher) RunRetries(ctx context.Context) error {
 			sem <- struct{}{} // wait for the attempts under way
 		}
 	}()
+	lastSweep := time.Now()
 	for {
+		if time.Since(lastSweep) >= sweepInterval {
+			d.sweepTargets()
+			lastSweep = time.Now()
+		}
 		claimed, err := d.store.ClaimDueDeliveries(ctx, min(cfg.Batch, cfg.Workers), cfg.Lease)
 		if err != nil && ctx.Err() == nil {
 			d.logger.WarnContext(ctx, "claiming due deliveries", slog.Any("error", err))
