@@ -92,6 +92,8 @@ type Params struct {
 	// Ready, when set, is asked by /readyz besides the database (for
 	// example: has the consumer joined its group).
 	Ready func() error
+	// Streams serves StreamEvents; nil answers UNAVAILABLE.
+	Streams Streams
 }
 
 // Server serves the API over gRPC and HTTP.
@@ -107,10 +109,12 @@ type Server struct {
 	grpc       *grpc.Server
 	sender     *webhook.Sender
 	ready      func() error
+	streams    Streams
 }
 
 type metrics struct {
 	requests *prometheus.CounterVec
+	streams  prometheus.Gauge
 }
 
 // New builds a server. It reads the shared page-token key from the store.
@@ -152,13 +156,21 @@ func New(ctx context.Context, p Params) (*Server, error) {
 		health:     health.NewServer(),
 		sender:     p.Sender,
 		ready:      p.Ready,
+		streams:    p.Streams,
 		metrics: metrics{requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outflow_api_requests_total",
 			Help: "API calls by gRPC method and status code (REST calls included).",
-		}, []string{"method", "code"})},
+		}, []string{"method", "code"}),
+			streams: prometheus.NewGauge(prometheus.GaugeOpts{
+				Name: "outflow_streams_connected",
+				Help: "StreamEvents clients connected to this replica.",
+			}),
+		},
 	}
-	if err := registry.Register(s.metrics.requests); err != nil {
-		return nil, fmt.Errorf("server: registering metrics: %w", err)
+	for _, c := range []prometheus.Collector{s.metrics.requests, s.metrics.streams} {
+		if err := registry.Register(c); err != nil {
+			return nil, fmt.Errorf("server: registering metrics: %w", err)
+		}
 	}
 
 	s.grpc = grpc.NewServer(
