@@ -51,7 +51,7 @@ func ExampleRecord_EntityHash() {
 	fmt.Printf("%#016x\n", h)
 	fmt.Println("shard of 4:", h%4)
 	// Output:
-	// 0x96c9089bbcf3be70
+	// 0xe919038c15959078
 	// shard of 4: 0
 }
 
