@@ -1,0 +1,229 @@
+package stream
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+
+	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
+	"github.com/outflow-dev/outflow/record"
+	"github.com/outflow-dev/outflow/source"
+)
+
+// Defaults applied by Config.WithDefaults.
+const (
+	// DefaultBufferSize is the default number of events a stream holds
+	// ready for its client. A thousand events of about a kilobyte each
+	// bounds a stream's memory to about a mebibyte while absorbing bursts
+	// and gRPC's send latency.
+	DefaultBufferSize = 1024
+
+	// DefaultSlowClientGrace is how long, by default, a stream's buffer may
+	// stay full with the client taking nothing before the stream ends with
+	// ErrSlowClient. Five seconds rides out a GC pause or a short network
+	// stall, but frees a stuck client's readers quickly.
+	DefaultSlowClientGrace = 5 * time.Second
+
+	// DefaultMaxWait is how long the broker may hold a fetch open waiting
+	// for new records. Half a second (the Java consumer's fetch.max.wait.ms)
+	// keeps live-tail latency low and Close prompt (Close waits for the fetch
+	// in flight), at two idle fetches per second per partition and stream.
+	DefaultMaxWait = 500 * time.Millisecond
+
+	// DefaultFetchMaxBytes bounds one fetch response, in bytes. 256 KiB is
+	// hundreds of typical records per round trip when catching up, while
+	// keeping a stream's memory small: a server runs many streams, each with
+	// one fetch per partition. A record larger than this is still fetched
+	// (the broker always returns at least one batch).
+	DefaultFetchMaxBytes = 256 << 10
+
+	// DefaultEnrichConcurrency is how many records of one partition may be
+	// enriched at once. Enrichment can take seconds (consistency retries),
+	// so one at a time would cap a stream at a few events per second per
+	// partition; events are still handed out in offset order.
+	DefaultEnrichConcurrency = 16
+
+	// DefaultPartitionWatchInterval is how often a stream looks for
+	// partitions added to its topics, which it then reads from their
+	// earliest offset.
+	DefaultPartitionWatchInterval = 10 * time.Second
+
+	// DefaultClientID is sent to the brokers when Config.Dialer is nil, so
+	// that stream connections are recognisable in broker logs and quotas.
+	DefaultClientID = "outflow-stream"
+)
+
+// requestTimeout bounds each metadata and offset request, and a fetch
+// beyond its MaxWait.
+const requestTimeout = 10 * time.Second
+
+// EnvelopeFunc builds an event's JSON envelope (SPEC §5), the same bytes a
+// webhook receives: the event id derived from subscription id and position,
+// the record's raw JSON, the feature vector (nil: none) and the source
+// position. It must be safe for concurrent use.
+type EnvelopeFunc func(subID string, pos source.Position, raw []byte, fv *outflowv1.FeatureVector) ([]byte, error)
+
+// Config configures the streams a server opens. Brokers, Topics, Tokens and
+// Envelope are required; WithDefaults (which Open applies) fills in the rest.
+// One Config is meant to be shared by all streams of a server.
+type Config struct {
+	// Brokers are the bootstrap brokers, host:port. Required.
+	Brokers []string
+	// Topics are the feature output streams to read: the same topics the
+	// gateway's consumer group reads. Required.
+	Topics []string
+	// Tokens signs and checks resume tokens. Every replica must use the same
+	// key. Required.
+	Tokens *Tokens
+	// Envelope builds the event JSON. Required: it is the dispatcher's
+	// envelope, so stream clients and webhook receivers get the same bytes.
+	Envelope EnvelopeFunc
+	// Dialer configures connections to the brokers: ClientID, TLS,
+	// SASLMechanism, Timeout (connect timeout), DialFunc or LocalAddr,
+	// KeepAlive and FallbackDelay are used. Default: plaintext, client id
+	// DefaultClientID, 10 s connect timeout.
+	Dialer *kafkago.Dialer
+	// BufferSize is how many events a stream holds for its client. Default
+	// DefaultBufferSize (1024).
+	BufferSize int
+	// SlowClientGrace is how long the buffer may stay full while Next takes
+	// nothing before the stream ends with ErrSlowClient. A client that keeps
+	// taking events, however slowly, is not cut off: it reads from the log at
+	// its own pace and costs only its bounded buffer. Default
+	// DefaultSlowClientGrace (5 s).
+	SlowClientGrace time.Duration
+	// MaxWait is how long a fetch may wait for new records. Default
+	// DefaultMaxWait (500 ms).
+	MaxWait time.Duration
+	// FetchMaxBytes bounds one fetch response. Default DefaultFetchMaxBytes
+	// (256 KiB).
+	FetchMaxBytes int
+	// EnrichConcurrency bounds the records of one partition being enriched
+	// at once. Default DefaultEnrichConcurrency (16).
+	EnrichConcurrency int
+	// PartitionWatchInterval is how often topics are checked for added
+	// partitions; negative disables the check (new partitions are then read
+	// after the client reconnects). Default DefaultPartitionWatchInterval
+	// (10 s).
+	PartitionWatchInterval time.Duration
+	// Decode bounds the work spent on one record; the zero value applies
+	// record's defaults (1 MiB records).
+	Decode record.DecodeOptions
+	// Logger receives retried broker failures (warn) and skipped records
+	// (debug), never record contents. Default: discard.
+	Logger *slog.Logger
+}
+
+// WithDefaults returns a copy of c with every unset optional field set to
+// its default. It does not validate: Open does that after applying defaults.
+func (c Config) WithDefaults() Config {
+	if c.BufferSize == 0 {
+		c.BufferSize = DefaultBufferSize
+	}
+	if c.SlowClientGrace == 0 {
+		c.SlowClientGrace = DefaultSlowClientGrace
+	}
+	if c.MaxWait == 0 {
+		c.MaxWait = DefaultMaxWait
+	}
+	if c.FetchMaxBytes == 0 {
+		c.FetchMaxBytes = DefaultFetchMaxBytes
+	}
+	if c.EnrichConcurrency == 0 {
+		c.EnrichConcurrency = DefaultEnrichConcurrency
+	}
+	if c.PartitionWatchInterval == 0 {
+		c.PartitionWatchInterval = DefaultPartitionWatchInterval
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// validate reports the first problem with a defaulted Config; its errors wrap
+// ErrInvalidConfig.
+func (c Config) validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
+	}
+	switch {
+	case len(c.Brokers) == 0:
+		return bad("Brokers is required")
+	case slices.Contains(c.Brokers, ""):
+		return bad("Brokers has an empty entry")
+	case len(c.Topics) == 0:
+		return bad("Topics is required")
+	case slices.Contains(c.Topics, ""):
+		return bad("Topics has an empty entry")
+	case len(slices.Compact(slices.Sorted(slices.Values(c.Topics)))) != len(c.Topics):
+		return bad("Topics lists a topic twice")
+	case len(c.Topics) > MaxTokenTopics:
+		return bad("at most %d Topics, got %d", MaxTokenTopics, len(c.Topics))
+	case c.Tokens == nil:
+		return bad("Tokens is required")
+	case c.Envelope == nil:
+		return bad("Envelope is required")
+	case c.BufferSize < 1:
+		return bad("BufferSize must be positive, got %d", c.BufferSize)
+	case c.SlowClientGrace < 0:
+		return bad("SlowClientGrace must be positive, got %s", c.SlowClientGrace)
+	case c.MaxWait < time.Millisecond || c.MaxWait > requestTimeout:
+		return bad("MaxWait must be between 1ms and %s, got %s", requestTimeout, c.MaxWait)
+	case c.FetchMaxBytes < 1:
+		return bad("FetchMaxBytes must be positive, got %d", c.FetchMaxBytes)
+	case c.EnrichConcurrency < 1:
+		return bad("EnrichConcurrency must be positive, got %d", c.EnrichConcurrency)
+	case c.Logger == nil:
+		return bad("Logger is nil")
+	}
+	for _, t := range c.Topics {
+		if len(t) > MaxTopicNameLen {
+			return bad("topic name longer than %d bytes", MaxTopicNameLen)
+		}
+	}
+	return nil
+}
+
+// dialTimeout is the connect timeout without a Dialer (or with a zero
+// Dialer.Timeout).
+const dialTimeout = 10 * time.Second
+
+// transport returns a kafka-go transport for one stream, configured from
+// c.Dialer, with metadata restricted to the stream's topics and refreshed at
+// least as often as partitions are watched. The stream closes its
+// connections with CloseIdleConnections when it ends.
+func (c Config) transport() *kafkago.Transport {
+	t := &kafkago.Transport{
+		ClientID:       DefaultClientID,
+		DialTimeout:    dialTimeout,
+		MetadataTopics: slices.Clone(c.Topics),
+	}
+	if c.PartitionWatchInterval > 0 {
+		// kafka-go's default TTL is 6 s (randomised below it).
+		t.MetadataTTL = min(c.PartitionWatchInterval, 6*time.Second)
+	}
+	d := c.Dialer
+	if d == nil {
+		return t
+	}
+	if d.ClientID != "" {
+		t.ClientID = d.ClientID
+	}
+	if d.Timeout > 0 {
+		t.DialTimeout = d.Timeout
+	}
+	t.TLS = d.TLS
+	t.SASL = d.SASLMechanism
+	if d.DialFunc != nil {
+		t.Dial = d.DialFunc
+	} else {
+		nd := &net.Dialer{LocalAddr: d.LocalAddr, KeepAlive: d.KeepAlive, FallbackDelay: d.FallbackDelay}
+		t.Dial = nd.DialContext
+	}
+	return t
+}
