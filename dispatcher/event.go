@@ -103,3 +103,10 @@ func compact(raw []byte) json.RawMessage {
 	}
 	return b.Bytes()
 }
+
+// Envelope returns the JSON event for a record read at pos, for the
+// subscription subID, with fv as its feature vector (nil: none). Webhooks and
+// streams carry the same JSON.
+func Envelope(subID string, pos source.Position, raw []byte, fv *outflowv1.FeatureVector, now time.Time) ([]byte, error) {
+	return newEnvelope(subID, pos, raw, now).withVector(fv)
+}

@@ -89,6 +89,7 @@ type gateway struct {
 	args     []string
 	env      []string
 	httpAddr string
+	grpcAddr string
 	cmd      *exec.Cmd
 	exited   chan struct{}
 	logs     *lockedBuffer
@@ -110,8 +111,8 @@ func startGateway(t *testing.T, databaseURL string, args ...string) *gateway {
 
 func (g *gateway) start() {
 	g.t.Helper()
-	g.httpAddr = freeAddr(g.t)
-	args := append([]string{"serve", "--http-addr", g.httpAddr, "--grpc-addr", freeAddr(g.t), "--log-level", "info"}, g.args...)
+	g.httpAddr, g.grpcAddr = freeAddr(g.t), freeAddr(g.t)
+	args := append([]string{"serve", "--http-addr", g.httpAddr, "--grpc-addr", g.grpcAddr, "--log-level", "info"}, g.args...)
 	g.cmd = exec.Command(outflowBinary(g.t), args...)
 	g.cmd.Env = g.env
 	g.cmd.Stdout, g.cmd.Stderr = g.logs, g.logs

@@ -23,6 +23,7 @@ import (
 	"github.com/outflow-dev/outflow/server"
 	"github.com/outflow-dev/outflow/source/kafka"
 	"github.com/outflow-dev/outflow/store"
+	"github.com/outflow-dev/outflow/stream"
 	"github.com/outflow-dev/outflow/tecton"
 	"github.com/outflow-dev/outflow/webhook"
 )
@@ -164,12 +165,31 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 	}
 
 	var src *kafka.Source
+	var streams server.Streams
 	if f.kafkaBrokers != "" {
-		src, err = newKafkaSource(f, logger)
-		if err != nil {
+		kcfg := kafkaConfig(f, logger)
+		if src, err = kafka.New(kcfg); err != nil {
 			return err
 		}
 		registry.MustRegister(lagCollector{src})
+		// Stream clients read the topics directly, so any replica serves any
+		// client; their resume tokens are signed with a key all replicas share.
+		dialer, err := kcfg.Dialer()
+		if err != nil {
+			return err
+		}
+		key, err := st.ServerKey(ctx, "resume_token")
+		if err != nil {
+			return err
+		}
+		tokens, err := stream.NewTokens(key)
+		if err != nil {
+			return err
+		}
+		if streams, err = newStreamSource(stream.Config{Brokers: kcfg.Brokers, Topics: kcfg.Topics, Tokens: tokens,
+			Dialer: dialer, Logger: logger}, matcher, enricher); err != nil {
+			return err
+		}
 	}
 	registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "outflow_retry_queue_depth", Help: "Webhook deliveries waiting in the retry queue.",
@@ -194,7 +214,8 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 		}
 		return nil
 	}
-	api, err := server.New(ctx, server.Params{Config: f.api, Store: st, Logger: logger, Registry: registry, Sender: sender, Ready: ready})
+	api, err := server.New(ctx, server.Params{Config: f.api, Store: st, Logger: logger, Registry: registry,
+		Sender: sender, Ready: ready, Streams: streams})
 	if err != nil {
 		return err
 	}
@@ -262,7 +283,7 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 	return firstErr
 }
 
-func newKafkaSource(f *serveFlags, logger *slog.Logger) (*kafka.Source, error) {
+func kafkaConfig(f *serveFlags, logger *slog.Logger) kafka.Config {
 	cfg := kafka.Config{
 		Brokers:     splitList(f.kafkaBrokers),
 		Topics:      splitList(f.kafkaTopics),
@@ -275,7 +296,7 @@ func newKafkaSource(f *serveFlags, logger *slog.Logger) (*kafka.Source, error) {
 	if f.kafkaTLS {
 		cfg.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
-	return kafka.New(cfg)
+	return cfg
 }
 
 func splitList(s string) []string {

@@ -378,7 +378,9 @@ const dialTimeout = 10 * time.Second
 
 // dialer returns the kafka-go dialer shared by the consumer group and the
 // partition readers. validate has checked the SASL settings.
-func (c Config) dialer() (*kafkago.Dialer, error) {
+// Dialer returns a kafka-go dialer with the configuration's client id, TLS
+// and SASL, for other readers of the same cluster (stream connections).
+func (c Config) Dialer() (*kafkago.Dialer, error) {
 	mech, err := c.SASL.mechanism()
 	if err != nil {
 		return nil, err

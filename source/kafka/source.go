@@ -47,7 +47,7 @@ func New(cfg Config) (*Source, error) {
 	}
 	cfg.Brokers = slices.Clone(cfg.Brokers)
 	cfg.Topics = slices.Clone(cfg.Topics)
-	dialer, err := cfg.dialer()
+	dialer, err := cfg.Dialer()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
