@@ -102,32 +102,107 @@ func (s *eventService) StreamEvents(req *outflowv1.StreamEventsRequest, stream g
 	s.metrics.streams.Inc()
 	defer s.metrics.streams.Dec()
 
+	// The handler never blocks on the client: a sender goroutine owns Send,
+	// fed by a small queue. A client whose flow-control window stays full
+	// for slowClientGrace fills the queue, and the handler ends the stream
+	// with RESOURCE_EXHAUSTED; returning ends the RPC, which unblocks the
+	// pending Send.
+	out := newSender(stream)
+	defer out.stop()
 	for {
 		nctx, cancel := context.WithTimeout(ctx, heartbeatInterval)
 		envelope, token, err := es.Next(nctx)
 		cancel()
+		var msg *outflowv1.StreamEventsResponse
 		switch {
 		case err == nil:
+			event := &outflowv1.Event{}
+			if err := eventJSON.Unmarshal(envelope, event); err != nil {
+				return s.toStatus(ctx, err, "event")
+			}
+			event.ResumeToken = token
+			msg = &outflowv1.StreamEventsResponse{Event: event}
 		case ctx.Err() != nil:
 			return nil // the client left, or the server is stopping
 		case errors.Is(err, context.DeadlineExceeded):
-			if err := stream.Send(&outflowv1.StreamEventsResponse{HeartbeatTime: timestamppb.Now()}); err != nil {
-				return nil
-			}
-			continue
+			msg = &outflowv1.StreamEventsResponse{HeartbeatTime: timestamppb.Now()}
 		default:
 			return s.streamStatus(ctx, err, req.GetSubscriptionId())
 		}
-		event := &outflowv1.Event{}
-		if err := eventJSON.Unmarshal(envelope, event); err != nil {
-			return s.toStatus(ctx, err, "event")
-		}
-		event.ResumeToken = token
-		if err := stream.Send(&outflowv1.StreamEventsResponse{Event: event}); err != nil {
-			return nil
+		switch err := out.send(ctx, msg); {
+		case errors.Is(err, ErrSlowClient):
+			return s.streamStatus(ctx, err, req.GetSubscriptionId())
+		case err != nil:
+			return nil // the client is gone
 		}
 	}
 }
+
+// slowClientGrace is how long a stream may wait for its client to accept
+// more data before it is ended with RESOURCE_EXHAUSTED.
+const slowClientGrace = 5 * time.Second
+
+// sendQueue is how many messages wait for a slow client's window.
+const sendQueue = 64
+
+// sender is the one goroutine that calls Send on a stream.
+type sender struct {
+	queue chan *outflowv1.StreamEventsResponse
+	quit  chan struct{}
+	err   chan error
+}
+
+func newSender(stream grpc.ServerStreamingServer[outflowv1.StreamEventsResponse]) *sender {
+	s := &sender{
+		queue: make(chan *outflowv1.StreamEventsResponse, sendQueue),
+		quit:  make(chan struct{}),
+		err:   make(chan error, 1),
+	}
+	go func() {
+		for {
+			select {
+			case <-s.quit:
+				return
+			case msg := <-s.queue:
+				select {
+				case <-s.quit:
+					return // the handler has returned: no more Sends
+				default:
+				}
+				if err := stream.Send(msg); err != nil {
+					s.err <- err
+					return
+				}
+			}
+		}
+	}()
+	return s
+}
+
+// send queues msg, waiting at most slowClientGrace for room.
+func (s *sender) send(ctx context.Context, msg *outflowv1.StreamEventsResponse) error {
+	select {
+	case s.queue <- msg:
+		return nil
+	case err := <-s.err:
+		return err
+	default:
+	}
+	timer := time.NewTimer(slowClientGrace)
+	defer timer.Stop()
+	select {
+	case s.queue <- msg:
+		return nil
+	case err := <-s.err:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-timer.C:
+		return ErrSlowClient
+	}
+}
+
+func (s *sender) stop() { close(s.quit) }
 
 // streamStatus maps stream errors to codes that tell the client what to do.
 func (s *Server) streamStatus(ctx context.Context, err error, subID string) error {
