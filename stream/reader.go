@@ -20,6 +20,7 @@ import (
 	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
 	"github.com/outflow-dev/outflow/record"
 	"github.com/outflow-dev/outflow/source"
+	"github.com/outflow-dev/outflow/source/kafka"
 )
 
 // Backoff between failed fetches of one partition, and between retries of a
@@ -376,7 +377,7 @@ func (s *Stream) readPartition(p *partition, emit func(*partition, source.Positi
 		if s.ctx.Err() != nil {
 			return
 		}
-		if isFatal(err) {
+		if kafka.IsFatal(err) {
 			s.end(fmt.Errorf("stream: reading %s: %w", p, err))
 			return
 		}
@@ -761,23 +762,4 @@ func newRand() *rand.Rand {
 	var seed [32]byte
 	_, _ = crand.Read(seed[:]) // never fails (crypto/rand.Read documents it)
 	return rand.New(rand.NewChaCha8(seed))
-}
-
-// isFatal reports whether err is a Kafka error no retry will fix: the
-// brokers refused this client's identity or permissions. The stream ends
-// instead of retrying forever while looking healthy.
-func isFatal(err error) bool {
-	var kerr kafkago.Error
-	if !errors.As(err, &kerr) {
-		return false
-	}
-	switch kerr {
-	case kafkago.SASLAuthenticationFailed,
-		kafkago.UnsupportedSASLMechanism,
-		kafkago.IllegalSASLState,
-		kafkago.TopicAuthorizationFailed,
-		kafkago.ClusterAuthorizationFailed:
-		return true
-	}
-	return false
 }

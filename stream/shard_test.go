@@ -81,7 +81,8 @@ func TestInShard(t *testing.T) {
 }
 
 // A client can tell which worker of a pool gets an entity: FNV-1a 64 of the
-// entity keys (see record.Record.EntityHash) modulo the shard count.
+// entity keys finalised with fmix64 (see record.Record.EntityHash) modulo the
+// shard count.
 func ExampleInShard() {
 	rec := &record.Record{EntityKeys: map[string]string{"user_id": "u1"}}
 	for i := range int32(3) {
@@ -89,6 +90,6 @@ func ExampleInShard() {
 	}
 	// Output:
 	// shard 0 of 3: false
-	// shard 1 of 3: false
-	// shard 2 of 3: true
+	// shard 1 of 3: true
+	// shard 2 of 3: false
 }

@@ -39,6 +39,36 @@ func nextEvent(s grpc.ServerStreamingClient[outflowv1.StreamEventsResponse]) (st
 	}
 }
 
+// firstEvent waits for a stream opened at the live tail to deliver its first
+// event: the server resolves the tail after the RPC starts, so a record
+// produced too early is before it. A click record is produced every 2s until
+// one arrives. Only the first event is consumed.
+func firstEvent(t *testing.T, env *loadEnv, s grpc.ServerStreamingClient[outflowv1.StreamEventsResponse], base time.Time) streamed {
+	t.Helper()
+	got := make(chan streamed, 1)
+	failed := make(chan error, 1)
+	go func() {
+		ev, err := nextEvent(s)
+		if err != nil {
+			failed <- err
+			return
+		}
+		got <- ev
+	}()
+	for i := 0; i < 30; i++ {
+		env.produce(t, 1_000_000+3*i, 1_000_001+3*i, base) // a click (seq % 3 == 1)
+		select {
+		case ev := <-got:
+			return ev
+		case err := <-failed:
+			t.Fatalf("stream: %v", err)
+		case <-time.After(2 * time.Second):
+		}
+	}
+	t.Fatal("the stream never delivered a warm-up event")
+	return streamed{}
+}
+
 // TestSlowStreamClient: a client that stops reading is ended with
 // RESOURCE_EXHAUSTED, while a fast client on the same subscription and a
 // webhook subscription on the same feature view receive everything.
@@ -78,19 +108,10 @@ func TestSlowStreamClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Streams resolve the live tail when they open; give them a record to
-	// prove they are reading before the load.
+	// Streams resolve the live tail when they open: wait until the fast one
+	// reads (the slow one opened first).
+	firstEvent(t, env, fast, base)
 	seen := map[int]bool{}
-	for i := 0; ; i++ {
-		env.produce(t, 1_000_000+3*i, 1_000_001+3*i, base) // a click (seq % 3 == 1)
-		ev, err := nextEvent(fast)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ev.seq >= 1_000_000 {
-			break
-		}
-	}
 	const n = 12_000 // 4000 clicks: far more than the slow client's buffer holds
 	env.produce(t, 0, n, base)
 	var clicks []int
@@ -160,13 +181,7 @@ func TestTwoReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	base := time.Now().UTC()
-	var last streamed
-	for i := 0; last.token == ""; i++ {
-		env.produce(t, 1_000_000+3*i, 1_000_001+3*i, base)
-		if last, err = nextEvent(s); err != nil {
-			t.Fatal(err)
-		}
-	}
+	last := firstEvent(t, env, s, base)
 
 	const n = 10_000
 	var clicks []int

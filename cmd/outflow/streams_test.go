@@ -81,26 +81,7 @@ func TestStreamEvents(t *testing.T) {
 	base := time.Now().UTC()
 	ctx, cancel := context.WithCancel(authed)
 	s := open(ctx, &outflowv1.StreamEventsRequest{})
-	got := make(chan streamed, 1)
-	go func() {
-		ev, err := recv(s)
-		if err == nil {
-			got <- ev
-		}
-	}()
-	var first streamed
-	warmup := 0
-	for first.token == "" {
-		env.produce(t, 1_000_000+warmup*3, 1_000_000+warmup*3+1, base) // one click record (seq % 3 == 1)
-		warmup++
-		select {
-		case first = <-got:
-		case <-time.After(2 * time.Second):
-			if warmup > 30 {
-				t.Fatal("the stream never delivered a warm-up event")
-			}
-		}
-	}
+	first := firstEvent(t, env, s, base)
 
 	// The load, with the client reconnecting from its last token five times.
 	const n = 10_000

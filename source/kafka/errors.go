@@ -33,10 +33,11 @@ func (e *FatalError) Error() string { return "kafka source: " + e.Op + ": " + e.
 // works.
 func (e *FatalError) Unwrap() error { return e.Err }
 
-// isFatal reports whether err is a Kafka error that no retry will fix: the
+// IsFatal reports whether err is a Kafka error that no retry will fix: the
 // broker rejected this client's identity or permissions, or its group
-// settings. These need an operator, so they stop the Source.
-func isFatal(err error) bool {
+// settings. These need an operator, so they stop the Source (and stream
+// readers, which share this judgement).
+func IsFatal(err error) bool {
 	var kerr kafkago.Error
 	if !errors.As(err, &kerr) {
 		return false

@@ -97,7 +97,7 @@ func (r *run) awaitTopics() error {
 		switch {
 		case err == nil && len(missing) == 0:
 			return nil
-		case isFatal(err):
+		case IsFatal(err):
 			r.fail(&FatalError{Op: "read topic metadata", Err: err})
 			return r.err()
 		case err != nil:
@@ -376,7 +376,7 @@ func (r *run) readPartition(ctx context.Context, p *partition, log *slog.Logger)
 			if ctx.Err() != nil {
 				return
 			}
-			if isFatal(err) {
+			if IsFatal(err) {
 				r.fail(&FatalError{Op: "read " + p.String(), Err: err})
 				return
 			}
@@ -422,7 +422,7 @@ func (r *run) commit(gen *kafkago.Generation, parts []*partition, log *slog.Logg
 		return
 	}
 	if err := gen.CommitOffsets(offsets); err != nil {
-		if isFatal(err) {
+		if IsFatal(err) {
 			r.fail(&FatalError{Op: "commit offsets", Err: err})
 		}
 		log.WarnContext(r.ctx, "kafka: committing offsets failed", slog.Any("error", err), slog.Any("offsets", offsets))

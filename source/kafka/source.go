@@ -136,7 +136,7 @@ func (s *Source) Run(ctx context.Context, h source.Handler) error {
 		gen, err := cg.Next(runCtx)
 		switch {
 		case runCtx.Err() != nil:
-		case isFatal(err):
+		case IsFatal(err):
 			r.fail(&FatalError{Op: "join group", Err: err})
 		case err != nil:
 			// kafka-go backs off (JoinGroupBackoff, 5 s) before the next try.
