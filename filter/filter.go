@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"cel.dev/cel-go/cel"
+	"cel.dev/cel-go/interpreter"
 
 	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
 )
@@ -87,11 +88,24 @@ func (e *Env) Compile(expr string) (*Filter, error) {
 // String returns the source expression.
 func (f *Filter) String() string { return f.expr }
 
+// recordActivation binds `record` for one evaluation without the map (and
+// its allocations) a map[string]any activation would cost per record.
+type recordActivation struct{ rec *outflowv1.Record }
+
+func (a recordActivation) ResolveName(name string) (any, bool) {
+	if name == "record" {
+		return a.rec, true
+	}
+	return nil, false
+}
+
+func (a recordActivation) Parent() interpreter.Activation { return nil }
+
 // Match evaluates the filter for rec. An error (a missing map key, a cost
 // limit hit) means the record does not match; the caller decides whether to
 // count it.
 func (f *Filter) Match(rec *outflowv1.Record) (bool, error) {
-	out, _, err := f.prg.Eval(map[string]any{"record": rec})
+	out, _, err := f.prg.Eval(recordActivation{rec})
 	if err != nil {
 		return false, fmt.Errorf("evaluating filter: %w", err)
 	}
