@@ -123,7 +123,7 @@ func (d *Dispatcher) firstAttempt(t *target, j *job) {
 		j.done()
 		return
 	case interrupted:
-		d.park(context.Background(), j, "gateway shutting down", now)
+		d.park(j, "gateway shutting down", now)
 		return
 	case gone:
 		d.disable(j.sub.ID, "the receiver answered 410 Gone")
@@ -201,7 +201,7 @@ func (d *Dispatcher) store1(j *job, status string, attempts int, next, first tim
 
 // park moves a job that was not attempted (paused subscription, open
 // breaker, full queue, shutdown) to the retry queue, due at next.
-func (d *Dispatcher) park(_ context.Context, j *job, why string, next time.Time) {
+func (d *Dispatcher) park(j *job, why string, next time.Time) {
 	d.metrics.deliveries.WithLabelValues("parked").Inc()
 	now := d.now()
 	d.inFlight.Add(1)

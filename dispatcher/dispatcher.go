@@ -187,8 +187,7 @@ func (d *Dispatcher) Handle(ctx context.Context, m *source.Message) {
 		}
 	}
 	if len(webhooks) == 0 {
-		d.metrics.observeLatency(m.AppendTime, d.now())
-		m.Done()
+		m.Done() // nothing delivered: no end-to-end latency to observe
 		return
 	}
 	var pending atomic.Int32
@@ -201,24 +200,24 @@ func (d *Dispatcher) Handle(ctx context.Context, m *source.Message) {
 	now := d.now()
 	for _, s := range webhooks {
 		j := &job{msg: m, rec: rec, sub: s, env: newEnvelope(s.ID, m.Position, rec.Raw, now), done: done}
-		d.dispatch(ctx, j)
+		d.dispatch(j)
 	}
 }
 
 // dispatch queues j on its lane, or parks it in the retry queue when the
 // subscription is paused, its breaker is open, or its lane is full.
-func (d *Dispatcher) dispatch(ctx context.Context, j *job) {
+func (d *Dispatcher) dispatch(j *job) {
 	if j.sub.Proto.GetState() == outflowv1.Subscription_PAUSED {
-		d.park(ctx, j, "subscription paused", d.now())
+		d.park(j, "subscription paused", d.now())
 		return
 	}
 	t := d.target(j.sub)
 	if until, open := t.breaker.open(d.now()); open {
-		d.park(ctx, j, "circuit open: the receiver has been failing", until)
+		d.park(j, "circuit open: the receiver has been failing", until)
 		return
 	}
 	if !d.accepting.Load() || !t.enqueue(d, j) {
-		d.park(ctx, j, "delivery queue full", d.now())
+		d.park(j, "delivery queue full", d.now())
 	}
 }
 
@@ -376,12 +375,12 @@ func (d *Dispatcher) runLane(t *target, lane chan *job) {
 	defer d.lanes.Done()
 	for j := range lane {
 		if d.lanesCtx.Err() != nil {
-			d.park(context.Background(), j, "gateway shutting down", d.now())
+			d.park(j, "gateway shutting down", d.now())
 			continue
 		}
 		if lim := t.rateLimiter(); lim != nil {
 			if err := lim.Wait(d.lanesCtx); err != nil {
-				d.park(context.Background(), j, "gateway shutting down", d.now())
+				d.park(j, "gateway shutting down", d.now())
 				continue
 			}
 		}
