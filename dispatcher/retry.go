@@ -93,8 +93,15 @@ func (d *Dispatcher) RunRetries(ctx context.Context) error {
 // retry makes one more attempt of a queued delivery and records it.
 func (d *Dispatcher) retry(ctx context.Context, dl *store.Delivery) {
 	sub := d.matcher.Get(dl.SubscriptionID)
-	if sub == nil || sub.Proto.GetWebhook() == nil {
-		return // deleted (its rows go with it) or no longer a webhook: the lease lapses
+	switch {
+	case sub == nil:
+		return // deleted, and the matcher has not caught up: its rows go with it; the lease lapses
+	case sub.Proto.GetWebhook() == nil:
+		// Switched to stream delivery: no attempt can ever succeed, so keep it
+		// in the dead letters rather than claiming it again every lease.
+		d.metrics.deliveries.WithLabelValues("dead").Inc()
+		d.finish(ctx, dl, store.AttemptResult{Status: store.StatusDead, LastError: "the subscription no longer delivers by webhook"})
+		return
 	}
 	var env envelope
 	if err := json.Unmarshal(dl.Event, &env); err != nil {
