@@ -55,6 +55,29 @@ func (s *Store) EnqueueDelivery(ctx context.Context, d *Delivery) (bool, error) 
 	return tag.RowsAffected() == 1, nil
 }
 
+// RequeueDelivery is EnqueueDelivery for a replayed event: when the
+// subscription already has a delivery of the event that is DEAD or
+// DELIVERED, the replay asked for the event anew, so that row takes d's
+// status, attempts, times, error and event bytes. A RETRYING row is left
+// alone (it will be sent anyway). It reports whether a row was written.
+func (s *Store) RequeueDelivery(ctx context.Context, d *Delivery) (bool, error) {
+	tag, err := s.pool.Exec(ctx, `
+		INSERT INTO deliveries (id, subscription_id, tenant_id, event_id, status, event, attempts,
+			next_attempt_time, first_attempt_time, last_error, last_status_code)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+		ON CONFLICT (subscription_id, event_id) DO UPDATE
+		SET status = excluded.status, event = excluded.event, attempts = excluded.attempts,
+		    next_attempt_time = excluded.next_attempt_time, first_attempt_time = excluded.first_attempt_time,
+		    last_error = excluded.last_error, last_status_code = excluded.last_status_code, update_time = now()
+		WHERE deliveries.status <> 'RETRYING'`,
+		d.ID, d.SubscriptionID, d.TenantID, d.EventID, d.Status, d.Event, d.Attempts,
+		nullTime(d.NextAttemptTime), d.FirstAttemptTime, d.LastError, d.LastStatusCode)
+	if err != nil {
+		return false, fmt.Errorf("queueing replayed delivery of %s to %s: %w", d.EventID, d.SubscriptionID, interpretError(err))
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
 // ClaimDueDeliveries claims up to limit RETRYING deliveries whose next
 // attempt is due, oldest first, by pushing their next attempt out by lease.
 // Deliveries of PAUSED or DISABLED subscriptions wait where they are: they

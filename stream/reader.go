@@ -277,13 +277,18 @@ func (s *Stream) addLocked(p *partition) {
 
 // partitions returns the partition ids of every configured topic, sorted.
 func (s *Stream) partitions(ctx context.Context) (map[string][]int32, error) {
-	md, err := s.client.Metadata(ctx, &kafkago.MetadataRequest{Topics: s.cfg.Topics})
+	return partitions(ctx, s.client, s.cfg.Topics)
+}
+
+// partitions lists the partitions of topics, failing when one is missing.
+func partitions(ctx context.Context, client *kafkago.Client, topics []string) (map[string][]int32, error) {
+	md, err := client.Metadata(ctx, &kafkago.MetadataRequest{Topics: topics})
 	if err != nil {
 		return nil, fmt.Errorf("stream: reading topic metadata: %w", err)
 	}
-	layout := make(map[string][]int32, len(s.cfg.Topics))
+	layout := make(map[string][]int32, len(topics))
 	for _, t := range md.Topics {
-		if !slices.Contains(s.cfg.Topics, t.Name) {
+		if !slices.Contains(topics, t.Name) {
 			continue
 		}
 		if t.Error != nil {
@@ -296,7 +301,7 @@ func (s *Stream) partitions(ctx context.Context) (map[string][]int32, error) {
 		slices.Sort(ids)
 		layout[t.Name] = ids
 	}
-	for _, topic := range s.cfg.Topics {
+	for _, topic := range topics {
 		if len(layout[topic]) == 0 {
 			return nil, fmt.Errorf("stream: topic %q: %w", topic, kafkago.UnknownTopicOrPartition)
 		}
@@ -310,13 +315,18 @@ type bounds struct{ first, last int64 }
 
 // listOffsets asks the partitions' leaders for their bounds.
 func (s *Stream) listOffsets(ctx context.Context, layout map[string][]int32) (map[topicPartition]bounds, error) {
+	return listOffsets(ctx, s.client, layout)
+}
+
+// listOffsets asks the partitions' leaders for their bounds.
+func listOffsets(ctx context.Context, client *kafkago.Client, layout map[string][]int32) (map[topicPartition]bounds, error) {
 	req := &kafkago.ListOffsetsRequest{Topics: make(map[string][]kafkago.OffsetRequest, len(layout))}
 	for topic, ids := range layout {
 		for _, id := range ids {
 			req.Topics[topic] = append(req.Topics[topic], kafkago.FirstOffsetOf(int(id)), kafkago.LastOffsetOf(int(id)))
 		}
 	}
-	resp, err := s.client.ListOffsets(ctx, req)
+	resp, err := client.ListOffsets(ctx, req)
 	if err != nil {
 		return nil, fmt.Errorf("stream: listing offsets: %w", err)
 	}
