@@ -119,7 +119,9 @@ func (d *Dispatcher) firstAttempt(t *target, j *job) {
 	case delivered:
 		t.breaker.success()
 		d.metrics.deliveries.WithLabelValues("delivered").Inc()
-		d.metrics.observeLatency(j.msg.AppendTime, now)
+		if !j.replay { // a replayed record's age is not the gateway's latency
+			d.metrics.observeLatency(j.msg.AppendTime, now)
+		}
 		j.done()
 		return
 	case interrupted:
@@ -192,7 +194,12 @@ func (d *Dispatcher) store1(j *job, status string, attempts int, next, first tim
 		FirstAttemptTime: first, LastError: truncate(res.err, 1024), LastStatusCode: res.statusCode,
 	}
 	if d.durably(context.Background(), "queueing a delivery", func(ctx context.Context) error {
-		_, err := d.store.EnqueueDelivery(ctx, dl)
+		var err error
+		if j.replay {
+			_, err = d.store.RequeueDelivery(ctx, dl)
+		} else {
+			_, err = d.store.EnqueueDelivery(ctx, dl)
+		}
 		return err
 	}) {
 		j.done()

@@ -167,6 +167,8 @@ type job struct {
 	sub  *match.Subscription
 	env  *envelope
 	done func() // one of the message's pending deliveries is settled
+	// replay marks a job of a replay (see Replay).
+	replay bool
 }
 
 // Handle is the source.Handler: it decodes the message, matches it and
@@ -202,6 +204,20 @@ func (d *Dispatcher) Handle(ctx context.Context, m *source.Message) {
 		j := &job{msg: m, rec: rec, sub: s, env: newEnvelope(s.ID, m.Position, rec.Raw, now), done: done}
 		d.dispatch(j)
 	}
+}
+
+// Replay hands a replayed record to one webhook subscription's delivery,
+// the way Handle does for a live record, and calls m.Done once it is
+// settled: delivered, dead-lettered, or queued for retry. The event is the
+// live one (its id derives from subscription and position), so receivers
+// de-duplicate it. It shares the subscription's lanes, rate limit and
+// breaker with live events and never blocks: the caller bounds how many
+// replayed events it has in flight, so a replay holds at most that many
+// lane slots ahead of live events. A replayed event that fails re-arms a
+// dead or delivered row of the same event (store.RequeueDelivery).
+func (d *Dispatcher) Replay(m *source.Message, rec *record.Record, sub *match.Subscription) {
+	j := &job{msg: m, rec: rec, sub: sub, env: newEnvelope(sub.ID, m.Position, rec.Raw, d.now()), done: m.Done, replay: true}
+	d.dispatch(j)
 }
 
 // dispatch queues j on its lane, or parks it in the retry queue when the

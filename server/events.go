@@ -32,6 +32,9 @@ var (
 // checks and relays; reading the source is the implementation's job.
 type Streams interface {
 	Open(ctx context.Context, sub *store.Subscription, req StreamRequest) (EventStream, error)
+	// TokenAt returns a resume token for sub positioned at the first records
+	// at or after t, for the replay of a stream subscription.
+	TokenAt(ctx context.Context, sub *store.Subscription, t time.Time) (string, error)
 }
 
 // StreamRequest is what a client asked for, validated.

@@ -216,16 +216,6 @@ func (s *subscriptionService) RotateSubscriptionSecret(ctx context.Context, req 
 	return present(stored, true), nil
 }
 
-// ReplaySubscription belongs to later work. It already checks the id and the
-// tenant, so a caller learns NOT_FOUND before UNIMPLEMENTED and no RPC
-// answers differently for another tenant's ids.
-func (s *subscriptionService) ReplaySubscription(ctx context.Context, req *outflowv1.ReplaySubscriptionRequest) (*outflowv1.Replay, error) {
-	if _, err := s.lookup(ctx, "id", req.GetId()); err != nil {
-		return nil, err
-	}
-	return nil, status.Error(codes.Unimplemented, "ReplaySubscription is not implemented yet")
-}
-
 // lookup validates an id from the request and reads the tenant's
 // subscription with it.
 func (s *Server) lookup(ctx context.Context, field, id string) (*store.Subscription, error) {

@@ -33,6 +33,7 @@ func commands() []command {
 		{"featureserver", "run the reference feature server (a local stand-in for Tecton's GetFeatures API)", runFeatureServer},
 		{"migrate", "apply or undo database migrations: migrate [up|down N|status]", runMigrate},
 		{"apikey", "manage API keys: apikey create|list|revoke", runAPIKey},
+		{"replay", "replay a subscription's events of a time range: replay start|get|list", runReplay},
 		{"version", "print the version", runVersion},
 	}
 }

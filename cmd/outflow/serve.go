@@ -20,6 +20,7 @@ import (
 	"github.com/outflow-dev/outflow/enrich"
 	"github.com/outflow-dev/outflow/match"
 	"github.com/outflow-dev/outflow/migrations"
+	"github.com/outflow-dev/outflow/replay"
 	"github.com/outflow-dev/outflow/server"
 	"github.com/outflow-dev/outflow/source/kafka"
 	"github.com/outflow-dev/outflow/store"
@@ -50,7 +51,8 @@ type serveFlags struct {
 	tectonURL string
 	tectonKey string
 
-	dispatch dispatcher.Config
+	dispatch   dispatcher.Config
+	replayPoll time.Duration
 }
 
 func runServe(ctx context.Context, env *environment, args []string) error {
@@ -85,6 +87,7 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	fs.DurationVar(&f.dispatch.Breaker.Cooldown, "breaker-cooldown", 30*time.Second, "how long an open circuit parks a failing receiver's events")
 	fs.DurationVar(&f.dispatch.Breaker.DisableAfter, "disable-after", 72*time.Hour, "disable a subscription whose receiver has failed without a success for this long")
 	fs.DurationVar(&f.dispatch.Retry.Poll, "retry-poll", time.Second, "how often the retry queue is polled when idle")
+	fs.DurationVar(&f.replayPoll, "replay-poll", time.Second, "how often an idle replica looks for a replay to run")
 
 	if err := parseFlags(env, fs, args); err != nil {
 		return err
@@ -166,6 +169,7 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 
 	var src *kafka.Source
 	var streams server.Streams
+	var replays *replay.Worker
 	if f.kafkaBrokers != "" {
 		kcfg := kafkaConfig(f, logger)
 		if src, err = kafka.New(kcfg); err != nil {
@@ -188,6 +192,11 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 		}
 		if streams, err = newStreamSource(stream.Config{Brokers: kcfg.Brokers, Topics: kcfg.Topics, Tokens: tokens,
 			Dialer: dialer, Logger: logger}, matcher, enricher); err != nil {
+			return err
+		}
+		if replays, err = replay.New(replay.Config{Store: st, Subscriptions: matcher, Deliverer: disp,
+			Kafka: stream.Config{Brokers: kcfg.Brokers, Topics: kcfg.Topics, Dialer: dialer, Logger: logger},
+			Poll:  f.replayPoll, Logger: logger}); err != nil {
 			return err
 		}
 	}
@@ -238,7 +247,7 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 	matcherCtx, stopMatcher := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopMatcher()
 	var wg sync.WaitGroup
-	errs := make(chan error, 4) // one per component at most
+	errs := make(chan error, 5) // one per component at most
 	run := func(name string, fn func() error) {
 		wg.Add(1)
 		go func() {
@@ -265,6 +274,15 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 			}
 		}()
 	}
+	if replays != nil {
+		// Like the consumer, the replay worker hands events to the
+		// dispatcher, so it stops before the dispatcher does.
+		consumer.Go(func() {
+			if err := replays.Run(runCtx); err != nil && !errors.Is(err, context.Canceled) {
+				errs <- fmt.Errorf("replays: %w", err)
+			}
+		})
+	}
 	run("retries", func() error { return disp.RunRetries(runCtx) })
 	logger.InfoContext(ctx, "gateway running", slog.Bool("consuming", src != nil), slog.Bool("enriching", enricher != nil))
 
@@ -275,7 +293,7 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 		logger.ErrorContext(ctx, "stopping after a failure", slog.Any("error", firstErr))
 	}
 	stopRun()
-	consumer.Wait() // the source drains, then commits what is safe
+	consumer.Wait() // the source drains, then commits what is safe; replays hand over
 	disp.Stop()     // park whatever is still in flight
 	stopMatcher()
 	wg.Wait()

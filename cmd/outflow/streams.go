@@ -97,3 +97,13 @@ func (e eventStream) Next(ctx context.Context) ([]byte, string, error) {
 }
 
 func (e eventStream) Close() { e.s.Close() }
+
+// TokenAt returns a resume token for sub at the first records at or after
+// t: the replay of a stream subscription.
+func (s *streamSource) TokenAt(ctx context.Context, sub *store.Subscription, t time.Time) (string, error) {
+	pos, err := stream.PositionAt(ctx, s.cfg, t)
+	if err != nil {
+		return "", fmt.Errorf("finding the source position at %s: %w", t.Format(time.RFC3339Nano), err)
+	}
+	return s.cfg.Tokens.Encode(sub.Proto.GetId(), pos), nil
+}

@@ -79,7 +79,7 @@ func (x Replay_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Replay_State.Descriptor instead.
 func (Replay_State) EnumDescriptor() ([]byte, []int) {
-	return file_outflow_v1_subscription_service_proto_rawDescGZIP(), []int{13, 0}
+	return file_outflow_v1_subscription_service_proto_rawDescGZIP(), []int{16, 0}
 }
 
 // CreateSubscriptionRequest is the input of CreateSubscription.
@@ -749,9 +749,10 @@ type ReplaySubscriptionRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Subscription id.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// Start of the range, inclusive, by source append time.
+	// Start of the range, inclusive, by source record time (Kafka's record
+	// timestamp). Required; must be before end_time.
 	StartTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
-	// End of the range, exclusive; unset means now.
+	// End of the range, exclusive; unset, or later than now, means now.
 	EndTime       *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -808,6 +809,162 @@ func (x *ReplaySubscriptionRequest) GetEndTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// GetReplayRequest is the input of GetReplay.
+type GetReplayRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Subscription id.
+	SubscriptionId string `protobuf:"bytes,1,opt,name=subscription_id,json=subscriptionId,proto3" json:"subscription_id,omitempty"`
+	// Replay id.
+	ReplayId      string `protobuf:"bytes,2,opt,name=replay_id,json=replayId,proto3" json:"replay_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetReplayRequest) Reset() {
+	*x = GetReplayRequest{}
+	mi := &file_outflow_v1_subscription_service_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetReplayRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetReplayRequest) ProtoMessage() {}
+
+func (x *GetReplayRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_outflow_v1_subscription_service_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetReplayRequest.ProtoReflect.Descriptor instead.
+func (*GetReplayRequest) Descriptor() ([]byte, []int) {
+	return file_outflow_v1_subscription_service_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *GetReplayRequest) GetSubscriptionId() string {
+	if x != nil {
+		return x.SubscriptionId
+	}
+	return ""
+}
+
+func (x *GetReplayRequest) GetReplayId() string {
+	if x != nil {
+		return x.ReplayId
+	}
+	return ""
+}
+
+// ListReplaysRequest is the input of ListReplays.
+type ListReplaysRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Subscription id.
+	SubscriptionId string `protobuf:"bytes,1,opt,name=subscription_id,json=subscriptionId,proto3" json:"subscription_id,omitempty"`
+	// Maximum results: 1 to 100, 20 when unset. Older replays are not listed.
+	PageSize      int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListReplaysRequest) Reset() {
+	*x = ListReplaysRequest{}
+	mi := &file_outflow_v1_subscription_service_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListReplaysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListReplaysRequest) ProtoMessage() {}
+
+func (x *ListReplaysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_outflow_v1_subscription_service_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListReplaysRequest.ProtoReflect.Descriptor instead.
+func (*ListReplaysRequest) Descriptor() ([]byte, []int) {
+	return file_outflow_v1_subscription_service_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ListReplaysRequest) GetSubscriptionId() string {
+	if x != nil {
+		return x.SubscriptionId
+	}
+	return ""
+}
+
+func (x *ListReplaysRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+// ListReplaysResponse is the output of ListReplays.
+type ListReplaysResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The subscription's newest replays, newest first.
+	Replays       []*Replay `protobuf:"bytes,1,rep,name=replays,proto3" json:"replays,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListReplaysResponse) Reset() {
+	*x = ListReplaysResponse{}
+	mi := &file_outflow_v1_subscription_service_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListReplaysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListReplaysResponse) ProtoMessage() {}
+
+func (x *ListReplaysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_outflow_v1_subscription_service_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListReplaysResponse.ProtoReflect.Descriptor instead.
+func (*ListReplaysResponse) Descriptor() ([]byte, []int) {
+	return file_outflow_v1_subscription_service_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ListReplaysResponse) GetReplays() []*Replay {
+	if x != nil {
+		return x.Replays
+	}
+	return nil
+}
+
 // Replay is a re-delivery of a time range of a subscription's events.
 type Replay struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -828,14 +985,23 @@ type Replay struct {
 	// What stopped a FAILED replay.
 	Error string `protobuf:"bytes,8,opt,name=error,proto3" json:"error,omitempty"`
 	// When the replay was requested.
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// Records between the range's first and last offsets, summed over the
+	// partitions; known once the offsets are resolved. records_read reaches it
+	// when the replay succeeds.
+	RecordsTotal int64 `protobuf:"varint,10,opt,name=records_total,json=recordsTotal,proto3" json:"records_total,omitempty"`
+	// Stream subscriptions only: a resume token positioned at start_time.
+	// StreamEvents with it delivers the range (and then continues live).
+	ResumeToken string `protobuf:"bytes,11,opt,name=resume_token,json=resumeToken,proto3" json:"resume_token,omitempty"`
+	// When the replay last made progress or changed state.
+	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Replay) Reset() {
 	*x = Replay{}
-	mi := &file_outflow_v1_subscription_service_proto_msgTypes[13]
+	mi := &file_outflow_v1_subscription_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -847,7 +1013,7 @@ func (x *Replay) String() string {
 func (*Replay) ProtoMessage() {}
 
 func (x *Replay) ProtoReflect() protoreflect.Message {
-	mi := &file_outflow_v1_subscription_service_proto_msgTypes[13]
+	mi := &file_outflow_v1_subscription_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -860,7 +1026,7 @@ func (x *Replay) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replay.ProtoReflect.Descriptor instead.
 func (*Replay) Descriptor() ([]byte, []int) {
-	return file_outflow_v1_subscription_service_proto_rawDescGZIP(), []int{13}
+	return file_outflow_v1_subscription_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Replay) GetId() string {
@@ -926,6 +1092,27 @@ func (x *Replay) GetCreateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Replay) GetRecordsTotal() int64 {
+	if x != nil {
+		return x.RecordsTotal
+	}
+	return 0
+}
+
+func (x *Replay) GetResumeToken() string {
+	if x != nil {
+		return x.ResumeToken
+	}
+	return ""
+}
+
+func (x *Replay) GetUpdateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdateTime
+	}
+	return nil
+}
+
 var File_outflow_v1_subscription_service_proto protoreflect.FileDescriptor
 
 const file_outflow_v1_subscription_service_proto_rawDesc = "" +
@@ -979,7 +1166,15 @@ const file_outflow_v1_subscription_service_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x129\n" +
 	"\n" +
 	"start_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
-	"\bend_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\"\xcc\x03\n" +
+	"\bend_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\"X\n" +
+	"\x10GetReplayRequest\x12'\n" +
+	"\x0fsubscription_id\x18\x01 \x01(\tR\x0esubscriptionId\x12\x1b\n" +
+	"\treplay_id\x18\x02 \x01(\tR\breplayId\"Z\n" +
+	"\x12ListReplaysRequest\x12'\n" +
+	"\x0fsubscription_id\x18\x01 \x01(\tR\x0esubscriptionId\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\"C\n" +
+	"\x13ListReplaysResponse\x12,\n" +
+	"\areplays\x18\x01 \x03(\v2\x12.outflow.v1.ReplayR\areplays\"\xd1\x04\n" +
 	"\x06Replay\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12'\n" +
 	"\x0fsubscription_id\x18\x02 \x01(\tR\x0esubscriptionId\x129\n" +
@@ -991,14 +1186,18 @@ const file_outflow_v1_subscription_service_proto_rawDesc = "" +
 	"\x10events_delivered\x18\a \x01(\x03R\x0feventsDelivered\x12\x14\n" +
 	"\x05error\x18\b \x01(\tR\x05error\x12;\n" +
 	"\vcreate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"F\n" +
+	"createTime\x12#\n" +
+	"\rrecords_total\x18\n" +
+	" \x01(\x03R\frecordsTotal\x12!\n" +
+	"\fresume_token\x18\v \x01(\tR\vresumeToken\x12;\n" +
+	"\vupdate_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"updateTime\"F\n" +
 	"\x05State\x12\x15\n" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\v\n" +
 	"\aRUNNING\x10\x01\x12\r\n" +
 	"\tSUCCEEDED\x10\x02\x12\n" +
 	"\n" +
-	"\x06FAILED\x10\x032\xc3\n" +
-	"\n" +
+	"\x06FAILED\x10\x032\xc9\f\n" +
 	"\x13SubscriptionService\x12~\n" +
 	"\x12CreateSubscription\x12%.outflow.v1.CreateSubscriptionRequest\x1a\x18.outflow.v1.Subscription\"'\x82\xd3\xe4\x93\x02!:\fsubscription\"\x11/v1/subscriptions\x12o\n" +
 	"\x0fGetSubscription\x12\".outflow.v1.GetSubscriptionRequest\x1a\x18.outflow.v1.Subscription\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/subscriptions/{id}\x12{\n" +
@@ -1009,7 +1208,9 @@ const file_outflow_v1_subscription_service_proto_rawDesc = "" +
 	"\rSendTestEvent\x12 .outflow.v1.SendTestEventRequest\x1a!.outflow.v1.SendTestEventResponse\"&\x82\xd3\xe4\x93\x02 :\x01*\"\x1b/v1/subscriptions/{id}:test\x12\x8f\x01\n" +
 	"\x0eListDeliveries\x12!.outflow.v1.ListDeliveriesRequest\x1a\".outflow.v1.ListDeliveriesResponse\"6\x82\xd3\xe4\x93\x020\x12./v1/subscriptions/{subscription_id}/deliveries\x12\x96\x01\n" +
 	"\rRetryDelivery\x12 .outflow.v1.RetryDeliveryRequest\x1a\x14.outflow.v1.Delivery\"M\x82\xd3\xe4\x93\x02G:\x01*\"B/v1/subscriptions/{subscription_id}/deliveries/{delivery_id}:retry\x12y\n" +
-	"\x12ReplaySubscription\x12%.outflow.v1.ReplaySubscriptionRequest\x1a\x12.outflow.v1.Replay\"(\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/v1/subscriptions/{id}:replayB;Z9github.com/outflow-dev/outflow/proto/outflow/v1;outflowv1b\x06proto3"
+	"\x12ReplaySubscription\x12%.outflow.v1.ReplaySubscriptionRequest\x1a\x12.outflow.v1.Replay\"(\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/v1/subscriptions/{id}:replay\x12~\n" +
+	"\tGetReplay\x12\x1c.outflow.v1.GetReplayRequest\x1a\x12.outflow.v1.Replay\"?\x82\xd3\xe4\x93\x029\x127/v1/subscriptions/{subscription_id}/replays/{replay_id}\x12\x83\x01\n" +
+	"\vListReplays\x12\x1e.outflow.v1.ListReplaysRequest\x1a\x1f.outflow.v1.ListReplaysResponse\"3\x82\xd3\xe4\x93\x02-\x12+/v1/subscriptions/{subscription_id}/replaysB;Z9github.com/outflow-dev/outflow/proto/outflow/v1;outflowv1b\x06proto3"
 
 var (
 	file_outflow_v1_subscription_service_proto_rawDescOnce sync.Once
@@ -1024,7 +1225,7 @@ func file_outflow_v1_subscription_service_proto_rawDescGZIP() []byte {
 }
 
 var file_outflow_v1_subscription_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_outflow_v1_subscription_service_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_outflow_v1_subscription_service_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_outflow_v1_subscription_service_proto_goTypes = []any{
 	(Replay_State)(0),                       // 0: outflow.v1.Replay.State
 	(*CreateSubscriptionRequest)(nil),       // 1: outflow.v1.CreateSubscriptionRequest
@@ -1040,54 +1241,63 @@ var file_outflow_v1_subscription_service_proto_goTypes = []any{
 	(*ListDeliveriesResponse)(nil),          // 11: outflow.v1.ListDeliveriesResponse
 	(*RetryDeliveryRequest)(nil),            // 12: outflow.v1.RetryDeliveryRequest
 	(*ReplaySubscriptionRequest)(nil),       // 13: outflow.v1.ReplaySubscriptionRequest
-	(*Replay)(nil),                          // 14: outflow.v1.Replay
-	(*Subscription)(nil),                    // 15: outflow.v1.Subscription
-	(*fieldmaskpb.FieldMask)(nil),           // 16: google.protobuf.FieldMask
-	(*Event)(nil),                           // 17: outflow.v1.Event
-	(Delivery_Status)(0),                    // 18: outflow.v1.Delivery.Status
-	(*Delivery)(nil),                        // 19: outflow.v1.Delivery
-	(*timestamppb.Timestamp)(nil),           // 20: google.protobuf.Timestamp
-	(*emptypb.Empty)(nil),                   // 21: google.protobuf.Empty
+	(*GetReplayRequest)(nil),                // 14: outflow.v1.GetReplayRequest
+	(*ListReplaysRequest)(nil),              // 15: outflow.v1.ListReplaysRequest
+	(*ListReplaysResponse)(nil),             // 16: outflow.v1.ListReplaysResponse
+	(*Replay)(nil),                          // 17: outflow.v1.Replay
+	(*Subscription)(nil),                    // 18: outflow.v1.Subscription
+	(*fieldmaskpb.FieldMask)(nil),           // 19: google.protobuf.FieldMask
+	(*Event)(nil),                           // 20: outflow.v1.Event
+	(Delivery_Status)(0),                    // 21: outflow.v1.Delivery.Status
+	(*Delivery)(nil),                        // 22: outflow.v1.Delivery
+	(*timestamppb.Timestamp)(nil),           // 23: google.protobuf.Timestamp
+	(*emptypb.Empty)(nil),                   // 24: google.protobuf.Empty
 }
 var file_outflow_v1_subscription_service_proto_depIdxs = []int32{
-	15, // 0: outflow.v1.CreateSubscriptionRequest.subscription:type_name -> outflow.v1.Subscription
-	15, // 1: outflow.v1.ListSubscriptionsResponse.subscriptions:type_name -> outflow.v1.Subscription
-	15, // 2: outflow.v1.UpdateSubscriptionRequest.subscription:type_name -> outflow.v1.Subscription
-	16, // 3: outflow.v1.UpdateSubscriptionRequest.update_mask:type_name -> google.protobuf.FieldMask
-	17, // 4: outflow.v1.SendTestEventResponse.event:type_name -> outflow.v1.Event
-	18, // 5: outflow.v1.ListDeliveriesRequest.status:type_name -> outflow.v1.Delivery.Status
-	19, // 6: outflow.v1.ListDeliveriesResponse.deliveries:type_name -> outflow.v1.Delivery
-	20, // 7: outflow.v1.ReplaySubscriptionRequest.start_time:type_name -> google.protobuf.Timestamp
-	20, // 8: outflow.v1.ReplaySubscriptionRequest.end_time:type_name -> google.protobuf.Timestamp
-	20, // 9: outflow.v1.Replay.start_time:type_name -> google.protobuf.Timestamp
-	20, // 10: outflow.v1.Replay.end_time:type_name -> google.protobuf.Timestamp
-	0,  // 11: outflow.v1.Replay.state:type_name -> outflow.v1.Replay.State
-	20, // 12: outflow.v1.Replay.create_time:type_name -> google.protobuf.Timestamp
-	1,  // 13: outflow.v1.SubscriptionService.CreateSubscription:input_type -> outflow.v1.CreateSubscriptionRequest
-	2,  // 14: outflow.v1.SubscriptionService.GetSubscription:input_type -> outflow.v1.GetSubscriptionRequest
-	3,  // 15: outflow.v1.SubscriptionService.ListSubscriptions:input_type -> outflow.v1.ListSubscriptionsRequest
-	5,  // 16: outflow.v1.SubscriptionService.UpdateSubscription:input_type -> outflow.v1.UpdateSubscriptionRequest
-	6,  // 17: outflow.v1.SubscriptionService.DeleteSubscription:input_type -> outflow.v1.DeleteSubscriptionRequest
-	7,  // 18: outflow.v1.SubscriptionService.RotateSubscriptionSecret:input_type -> outflow.v1.RotateSubscriptionSecretRequest
-	8,  // 19: outflow.v1.SubscriptionService.SendTestEvent:input_type -> outflow.v1.SendTestEventRequest
-	10, // 20: outflow.v1.SubscriptionService.ListDeliveries:input_type -> outflow.v1.ListDeliveriesRequest
-	12, // 21: outflow.v1.SubscriptionService.RetryDelivery:input_type -> outflow.v1.RetryDeliveryRequest
-	13, // 22: outflow.v1.SubscriptionService.ReplaySubscription:input_type -> outflow.v1.ReplaySubscriptionRequest
-	15, // 23: outflow.v1.SubscriptionService.CreateSubscription:output_type -> outflow.v1.Subscription
-	15, // 24: outflow.v1.SubscriptionService.GetSubscription:output_type -> outflow.v1.Subscription
-	4,  // 25: outflow.v1.SubscriptionService.ListSubscriptions:output_type -> outflow.v1.ListSubscriptionsResponse
-	15, // 26: outflow.v1.SubscriptionService.UpdateSubscription:output_type -> outflow.v1.Subscription
-	21, // 27: outflow.v1.SubscriptionService.DeleteSubscription:output_type -> google.protobuf.Empty
-	15, // 28: outflow.v1.SubscriptionService.RotateSubscriptionSecret:output_type -> outflow.v1.Subscription
-	9,  // 29: outflow.v1.SubscriptionService.SendTestEvent:output_type -> outflow.v1.SendTestEventResponse
-	11, // 30: outflow.v1.SubscriptionService.ListDeliveries:output_type -> outflow.v1.ListDeliveriesResponse
-	19, // 31: outflow.v1.SubscriptionService.RetryDelivery:output_type -> outflow.v1.Delivery
-	14, // 32: outflow.v1.SubscriptionService.ReplaySubscription:output_type -> outflow.v1.Replay
-	23, // [23:33] is the sub-list for method output_type
-	13, // [13:23] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	18, // 0: outflow.v1.CreateSubscriptionRequest.subscription:type_name -> outflow.v1.Subscription
+	18, // 1: outflow.v1.ListSubscriptionsResponse.subscriptions:type_name -> outflow.v1.Subscription
+	18, // 2: outflow.v1.UpdateSubscriptionRequest.subscription:type_name -> outflow.v1.Subscription
+	19, // 3: outflow.v1.UpdateSubscriptionRequest.update_mask:type_name -> google.protobuf.FieldMask
+	20, // 4: outflow.v1.SendTestEventResponse.event:type_name -> outflow.v1.Event
+	21, // 5: outflow.v1.ListDeliveriesRequest.status:type_name -> outflow.v1.Delivery.Status
+	22, // 6: outflow.v1.ListDeliveriesResponse.deliveries:type_name -> outflow.v1.Delivery
+	23, // 7: outflow.v1.ReplaySubscriptionRequest.start_time:type_name -> google.protobuf.Timestamp
+	23, // 8: outflow.v1.ReplaySubscriptionRequest.end_time:type_name -> google.protobuf.Timestamp
+	17, // 9: outflow.v1.ListReplaysResponse.replays:type_name -> outflow.v1.Replay
+	23, // 10: outflow.v1.Replay.start_time:type_name -> google.protobuf.Timestamp
+	23, // 11: outflow.v1.Replay.end_time:type_name -> google.protobuf.Timestamp
+	0,  // 12: outflow.v1.Replay.state:type_name -> outflow.v1.Replay.State
+	23, // 13: outflow.v1.Replay.create_time:type_name -> google.protobuf.Timestamp
+	23, // 14: outflow.v1.Replay.update_time:type_name -> google.protobuf.Timestamp
+	1,  // 15: outflow.v1.SubscriptionService.CreateSubscription:input_type -> outflow.v1.CreateSubscriptionRequest
+	2,  // 16: outflow.v1.SubscriptionService.GetSubscription:input_type -> outflow.v1.GetSubscriptionRequest
+	3,  // 17: outflow.v1.SubscriptionService.ListSubscriptions:input_type -> outflow.v1.ListSubscriptionsRequest
+	5,  // 18: outflow.v1.SubscriptionService.UpdateSubscription:input_type -> outflow.v1.UpdateSubscriptionRequest
+	6,  // 19: outflow.v1.SubscriptionService.DeleteSubscription:input_type -> outflow.v1.DeleteSubscriptionRequest
+	7,  // 20: outflow.v1.SubscriptionService.RotateSubscriptionSecret:input_type -> outflow.v1.RotateSubscriptionSecretRequest
+	8,  // 21: outflow.v1.SubscriptionService.SendTestEvent:input_type -> outflow.v1.SendTestEventRequest
+	10, // 22: outflow.v1.SubscriptionService.ListDeliveries:input_type -> outflow.v1.ListDeliveriesRequest
+	12, // 23: outflow.v1.SubscriptionService.RetryDelivery:input_type -> outflow.v1.RetryDeliveryRequest
+	13, // 24: outflow.v1.SubscriptionService.ReplaySubscription:input_type -> outflow.v1.ReplaySubscriptionRequest
+	14, // 25: outflow.v1.SubscriptionService.GetReplay:input_type -> outflow.v1.GetReplayRequest
+	15, // 26: outflow.v1.SubscriptionService.ListReplays:input_type -> outflow.v1.ListReplaysRequest
+	18, // 27: outflow.v1.SubscriptionService.CreateSubscription:output_type -> outflow.v1.Subscription
+	18, // 28: outflow.v1.SubscriptionService.GetSubscription:output_type -> outflow.v1.Subscription
+	4,  // 29: outflow.v1.SubscriptionService.ListSubscriptions:output_type -> outflow.v1.ListSubscriptionsResponse
+	18, // 30: outflow.v1.SubscriptionService.UpdateSubscription:output_type -> outflow.v1.Subscription
+	24, // 31: outflow.v1.SubscriptionService.DeleteSubscription:output_type -> google.protobuf.Empty
+	18, // 32: outflow.v1.SubscriptionService.RotateSubscriptionSecret:output_type -> outflow.v1.Subscription
+	9,  // 33: outflow.v1.SubscriptionService.SendTestEvent:output_type -> outflow.v1.SendTestEventResponse
+	11, // 34: outflow.v1.SubscriptionService.ListDeliveries:output_type -> outflow.v1.ListDeliveriesResponse
+	22, // 35: outflow.v1.SubscriptionService.RetryDelivery:output_type -> outflow.v1.Delivery
+	17, // 36: outflow.v1.SubscriptionService.ReplaySubscription:output_type -> outflow.v1.Replay
+	17, // 37: outflow.v1.SubscriptionService.GetReplay:output_type -> outflow.v1.Replay
+	16, // 38: outflow.v1.SubscriptionService.ListReplays:output_type -> outflow.v1.ListReplaysResponse
+	27, // [27:39] is the sub-list for method output_type
+	15, // [15:27] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_outflow_v1_subscription_service_proto_init() }
@@ -1104,7 +1314,7 @@ func file_outflow_v1_subscription_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_outflow_v1_subscription_service_proto_rawDesc), len(file_outflow_v1_subscription_service_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   14,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -30,6 +30,8 @@ const (
 	SubscriptionService_ListDeliveries_FullMethodName           = "/outflow.v1.SubscriptionService/ListDeliveries"
 	SubscriptionService_RetryDelivery_FullMethodName            = "/outflow.v1.SubscriptionService/RetryDelivery"
 	SubscriptionService_ReplaySubscription_FullMethodName       = "/outflow.v1.SubscriptionService/ReplaySubscription"
+	SubscriptionService_GetReplay_FullMethodName                = "/outflow.v1.SubscriptionService/GetReplay"
+	SubscriptionService_ListReplays_FullMethodName              = "/outflow.v1.SubscriptionService/ListReplays"
 )
 
 // SubscriptionServiceClient is the client API for SubscriptionService service.
@@ -62,8 +64,14 @@ type SubscriptionServiceClient interface {
 	// Schedules a retrying or dead delivery for an immediate new attempt.
 	RetryDelivery(ctx context.Context, in *RetryDeliveryRequest, opts ...grpc.CallOption) (*Delivery, error)
 	// Re-reads the source for a time range and re-delivers the subscription's
-	// matching events with their original ids.
+	// matching events with their original ids. A webhook subscription's replay
+	// runs in the background (see GetReplay); a stream subscription's replay
+	// answers at once with a resume token positioned at start_time.
 	ReplaySubscription(ctx context.Context, in *ReplaySubscriptionRequest, opts ...grpc.CallOption) (*Replay, error)
+	// Gets a replay, with its progress.
+	GetReplay(ctx context.Context, in *GetReplayRequest, opts ...grpc.CallOption) (*Replay, error)
+	// Lists a subscription's replays, newest first.
+	ListReplays(ctx context.Context, in *ListReplaysRequest, opts ...grpc.CallOption) (*ListReplaysResponse, error)
 }
 
 type subscriptionServiceClient struct {
@@ -174,6 +182,26 @@ func (c *subscriptionServiceClient) ReplaySubscription(ctx context.Context, in *
 	return out, nil
 }
 
+func (c *subscriptionServiceClient) GetReplay(ctx context.Context, in *GetReplayRequest, opts ...grpc.CallOption) (*Replay, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Replay)
+	err := c.cc.Invoke(ctx, SubscriptionService_GetReplay_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *subscriptionServiceClient) ListReplays(ctx context.Context, in *ListReplaysRequest, opts ...grpc.CallOption) (*ListReplaysResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListReplaysResponse)
+	err := c.cc.Invoke(ctx, SubscriptionService_ListReplays_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SubscriptionServiceServer is the server API for SubscriptionService service.
 // All implementations must embed UnimplementedSubscriptionServiceServer
 // for forward compatibility.
@@ -204,8 +232,14 @@ type SubscriptionServiceServer interface {
 	// Schedules a retrying or dead delivery for an immediate new attempt.
 	RetryDelivery(context.Context, *RetryDeliveryRequest) (*Delivery, error)
 	// Re-reads the source for a time range and re-delivers the subscription's
-	// matching events with their original ids.
+	// matching events with their original ids. A webhook subscription's replay
+	// runs in the background (see GetReplay); a stream subscription's replay
+	// answers at once with a resume token positioned at start_time.
 	ReplaySubscription(context.Context, *ReplaySubscriptionRequest) (*Replay, error)
+	// Gets a replay, with its progress.
+	GetReplay(context.Context, *GetReplayRequest) (*Replay, error)
+	// Lists a subscription's replays, newest first.
+	ListReplays(context.Context, *ListReplaysRequest) (*ListReplaysResponse, error)
 	mustEmbedUnimplementedSubscriptionServiceServer()
 }
 
@@ -245,6 +279,12 @@ func (UnimplementedSubscriptionServiceServer) RetryDelivery(context.Context, *Re
 }
 func (UnimplementedSubscriptionServiceServer) ReplaySubscription(context.Context, *ReplaySubscriptionRequest) (*Replay, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReplaySubscription not implemented")
+}
+func (UnimplementedSubscriptionServiceServer) GetReplay(context.Context, *GetReplayRequest) (*Replay, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetReplay not implemented")
+}
+func (UnimplementedSubscriptionServiceServer) ListReplays(context.Context, *ListReplaysRequest) (*ListReplaysResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListReplays not implemented")
 }
 func (UnimplementedSubscriptionServiceServer) mustEmbedUnimplementedSubscriptionServiceServer() {}
 func (UnimplementedSubscriptionServiceServer) testEmbeddedByValue()                             {}
@@ -447,6 +487,42 @@ func _SubscriptionService_ReplaySubscription_Handler(srv interface{}, ctx contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _SubscriptionService_GetReplay_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetReplayRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SubscriptionServiceServer).GetReplay(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SubscriptionService_GetReplay_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SubscriptionServiceServer).GetReplay(ctx, req.(*GetReplayRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SubscriptionService_ListReplays_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListReplaysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SubscriptionServiceServer).ListReplays(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SubscriptionService_ListReplays_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SubscriptionServiceServer).ListReplays(ctx, req.(*ListReplaysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // SubscriptionService_ServiceDesc is the grpc.ServiceDesc for SubscriptionService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -493,6 +569,14 @@ var SubscriptionService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReplaySubscription",
 			Handler:    _SubscriptionService_ReplaySubscription_Handler,
+		},
+		{
+			MethodName: "GetReplay",
+			Handler:    _SubscriptionService_GetReplay_Handler,
+		},
+		{
+			MethodName: "ListReplays",
+			Handler:    _SubscriptionService_ListReplays_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
