@@ -12,12 +12,17 @@ GOTEST_FLAGS ?=
 # PKGS selects the packages to test; all of them by default.
 PKGS ?= ./...
 
-.PHONY: test testenv-start testenv-stop
+.PHONY: test testenv-start testenv-stop python-deps
 
 # test starts a throwaway PostgreSQL and Kafka on free loopback ports, runs
-# every test against them and stops both, whatever the outcome.
-test:
+# every test against them and stops both, whatever the outcome. The Python
+# webhook receiver example's tests need a venv (python-deps) first.
+test: python-deps
 	scripts/testenv.sh run -- $(GOTESTSUM) --format pkgname-and-test-fails --format-hide-empty-pkg -- -race -count=1 $(GOTEST_FLAGS) $(PKGS)
+
+# python-deps creates .cache/pyvenv with the examples' pinned Python packages.
+python-deps:
+	scripts/python-deps.sh
 
 # testenv-start starts a long-lived pair for interactive work; then
 # `eval "$$(scripts/testenv.sh env)"` and use go test directly.
@@ -38,6 +43,17 @@ build:
 # Ctrl-C, which stops everything.
 run:
 	scripts/testenv.sh run -- scripts/run-local.sh
+
+# dev runs everything in one process with no setup beyond Go and the
+# PostgreSQL server binaries: an in-process Kafka broker, the reference
+# feature server, a throwaway PostgreSQL, the gateway, a demo producer and a
+# receiver that verifies signatures; it prints the commands to try. Ctrl-C
+# stops it and removes what it created. Flags: `bin/outflow dev --help`. (Not
+# `go run`: it exits 1 whenever it is interrupted, so Ctrl-C would look like
+# a failure.)
+.PHONY: dev
+dev: build
+	bin/outflow dev --receiver
 
 # proto regenerates the Go code and the OpenAPI document from proto/.
 proto:
