@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"time"
 
 	"google.golang.org/grpc"
@@ -26,6 +27,9 @@ var (
 	// ErrSlowClient: the client did not keep up and its buffer filled
 	// (RESOURCE_EXHAUSTED).
 	ErrSlowClient = errors.New("stream client too slow")
+	// ErrSourceUnavailable: the source cannot be read now: brokers
+	// unreachable, or a topic missing (UNAVAILABLE; the client retries).
+	ErrSourceUnavailable = errors.New("the event source is unavailable")
 )
 
 // Streams opens event streams of stream subscriptions. The server only
@@ -216,6 +220,9 @@ func (s *Server) streamStatus(ctx context.Context, err error, subID string) erro
 		return status.Errorf(codes.OutOfRange, "%v; reconnect without a resume_token to start at the live tail (events in between are gone from the source)", err)
 	case errors.Is(err, ErrSlowClient):
 		return status.Error(codes.ResourceExhausted, "the stream fell behind and its buffer filled; reconnect with the last resume_token to continue without a gap")
+	case errors.Is(err, ErrSourceUnavailable):
+		s.logger.WarnContext(ctx, "stream source unavailable", slog.String("subscription_id", subID), slog.Any("error", err))
+		return status.Error(codes.Unavailable, "the event source cannot be read right now; retry with backoff (and the last resume_token)")
 	}
 	return s.toStatus(ctx, err, "event stream")
 }

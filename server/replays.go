@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -48,6 +49,10 @@ func (s *subscriptionService) ReplaySubscription(ctx context.Context, req *outfl
 		StartTime: start, EndTime: end, State: store.ReplayRunning}
 	if sub.Proto.GetStream() != nil {
 		if r.ResumeToken, err = s.streams.TokenAt(ctx, sub, start); err != nil {
+			if errors.Is(err, ErrSourceUnavailable) {
+				s.logger.WarnContext(ctx, "replay: source unavailable", slog.Any("error", err))
+				return nil, status.Error(codes.Unavailable, "the event source cannot be read right now; retry with backoff")
+			}
 			return nil, s.toStatus(ctx, err, "replay")
 		}
 		r.State = store.ReplaySucceeded

@@ -1,10 +1,16 @@
 package server
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
@@ -44,5 +50,24 @@ func TestReplayRange(t *testing.T) {
 				t.Fatalf("= %s, %s, %v; want %s, %s", start, end, err, tt.wantStart, tt.wantEnd)
 			}
 		})
+	}
+}
+
+// TestStreamStatus: each stream failure tells the client what to do.
+func TestStreamStatus(t *testing.T) {
+	s := &Server{logger: slog.New(slog.DiscardHandler)}
+	for _, tc := range []struct {
+		err  error
+		want codes.Code
+	}{
+		{fmt.Errorf("%w: bad mac", ErrInvalidResumeToken), codes.InvalidArgument},
+		{fmt.Errorf("%w: offset 3 < 10", ErrResumeTokenTooOld), codes.OutOfRange},
+		{ErrSlowClient, codes.ResourceExhausted},
+		{fmt.Errorf("%w: unknown topic", ErrSourceUnavailable), codes.Unavailable},
+		{errors.New("something else"), codes.Internal},
+	} {
+		if got := status.Code(s.streamStatus(context.Background(), tc.err, "sub_x")); got != tc.want {
+			t.Errorf("%v: %v, want %v", tc.err, got, tc.want)
+		}
 	}
 }

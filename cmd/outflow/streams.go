@@ -76,8 +76,11 @@ func (s *streamSource) Open(ctx context.Context, sub *store.Subscription, req se
 		return nil, fmt.Errorf("%w: %w", server.ErrResumeTokenTooOld, err)
 	case errors.Is(err, stream.ErrInvalidToken):
 		return nil, fmt.Errorf("%w: %w", server.ErrInvalidResumeToken, err)
-	case err != nil:
+	case errors.Is(err, stream.ErrInvalidConfig), errors.Is(err, stream.ErrInvalidRequest):
 		return nil, err
+	case err != nil:
+		// Brokers unreachable or a topic missing: the client should retry.
+		return nil, fmt.Errorf("%w: %w", server.ErrSourceUnavailable, err)
 	}
 	return eventStream{st}, nil
 }
@@ -103,7 +106,7 @@ func (e eventStream) Close() { e.s.Close() }
 func (s *streamSource) TokenAt(ctx context.Context, sub *store.Subscription, t time.Time) (string, error) {
 	pos, err := stream.PositionAt(ctx, s.cfg, t)
 	if err != nil {
-		return "", fmt.Errorf("finding the source position at %s: %w", t.Format(time.RFC3339Nano), err)
+		return "", fmt.Errorf("%w: finding the source position at %s: %w", server.ErrSourceUnavailable, t.Format(time.RFC3339Nano), err)
 	}
 	return s.cfg.Tokens.Encode(sub.Proto.GetId(), pos), nil
 }
