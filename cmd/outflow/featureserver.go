@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -47,7 +46,7 @@ func runFeatureServer(ctx context.Context, env *environment, args []string) erro
 			return err
 		}
 	}
-	brokerList, topicList := splitCommaList(*brokers), splitCommaList(*topics)
+	brokerList, topicList := splitList(*brokers), splitList(*topics)
 	if len(brokerList) > 0 && (len(topicList) == 0 || *groupID == "") {
 		return fmt.Errorf("--kafka-brokers needs --topics and --group-id")
 	}
@@ -102,15 +101,4 @@ func loadFeatureServerCatalog(path string) (*featureserver.Catalog, error) {
 		return nil, fmt.Errorf("--catalog %s: %w", path, err)
 	}
 	return c, nil
-}
-
-// splitCommaList splits a comma-separated flag value, dropping blanks.
-func splitCommaList(s string) []string {
-	var out []string
-	for part := range strings.SplitSeq(s, ",") {
-		if part = strings.TrimSpace(part); part != "" {
-			out = append(out, part)
-		}
-	}
-	return out
 }
