@@ -25,12 +25,17 @@ type command struct {
 type environment struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
+	// sawFlags, when set, is shown each command's flag set before it is
+	// parsed: the README's configuration table is generated from them.
+	sawFlags func(*flag.FlagSet)
 }
 
 func commands() []command {
 	return []command{
 		{"serve", "run the gateway: the API, the stream consumer and webhook delivery", runServe},
+		{"dev", "try Outflow on one machine: Kafka, feature server, PostgreSQL, gateway and demo data in one process", runDev},
 		{"featureserver", "run the reference feature server (a local stand-in for Tecton's GetFeatures API)", runFeatureServer},
+		{"demo-producer", "write demo output-stream records (feature view user_items_added_to_cart) to Kafka", runDemoProducer},
 		{"migrate", "apply or undo database migrations: migrate [up|down N|status]", runMigrate},
 		{"apikey", "manage API keys: apikey create|list|revoke", runAPIKey},
 		{"replay", "replay a subscription's events of a time range: replay start|get|list", runReplay},
@@ -82,7 +87,7 @@ func printUsage(w io.Writer) {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Commands:")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-14s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Run 'outflow <command> --help' for a command's flags. Every flag can also be")
@@ -116,6 +121,9 @@ func printFlagUsage(w io.Writer, fs *flag.FlagSet) {
 // from its OUTFLOW_* environment variable. Help goes to stdout and returns
 // flag.ErrHelp; bad flags return errUsage after printing the problem.
 func parseFlags(env *environment, fs *flag.FlagSet, args []string) error {
+	if env.sawFlags != nil {
+		env.sawFlags(fs)
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			printFlagUsage(env.stdout, fs)

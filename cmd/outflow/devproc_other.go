@@ -1,0 +1,21 @@
+//go:build !unix
+
+package main
+
+import (
+	"errors"
+	"os"
+	"syscall"
+)
+
+// postgresAccount fails outside Unix: the throwaway cluster's process
+// handling (run as the postgres user, own process group) is Unix's.
+func postgresAccount() (*pgAccount, error) {
+	return nil, errors.New("the throwaway PostgreSQL cluster of outflow dev needs a Unix system; set DATABASE_URL to a database instead")
+}
+
+func chownTo(string, *pgAccount) error { return nil }
+
+func postgresProcAttr(*pgAccount, bool) *syscall.SysProcAttr { return nil }
+
+func killProcessGroup(p *os.Process) error { return p.Kill() }
