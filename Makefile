@@ -12,17 +12,22 @@ GOTEST_FLAGS ?=
 # PKGS selects the packages to test; all of them by default.
 PKGS ?= ./...
 
-.PHONY: test testenv-start testenv-stop python-deps
+.PHONY: test testenv-start testenv-stop python-deps node-deps
 
 # test starts a throwaway PostgreSQL and Kafka on free loopback ports, runs
 # every test against them and stops both, whatever the outcome. The Python
-# webhook receiver example's tests need a venv (python-deps) first.
-test: python-deps
+# webhook receiver example's tests need a venv (python-deps), and the README's
+# Node snippet the Standard Webhooks JavaScript library (node-deps), first.
+test: python-deps node-deps
 	scripts/testenv.sh run -- $(GOTESTSUM) --format pkgname-and-test-fails --format-hide-empty-pkg -- -race -count=1 $(GOTEST_FLAGS) $(PKGS)
 
 # python-deps creates .cache/pyvenv with the examples' pinned Python packages.
 python-deps:
 	scripts/python-deps.sh
+
+# node-deps installs the pinned standardwebhooks npm package into .cache/node.
+node-deps:
+	scripts/node-deps.sh
 
 # testenv-start starts a long-lived pair for interactive work; then
 # `eval "$$(scripts/testenv.sh env)"` and use go test directly.
@@ -32,7 +37,7 @@ testenv-start:
 testenv-stop:
 	scripts/testenv.sh stop
 
-.PHONY: build run proto proto-check lint check
+.PHONY: build run dev proto proto-check lint check readme
 
 # build compiles the binary into bin/.
 build:
@@ -54,6 +59,11 @@ run:
 .PHONY: dev
 dev: build
 	bin/outflow dev --receiver
+
+# readme regenerates the README's configuration tables from the flags
+# (TestReadmeConfigTable fails when they drift).
+readme:
+	go test ./cmd/outflow -run '^TestReadmeConfigTable$$' -count=1 -update-readme
 
 # proto regenerates the Go code and the OpenAPI document from proto/.
 proto:
