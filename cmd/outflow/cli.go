@@ -107,7 +107,7 @@ func newFlagSet(env *environment, name string) *flag.FlagSet {
 // printFlagUsage writes a command's full usage: each flag with its
 // environment variable and default.
 func printFlagUsage(w io.Writer, fs *flag.FlagSet) {
-	fmt.Fprintf(w, "Usage: %s [flags]\n\nFlags:\n", fs.Name())
+	fmt.Fprintf(w, "Usage: %s [flags]%s\n\nFlags:\n", fs.Name(), operands(fs.Name()))
 	fs.VisitAll(func(f *flag.Flag) {
 		fmt.Fprintf(w, "  --%s (env %s)\n    \t%s", f.Name, envName(f.Name), f.Usage)
 		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && f.DefValue != "[]" {
@@ -115,6 +115,18 @@ func printFlagUsage(w io.Writer, fs *flag.FlagSet) {
 		}
 		fmt.Fprintln(w)
 	})
+}
+
+// operands describes the positional arguments a command takes after its
+// flags, for its usage line.
+func operands(name string) string {
+	switch name {
+	case "outflow migrate":
+		return " [up | down N | status]  (default up; status lists applied and pending migrations)"
+	case "outflow apikey revoke":
+		return " KEY_ID"
+	}
+	return ""
 }
 
 // parseFlags parses args, then sets every flag not given on the command line
