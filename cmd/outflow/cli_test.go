@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"flag"
-	"io"
 	"strings"
 	"testing"
 )
@@ -44,17 +43,7 @@ func TestEveryCommandHelp(t *testing.T) {
 				t.Errorf("--help does not start with its usage line:\n%s", help)
 			}
 			// The flags the command really parses, from its flag set.
-			var fs *flag.FlagSet
-			env := &environment{stdout: io.Discard, stderr: io.Discard, getenv: func(string) string { return "" },
-				sawFlags: func(f *flag.FlagSet) { fs = f }}
-			for _, c := range commands() {
-				if c.name == line[0] {
-					_ = c.run(context.Background(), env, append(line[1:], "--help"))
-				}
-			}
-			if fs == nil {
-				t.Fatal("the command parsed no flag set")
-			}
+			fs := flagSetOf(t, line)
 			fs.VisitAll(func(f *flag.Flag) {
 				if !strings.Contains(help, "--"+f.Name+" (env "+envName(f.Name)+")") {
 					t.Errorf("--help does not list --%s with its environment variable", f.Name)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -33,24 +34,7 @@ func configTable(t *testing.T) string {
 	t.Helper()
 	var b strings.Builder
 	for _, line := range configured {
-		var fs *flag.FlagSet
-		env := &environment{stdout: io.Discard, stderr: io.Discard, getenv: func(string) string { return "" },
-			sawFlags: func(f *flag.FlagSet) { fs = f }}
-		var cmd *command
-		for _, c := range commands() {
-			if c.name == line[0] {
-				cmd = &c
-			}
-		}
-		if cmd == nil {
-			t.Fatalf("no command %q", line[0])
-		}
-		if err := cmd.run(context.Background(), env, append(line[1:], "--help")); err != nil && !isHelp(err) {
-			t.Fatalf("outflow %s --help: %v", strings.Join(line, " "), err)
-		}
-		if fs == nil {
-			t.Fatalf("outflow %s parsed no flags", strings.Join(line, " "))
-		}
+		fs := flagSetOf(t, line)
 		fmt.Fprintf(&b, "\n#### `outflow %s`\n\n%s", strings.Join(line, " "), tableHeading)
 		fs.VisitAll(func(f *flag.Flag) {
 			def := f.DefValue
@@ -66,7 +50,26 @@ func configTable(t *testing.T) string {
 	return b.String()
 }
 
-func isHelp(err error) bool { return err == flag.ErrHelp }
+// flagSetOf returns the flag set the command line parses, captured while
+// it runs with --help.
+func flagSetOf(t *testing.T, line []string) *flag.FlagSet {
+	t.Helper()
+	var fs *flag.FlagSet
+	env := &environment{stdout: io.Discard, stderr: io.Discard, getenv: func(string) string { return "" },
+		sawFlags: func(f *flag.FlagSet) { fs = f }}
+	for _, c := range commands() {
+		if c.name != line[0] {
+			continue
+		}
+		if err := c.run(context.Background(), env, append(line[1:], "--help")); err != nil && !errors.Is(err, flag.ErrHelp) {
+			t.Fatalf("outflow %s --help: %v", strings.Join(line, " "), err)
+		}
+	}
+	if fs == nil {
+		t.Fatalf("outflow %s parsed no flag set", strings.Join(line, " "))
+	}
+	return fs
+}
 
 // TestReadmeConfigTable: the README's configuration tables are exactly what
 // the commands' flags say. `make readme` regenerates them.
