@@ -42,17 +42,7 @@ const deliveryColumns = `id, subscription_id, tenant_id, event_id, status, event
 // without error, when the subscription already has a delivery of that event:
 // a record re-read after a crash is queued once.
 func (s *Store) EnqueueDelivery(ctx context.Context, d *Delivery) (bool, error) {
-	tag, err := s.pool.Exec(ctx, `
-		INSERT INTO deliveries (id, subscription_id, tenant_id, event_id, status, event, attempts,
-			next_attempt_time, first_attempt_time, last_error, last_status_code)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-		ON CONFLICT (subscription_id, event_id) DO NOTHING`,
-		d.ID, d.SubscriptionID, d.TenantID, d.EventID, d.Status, d.Event, d.Attempts,
-		nullTime(d.NextAttemptTime), d.FirstAttemptTime, d.LastError, d.LastStatusCode)
-	if err != nil {
-		return false, fmt.Errorf("queueing delivery of %s to %s: %w", d.EventID, d.SubscriptionID, interpretError(err))
-	}
-	return tag.RowsAffected() == 1, nil
+	return s.insertDelivery(ctx, d, "queueing delivery", `DO NOTHING`)
 }
 
 // RequeueDelivery is EnqueueDelivery for a replayed event: when the
@@ -61,19 +51,26 @@ func (s *Store) EnqueueDelivery(ctx context.Context, d *Delivery) (bool, error) 
 // status, attempts, times, error and event bytes. A RETRYING row is left
 // alone (it will be sent anyway). It reports whether a row was written.
 func (s *Store) RequeueDelivery(ctx context.Context, d *Delivery) (bool, error) {
+	return s.insertDelivery(ctx, d, "queueing replayed delivery", `DO UPDATE
+		SET status = excluded.status, event = excluded.event, attempts = excluded.attempts,
+		    next_attempt_time = excluded.next_attempt_time, first_attempt_time = excluded.first_attempt_time,
+		    last_error = excluded.last_error, last_status_code = excluded.last_status_code, update_time = now()
+		WHERE deliveries.status <> 'RETRYING'`)
+}
+
+// insertDelivery inserts d, resolving a delivery of the same event with
+// onConflict (the rest of an ON CONFLICT (subscription_id, event_id)
+// clause); it reports whether a row was written.
+func (s *Store) insertDelivery(ctx context.Context, d *Delivery, what, onConflict string) (bool, error) {
 	tag, err := s.pool.Exec(ctx, `
 		INSERT INTO deliveries (id, subscription_id, tenant_id, event_id, status, event, attempts,
 			next_attempt_time, first_attempt_time, last_error, last_status_code)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-		ON CONFLICT (subscription_id, event_id) DO UPDATE
-		SET status = excluded.status, event = excluded.event, attempts = excluded.attempts,
-		    next_attempt_time = excluded.next_attempt_time, first_attempt_time = excluded.first_attempt_time,
-		    last_error = excluded.last_error, last_status_code = excluded.last_status_code, update_time = now()
-		WHERE deliveries.status <> 'RETRYING'`,
+		ON CONFLICT (subscription_id, event_id) `+onConflict,
 		d.ID, d.SubscriptionID, d.TenantID, d.EventID, d.Status, d.Event, d.Attempts,
 		nullTime(d.NextAttemptTime), d.FirstAttemptTime, d.LastError, d.LastStatusCode)
 	if err != nil {
-		return false, fmt.Errorf("queueing replayed delivery of %s to %s: %w", d.EventID, d.SubscriptionID, interpretError(err))
+		return false, fmt.Errorf("%s of %s to %s: %w", what, d.EventID, d.SubscriptionID, interpretError(err))
 	}
 	return tag.RowsAffected() == 1, nil
 }

@@ -125,3 +125,45 @@ func TestPoisonIsKeptOnce(t *testing.T) {
 		t.Fatalf("poison rows = %d, %v; want 1", n, err)
 	}
 }
+
+// TestRequeueDelivery: a replayed event re-arms its dead or delivered row,
+// but leaves a row still retrying alone; EnqueueDelivery never re-arms.
+func TestRequeueDelivery(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	ctx := context.Background()
+	key, _, _ := st.CreateAPIKey(ctx, "t", "k")
+	if _, err := st.CreateSubscription(ctx, key.TenantID, newSub("sub_r", "r"), "whsec_r", 10); err != nil {
+		t.Fatal(err)
+	}
+	status := func(id string) string {
+		t.Helper()
+		page, err := st.ListDeliveries(ctx, store.DeliveryQuery{TenantID: key.TenantID, SubscriptionID: "sub_r",
+			Statuses: []string{store.StatusRetrying, store.StatusDead, store.StatusDelivered}, Limit: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range page {
+			if d.EventID == id {
+				return d.Status
+			}
+		}
+		return ""
+	}
+	dead := queued("sub_r", key.TenantID, 1)
+	dead.Status, dead.NextAttemptTime = store.StatusDead, time.Time{}
+	if ok, err := st.EnqueueDelivery(ctx, dead); err != nil || !ok {
+		t.Fatalf("enqueue = %v, %v", ok, err)
+	}
+	again := queued("sub_r", key.TenantID, 1)
+	again.ID = "dlv_again"
+	if ok, err := st.EnqueueDelivery(ctx, again); err != nil || ok || status("evt_1") != store.StatusDead {
+		t.Fatalf("EnqueueDelivery over a dead row = %v, %v (status %s); want a no-op", ok, err, status("evt_1"))
+	}
+	if ok, err := st.RequeueDelivery(ctx, again); err != nil || !ok || status("evt_1") != store.StatusRetrying {
+		t.Fatalf("RequeueDelivery over a dead row = %v, %v (status %s); want it RETRYING", ok, err, status("evt_1"))
+	}
+	if ok, err := st.RequeueDelivery(ctx, again); err != nil || ok {
+		t.Fatalf("RequeueDelivery over a retrying row = %v, %v; want a no-op", ok, err)
+	}
+}
