@@ -44,6 +44,11 @@ func Ranges(ctx context.Context, cfg Config, from, to time.Time) ([]PartitionRan
 	if !from.Before(to) {
 		return nil, fmt.Errorf("stream: the range [%s, %s) is empty", from.Format(time.RFC3339Nano), to.Format(time.RFC3339Nano))
 	}
+	return ranges(ctx, cfg, from, &to)
+}
+
+// ranges is Ranges; a nil to ends every range at its partition's end.
+func ranges(ctx context.Context, cfg Config, from time.Time, to *time.Time) ([]PartitionRange, error) {
 	cfg = cfg.WithDefaults()
 	transport := cfg.transport()
 	defer transport.CloseIdleConnections()
@@ -63,9 +68,11 @@ func Ranges(ctx context.Context, cfg Config, from, to time.Time) ([]PartitionRan
 	if err != nil {
 		return nil, err
 	}
-	ends, err := offsetsAt(ctx, client, layout, to)
-	if err != nil {
-		return nil, err
+	var ends map[topicPartition]int64 // none found: every range ends at the end
+	if to != nil {
+		if ends, err = offsetsAt(ctx, client, layout, *to); err != nil {
+			return nil, err
+		}
 	}
 	var out []PartitionRange
 	for _, topic := range slices.Sorted(maps.Keys(layout)) {
@@ -92,12 +99,15 @@ func Ranges(ctx context.Context, cfg Config, from, to time.Time) ([]PartitionRan
 // each partition of cfg.Topics (see Ranges), for a resume token that starts
 // a stream there.
 func PositionAt(ctx context.Context, cfg Config, t time.Time) (Position, error) {
-	ranges, err := Ranges(ctx, cfg, t, t.Add(time.Nanosecond))
+	if len(cfg.Brokers) == 0 || len(cfg.Topics) == 0 {
+		return nil, fmt.Errorf("%w: brokers and topics are required", ErrInvalidConfig)
+	}
+	found, err := ranges(ctx, cfg, t, nil)
 	if err != nil {
 		return nil, err
 	}
 	pos := make(Position)
-	for _, r := range ranges {
+	for _, r := range found {
 		if pos[r.Topic] == nil {
 			pos[r.Topic] = map[int32]int64{}
 		}
