@@ -60,6 +60,12 @@ type Feature struct {
 type Vector struct {
 	// Features holds one entry per feature of the feature service, in the server's order.
 	Features []Feature
+	// Precision is the granularity at which the backend stores effective times: a store
+	// that keeps whole seconds (Feast's SQLite online store) reports a value written for a
+	// record at 12:00:40.5 as effective at 12:00:40. The consistency rule truncates the
+	// record's feature timestamp to Precision before comparing, so such a store can ever be
+	// caught up. Zero means full (nanosecond) precision, as Tecton reports.
+	Precision time.Duration
 }
 
 // Lookup returns the feature with the given fully qualified name ("<feature view>.<feature>")
@@ -94,6 +100,9 @@ func (v *Vector) Consistent(featureView string, featureTimestamp time.Time) (con
 	consistent = true
 	if v == nil || featureView == "" {
 		return consistent, 0
+	}
+	if v.Precision > 0 {
+		featureTimestamp = featureTimestamp.Truncate(v.Precision)
 	}
 	for i := range v.Features {
 		f := &v.Features[i]
