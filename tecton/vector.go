@@ -12,7 +12,9 @@ const (
 	// StatusPresent means the value was read from the online store.
 	StatusPresent = "PRESENT"
 	// StatusMissingData means the online store holds no value for these join keys; the value
-	// is null (or the feature view's default).
+	// is null (or the feature view's default). For a key never materialised (the first record
+	// of a new entity) there is no effective time either, and the feature has not caught up
+	// with any record of its view.
 	StatusMissingData = "MISSING_DATA"
 	// StatusCachedPresent means the value came from Tecton's feature serving cache.
 	StatusCachedPresent = "CACHED_PRESENT"
