@@ -2,14 +2,18 @@
 // consistency rule of SPEC §4 before the dispatcher delivers a record.
 //
 // [Enricher.Enrich] turns a record's entity keys into join keys (renamed by the
-// subscription's join_keys), calls the feature store, and checks the answer with
-// [tecton.Vector.Consistent]. While the online store lags the record it calls again with
-// jittered exponential backoff, bypassing the feature server's cache, until the subscription's
-// consistency_timeout:
+// subscription's join_keys), calls the feature store, and checks the answer with the one
+// definition of the rule, [tecton.Check]: every feature of the record's feature view must have
+// an effective time at or after the record's feature_timestamp, and a feature of that view
+// without an effective time (a key the online store has not materialised, such as the first
+// record of a new entity) has not caught up. While the online store lags the record it calls
+// again with jittered exponential backoff, bypassing the feature server's cache
+// (read_from_cache=false), until the subscription's consistency_timeout:
 //
 //   - STRICT returns an *[InconsistentError] on timeout, which the dispatcher records as a failed
 //     delivery attempt, so the event joins the retry queue.
-//   - BEST_EFFORT returns the freshest vector seen, marked inconsistent.
+//   - BEST_EFFORT returns the freshest vector seen, marked inconsistent: the one with the fewest
+//     features lacking an effective time, then the latest effective times.
 //   - NONE returns the first vector and makes no check.
 //
 // Feature-store errors are typed: an *[StoreError] keeps the cause and says whether a later

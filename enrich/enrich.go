@@ -78,10 +78,12 @@ type Result struct {
 	// Vector is the feature vector. It may be shared with other records enriched at the same
 	// time (coalescing) and must be treated as read-only.
 	Vector *tecton.Vector
-	// Consistent reports whether Vector reflects the record (SPEC §4): true when it does or
-	// when the feature service holds no comparable feature of the record's feature view; false
-	// only with BEST_EFFORT after consistency_timeout; nil with NONE, where nothing was checked
-	// and the envelope omits "consistent".
+	// Consistent reports whether Vector reflects the record (SPEC §4): true when every feature
+	// of the record's feature view has an effective time at or after its feature_timestamp, or
+	// when the feature service holds no feature of that view; false only with BEST_EFFORT after
+	// consistency_timeout (or when feature-store errors outlast the retries), for instance when
+	// a key the online store has not materialised yet still answers null without an effective
+	// time; nil with NONE, where nothing was checked and the envelope omits "consistent".
 	Consistent *bool
 	// Attempts is the number of feature-store calls made for this record, failed ones included.
 	// A call shared with other records counts once for each of them.
@@ -162,12 +164,16 @@ func newPlan(rec *record.Record, cfg *outflowv1.Enrichment) (plan, error) {
 //
 //   - NONE: the first vector is returned unchecked, with Consistent nil.
 //   - STRICT (also for CONSISTENCY_UNSPECIFIED) and BEST_EFFORT: a vector whose features of
-//     rec.FeatureViewName all have an effective time at or after rec.FeatureTimestamp is
-//     returned with Consistent true; so is one holding no such feature (on-demand features
-//     and other feature views are not compared). Otherwise Enrich calls again, bypassing the
-//     feature server's cache on every call after the first, until the timeout. Then STRICT
-//     fails with an *InconsistentError and BEST_EFFORT returns the freshest vector seen with
-//     Consistent false.
+//     rec.FeatureViewName all have an effective time at or after rec.FeatureTimestamp
+//     (tecton.Check) is returned with Consistent true; so is one holding no feature of that
+//     view. A feature of that view without an effective time (a key not materialised yet:
+//     MISSING_DATA and no effective time, the first record of a new entity) has not caught
+//     up; features of other views, on-demand ones included, are not compared. Otherwise
+//     Enrich calls again, bypassing the feature server's cache on every call after the
+//     first, until the timeout. Then STRICT fails with an *InconsistentError and BEST_EFFORT
+//     returns the freshest vector seen with Consistent false: the one with the fewest
+//     features lacking an effective time, then the latest oldest effective time
+//     (tecton.Verdict.Fresher), the later vector among equals.
 //
 // Errors: ErrInvalidRequest (wrapped) before any call; *StoreError with Retriable false at once
 // for an error a retry cannot fix; *StoreError with Retriable true when retriable errors (or
@@ -194,7 +200,7 @@ func (e *Enricher) Enrich(ctx context.Context, rec *record.Record, cfg *outflowv
 		attempts   int
 		errRetries int
 		best       *tecton.Vector // freshest inconsistent vector so far
-		bestTime   time.Time      // oldest compared effective time of best
+		bestCheck  tecton.Verdict // the rule's verdict on best
 		lastErr    error
 		retryAfter time.Duration
 	)
@@ -203,7 +209,7 @@ func (e *Enricher) Enrich(ctx context.Context, rec *record.Record, cfg *outflowv
 		if attempts > 0 && !e.now().Before(deadline) {
 			// The wait overshot the deadline (timers are not exact): no call is made, so none
 			// is counted.
-			return e.timedOut(ctx, p, attempts, best, lastErr, retryAfter)
+			return e.timedOut(ctx, p, attempts, best, bestCheck, lastErr, retryAfter)
 		}
 		// Every retry in a checked mode bypasses the feature server's cache: a cached stale
 		// value could otherwise keep the record from ever becoming consistent.
@@ -221,7 +227,7 @@ func (e *Enricher) Enrich(ctx context.Context, rec *record.Record, cfg *outflowv
 		var wait time.Duration
 		switch {
 		case errors.Is(err, errDeadline):
-			return e.timedOut(ctx, p, attempts, best, lastErr, retryAfter)
+			return e.timedOut(ctx, p, attempts, best, bestCheck, lastErr, retryAfter)
 		case err != nil && ctx.Err() != nil:
 			return nil, fmt.Errorf("enrich %s/%s: %w", p.req.Workspace, p.req.FeatureService, ctx.Err())
 		case err != nil:
@@ -244,18 +250,19 @@ func (e *Enricher) Enrich(ctx context.Context, rec *record.Record, cfg *outflowv
 		case !checked:
 			return &Result{Vector: vec, Attempts: attempts}, nil
 		default:
-			if ok, _ := vec.Consistent(p.featureView, p.featureTime); ok {
+			verdict := vec.Check(p.featureView, p.featureTime)
+			if verdict.Consistent {
 				return &Result{Vector: vec, Consistent: new(true), Attempts: attempts}, nil
 			}
-			if t := oldestEffectiveTime(vec, p.featureView); best == nil || !t.Before(bestTime) {
-				best, bestTime = vec, t
+			if best == nil || verdict.Fresher(bestCheck) {
+				best, bestCheck = vec, verdict
 			}
 			lastErr, retryAfter = nil, 0
 			wait = e.backoff.delay(attempts - 1)
 		}
 
 		if !e.now().Add(wait).Before(deadline) {
-			return e.timedOut(ctx, p, attempts, best, lastErr, retryAfter)
+			return e.timedOut(ctx, p, attempts, best, bestCheck, lastErr, retryAfter)
 		}
 		if err == nil {
 			e.observer.ObserveConsistencyRetry()
@@ -269,7 +276,7 @@ func (e *Enricher) Enrich(ctx context.Context, rec *record.Record, cfg *outflowv
 // timedOut builds the outcome when the consistency_timeout ends: the freshest vector for
 // BEST_EFFORT, an *InconsistentError for STRICT, and a retriable *StoreError when no vector
 // arrived at all.
-func (e *Enricher) timedOut(ctx context.Context, p plan, attempts int, best *tecton.Vector, lastErr error, retryAfter time.Duration) (*Result, error) {
+func (e *Enricher) timedOut(ctx context.Context, p plan, attempts int, best *tecton.Vector, bestCheck tecton.Verdict, lastErr error, retryAfter time.Duration) (*Result, error) {
 	if best == nil {
 		err := lastErr
 		if err == nil {
@@ -283,35 +290,23 @@ func (e *Enricher) timedOut(ctx context.Context, p plan, attempts int, best *tec
 		slog.String("feature_view", p.featureView),
 		slog.String("consistency", p.mode.String()),
 		slog.Int("attempts", attempts),
+		slog.Int("features_missing", bestCheck.Missing),
+		slog.Int("features_behind", bestCheck.Behind),
 		slog.Duration("timeout", p.timeout),
 	)
 	if p.mode == outflowv1.Enrichment_BEST_EFFORT {
 		return &Result{Vector: best, Consistent: new(false), Attempts: attempts}, nil
 	}
-	return nil, &InconsistentError{
+	ie := &InconsistentError{
 		Attempts:         attempts,
 		Last:             best,
 		FeatureView:      p.featureView,
 		FeatureTimestamp: p.featureTime,
-		Lag:              p.featureTime.Sub(oldestEffectiveTime(best, p.featureView)),
+		Missing:          bestCheck.Missing,
 		Timeout:          p.timeout,
 	}
-}
-
-// oldestEffectiveTime returns the earliest effective time among the features of featureView in
-// v that have one: the feature that is furthest behind. A vector with a later value is
-// fresher.
-func oldestEffectiveTime(v *tecton.Vector, featureView string) time.Time {
-	var oldest time.Time
-	first := true
-	for i := range v.Features {
-		f := &v.Features[i]
-		if f.FeatureView != featureView || !f.HasEffectiveTime {
-			continue
-		}
-		if first || f.EffectiveTime.Before(oldest) {
-			oldest, first = f.EffectiveTime, false
-		}
+	if bestCheck.Missing == 0 {
+		ie.Lag = p.featureTime.Sub(bestCheck.Oldest)
 	}
-	return oldest
+	return nil, ie
 }

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net/http"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -62,6 +63,16 @@ var (
 		return func(i int, _ tecton.Request) (*tecton.Vector, error) {
 			if n < 0 || i <= n {
 				return nil, err
+			}
+			return testVector(recordTime, "fresh"), nil
+		}
+	}
+	// materialisedFrom answers a key the online store has not materialised (null,
+	// MISSING_DATA, no effective time) until row n, then fresh vectors; never when n < 0.
+	materialisedFrom = func(n int) func(int, tecton.Request) (*tecton.Vector, error) {
+		return func(i int, _ tecton.Request) (*tecton.Vector, error) {
+			if n < 0 || i < n {
+				return missingVector(), nil
 			}
 			return testVector(recordTime, "fresh"), nil
 		}
@@ -189,12 +200,65 @@ func TestEnrichConsistency(t *testing.T) {
 			name: "on-demand features are not compared",
 			mode: outflowv1.Enrichment_STRICT,
 			respond: func(int, tecton.Request) (*tecton.Vector, error) {
-				// An on-demand feature named as if of the record's view, with no effective time.
+				// testVector already holds one; another on-demand view, no effective time.
 				v := testVector(recordTime, "fresh")
-				v.Features = append(v.Features, tecton.Feature{Name: testView + ".odfv", FeatureView: testView, Value: []byte(`1`)})
+				v.Features = append(v.Features, tecton.Feature{Name: "odfv2.score", FeatureView: "odfv2", Value: []byte(`1`)})
 				return v, nil
 			},
 			want: &outcome{attempts: 1, consistent: new(true), bypass: []bool{false}, value: `"fresh"`},
+		},
+		{
+			// The first record of a new entity: the record's own view answers null,
+			// MISSING_DATA and no effective time until its values are materialised.
+			name:    "a key not materialised yet is retried until it is",
+			mode:    outflowv1.Enrichment_STRICT,
+			respond: materialisedFrom(3),
+			want:    &outcome{attempts: 3, consistent: new(true), bypass: []bool{false, true, true}, value: `"fresh"`},
+		},
+		{
+			name:    "BEST_EFFORT waits for a key not materialised yet too",
+			mode:    outflowv1.Enrichment_BEST_EFFORT,
+			respond: materialisedFrom(2),
+			want:    &outcome{attempts: 2, consistent: new(true), bypass: []bool{false, true}, value: `"fresh"`},
+		},
+		{
+			name:    "STRICT timeout on a key never materialised counts the missing features",
+			mode:    outflowv1.Enrichment_STRICT,
+			timeout: time.Second,
+			respond: materialisedFrom(-1),
+			wantErr: func(t *testing.T, err error) {
+				ie, ok := errors.AsType[*InconsistentError](err)
+				if !ok {
+					t.Fatalf("err = %v, want *InconsistentError", err)
+				}
+				if ie.Missing != 2 || ie.Lag != 0 || ie.Attempts < 2 {
+					t.Errorf("InconsistentError = %+v, want Missing 2, Lag 0", ie)
+				}
+				if !strings.Contains(err.Error(), "2 features") || !strings.Contains(err.Error(), "without an effective time") {
+					t.Errorf("Error() = %q does not say the features are not materialised", err)
+				}
+			},
+		},
+		{
+			name:    "BEST_EFFORT timeout prefers a stale value to none",
+			mode:    outflowv1.Enrichment_BEST_EFFORT,
+			timeout: time.Second,
+			respond: func(i int, _ tecton.Request) (*tecton.Vector, error) {
+				// Only the second answer has values; the others (a replica that has not
+				// materialised the key) have none and must not replace it.
+				if i == 2 {
+					return testVector(recordTime.Add(-time.Hour), "old"), nil
+				}
+				return missingVector(), nil
+			},
+			want: &outcome{consistent: new(false), value: `"old"`},
+		},
+		{
+			name:    "BEST_EFFORT timeout with nothing materialised delivers the nulls, inconsistent",
+			mode:    outflowv1.Enrichment_BEST_EFFORT,
+			timeout: time.Second,
+			respond: materialisedFrom(-1),
+			want:    &outcome{consistent: new(false), value: `null`},
 		},
 		{
 			name:    "503 twice then OK",

@@ -82,10 +82,15 @@ type InconsistentError struct {
 	// FeatureView and FeatureTimestamp identify the record the vector was compared with.
 	FeatureView      string
 	FeatureTimestamp time.Time
-	// Lag is how far the oldest compared feature of FeatureView in Last was behind
-	// FeatureTimestamp: FeatureTimestamp minus its effective time. For aggregate feature views,
-	// whose effective times align to the aggregation interval, a Lag that stays below the
-	// interval means the record may never be "caught up".
+	// Missing is the number of features of FeatureView in Last without an effective time: the
+	// online store had not materialised the entity's key at all (MISSING_DATA with no
+	// effective time, as for the first record of a new entity).
+	Missing int
+	// Lag is how far the oldest feature of FeatureView in Last that has an effective time was
+	// behind FeatureTimestamp: FeatureTimestamp minus that effective time. It is 0 when Missing
+	// is positive, where no lag can be measured. For aggregate feature views, whose effective
+	// times align to the aggregation interval, a Lag that stays below the interval means the
+	// record may never be "caught up".
 	Lag time.Duration
 	// Timeout is the consistency_timeout that ran out.
 	Timeout time.Duration
@@ -93,6 +98,10 @@ type InconsistentError struct {
 
 // Error describes how far the vector was behind the record, without entity keys or values.
 func (e *InconsistentError) Error() string {
+	if e.Missing > 0 {
+		return fmt.Sprintf("enrich: feature vector still has %d features of feature view %q without an effective time (not materialised) for record at feature_timestamp %s after %d attempts in %s",
+			e.Missing, e.FeatureView, e.FeatureTimestamp.Format(time.RFC3339Nano), e.Attempts, e.Timeout)
+	}
 	return fmt.Sprintf("enrich: feature vector still behind record of feature view %q (feature_timestamp %s) by %s after %d attempts in %s",
 		e.FeatureView, e.FeatureTimestamp.Format(time.RFC3339Nano), e.Lag, e.Attempts, e.Timeout)
 }

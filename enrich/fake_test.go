@@ -226,6 +226,19 @@ func testVector(eff time.Time, value string) *tecton.Vector {
 	}}
 }
 
+// missingVector is the answer for a key the online store has never materialised, as Tecton
+// gives it: the record's view null with MISSING_DATA and no effective time; the on-demand
+// feature computed; the other view as in testVector.
+func missingVector() *tecton.Vector {
+	v := testVector(recordTime.Add(-time.Hour), "")
+	for i := range v.Features {
+		if f := &v.Features[i]; f.FeatureView == testView {
+			f.Value, f.Status, f.EffectiveTime, f.HasEffectiveTime = json.RawMessage(`null`), tecton.StatusMissingData, time.Time{}, false
+		}
+	}
+	return v
+}
+
 // pollUntil polls cond until it holds, failing the test after a generous deadline. It is how
 // tests wait for goroutines to reach a state, instead of sleeping a fixed time.
 func pollUntil(t *testing.T, what string, cond func() bool) {

@@ -90,10 +90,11 @@ type FeatureView struct {
 	// the case the consistency timeout exists for. Default 0: continuous, the effective time
 	// is the record's feature_timestamp.
 	AggregationInterval time.Duration
-	// FeatureStartTime is the effective time reported for a key the store holds nothing for
-	// (status MISSING_DATA): the time from which the view is materialised. It is older than
-	// any record the stream will carry, so a vector read before materialisation is
-	// inconsistent, as it should be. Default: the Unix epoch.
+	// FeatureStartTime, when set, is the effective time reported for a key the store holds
+	// nothing for (status MISSING_DATA), as some aggregate views report the start of an empty
+	// window. Default zero: such a key answers null with MISSING_DATA and no effective time at
+	// all, as Tecton answers a key it has never materialised — the first record of a new
+	// entity, which a client must not take for caught up.
 	FeatureStartTime time.Time
 	// Synthetic makes the view answer every key it holds no written row for with
 	// deterministic values derived from a hash of the join key values, as if a batch job had
@@ -153,10 +154,11 @@ func DemoCatalog() *Catalog {
 	return &Catalog{
 		FeatureViews: []FeatureView{
 			{
-				Name:             "user_items_added_to_cart",
-				JoinKeys:         userID,
-				Features:         []Field{{Name: "cart_count", Type: Int64}, {Name: "cart_value", Type: Float64}},
-				FeatureStartTime: start,
+				// No FeatureStartTime: a user's first record finds nothing at all (null,
+				// MISSING_DATA, no effective time) until it is materialised.
+				Name:     "user_items_added_to_cart",
+				JoinKeys: userID,
+				Features: []Field{{Name: "cart_count", Type: Int64}, {Name: "cart_value", Type: Float64}},
 			},
 			{
 				Name:             "user_stats",
@@ -432,10 +434,9 @@ func compileView(v FeatureView) (*viewDef, error) {
 	if v.Synthetic && v.BatchSchedule == 0 {
 		v.BatchSchedule = DefaultBatchSchedule
 	}
-	if v.FeatureStartTime.IsZero() {
-		v.FeatureStartTime = time.Unix(0, 0)
+	if !v.FeatureStartTime.IsZero() {
+		v.FeatureStartTime = v.FeatureStartTime.UTC()
 	}
-	v.FeatureStartTime = v.FeatureStartTime.UTC()
 
 	var err error
 	if v.JoinKeys, err = checkFields("join key", v.JoinKeys, func(t DataType) bool { return t == String || t == Int64 }); err != nil {

@@ -8,6 +8,13 @@
 // and makes them visible only after a configurable materialisation lag: a client that reads
 // too early sees the old effective time, exactly the situation the consistency rule exists for.
 //
+// It is meant to be as unkind as the real service, so that `outflow dev` and the tests meet
+// the hard shapes: a key it has never materialised (the first record of a new entity) answers
+// null with status MISSING_DATA and no effective time at all; aggregate feature views report
+// effective times aligned to their interval, so a record may never look caught up and only a
+// consistency timeout ends the wait; and with a cache configured, default reads are answered
+// with stale values until read_from_cache=false bypasses it.
+//
 // What it implements:
 //
 //   - The endpoints POST /api/v1/feature-service/get-features, get-features-batch (at most
@@ -23,7 +30,8 @@
 //     feature_timestamp as their effective time. Visibility is decided lazily at read time
 //     against the injectable clock Config.Now, so tests are deterministic and no goroutine runs.
 //   - A simulated feature serving cache (Config.CacheTTL) honouring request_options
-//     read_from_cache and write_to_cache, so tests can prove that consistency retries bypass it.
+//     read_from_cache and write_to_cache, so tests can prove that consistency retries bypass it:
+//     a cached never-written key answers CACHED_MISSING_DATA, again without an effective time.
 //   - On-demand features, which echo a request_context_map value and carry no effective time;
 //     aggregate feature views whose effective times are aligned to their aggregation interval;
 //     and synthetic batch feature views that answer every key with deterministic values.

@@ -311,15 +311,15 @@ func TestCache(t *testing.T) {
 		return mustFeature(t, v, cartCount)
 	}
 
-	if f := read(false); f.Status != tecton.StatusMissingData {
-		t.Fatalf("first read: %s, want MISSING_DATA from the store", f.Status)
+	if f := read(false); f.Status != tecton.StatusMissingData || f.HasEffectiveTime {
+		t.Fatalf("first read: %s (effective time set %v), want MISSING_DATA without one from the store", f.Status, f.HasEffectiveTime)
 	}
 	ts := t0.Add(-time.Millisecond)
 	b.srv.Apply(cartRecord(t, "u1", ts, map[string]string{"cart_count": "1"}))
 	b.clock.Advance(2 * time.Second)
 
-	if f := read(false); f.Status != tecton.StatusCachedMissingData || !f.EffectiveTime.Before(ts) {
-		t.Errorf("cached read after the lag: %s at %s; want the stale CACHED_MISSING_DATA", f.Status, f.EffectiveTime)
+	if f := read(false); f.Status != tecton.StatusCachedMissingData || f.HasEffectiveTime || string(f.Value) != "null" {
+		t.Errorf("cached read after the lag: %s %s (effective time set %v); want the stale null CACHED_MISSING_DATA without an effective time", f.Value, f.Status, f.HasEffectiveTime)
 	}
 	if f := read(true); f.Status != tecton.StatusPresent || !f.EffectiveTime.Equal(ts) {
 		t.Errorf("bypassing read: %s at %s; want PRESENT at %s", f.Status, f.EffectiveTime, ts)

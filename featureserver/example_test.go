@@ -50,8 +50,11 @@ func Example() {
 		}
 		f, _ := v.Lookup("user_items_added_to_cart.cart_count")
 		consistent, _ := v.Consistent(rec.FeatureViewName, rec.FeatureTimestamp)
-		fmt.Printf("%s: cart_count=%s %s effective=%s consistent=%v\n",
-			when, f.Value, f.Status, f.EffectiveTime.Format(time.RFC3339Nano), consistent)
+		effective := "none"
+		if f.HasEffectiveTime {
+			effective = f.EffectiveTime.Format(time.RFC3339Nano)
+		}
+		fmt.Printf("%s: cart_count=%s %s effective=%s consistent=%v\n", when, f.Value, f.Status, effective, consistent)
 	}
 	show("before the lag")
 	mu.Lock()
@@ -59,7 +62,7 @@ func Example() {
 	mu.Unlock()
 	show("after the lag")
 	// Output:
-	// before the lag: cart_count=null MISSING_DATA effective=2024-01-01T00:00:00Z consistent=false
+	// before the lag: cart_count=null MISSING_DATA effective=none consistent=false
 	// after the lag: cart_count="3" PRESENT effective=2026-03-01T11:59:59.5Z consistent=true
 }
 

@@ -20,7 +20,10 @@ import (
 //     a non-empty error and message and the matching gRPC code;
 //   - a 200 answer that carries metadata names parses with tecton.ParseResponse (or
 //     ParseBatchResponse) into one vector per requested row, with the feature service's
-//     features in order.
+//     features in order;
+//   - a feature of the stream view carries an effective time exactly when its status (if
+//     asked for) says a value is present: a never-written key is null with MISSING_DATA or
+//     CACHED_MISSING_DATA and no effective time, and is never consistent with a record.
 func FuzzGetFeaturesRequest(f *testing.F) {
 	seeds := []string{
 		`{"params": {"workspace_name": "prod", "feature_service_name": "promo_fs", "join_key_map": {"user_id": "u1"}, "metadata_options": {"include_names": true, "include_effective_times": true, "include_serving_status": true, "include_data_types": true}}}`,
@@ -99,6 +102,23 @@ func FuzzGetFeaturesRequest(f *testing.F) {
 		for _, v := range vectors {
 			if len(v.Features) < 4 || v.Features[0].Name != cartCount {
 				t.Fatalf("unexpected vector %+v", v)
+			}
+			for _, feat := range v.Features[:2] {
+				present := feat.Status == tecton.StatusPresent || feat.Status == tecton.StatusCachedPresent
+				missing := feat.Status == tecton.StatusMissingData || feat.Status == tecton.StatusCachedMissingData
+				switch {
+				case feat.Status == "":
+				case !present && !missing:
+					t.Fatalf("%s: status %q", feat.Name, feat.Status)
+				case missing && (feat.HasEffectiveTime || string(feat.Value) != "null"):
+					t.Fatalf("%s: %s with value %s, effective time set %v; want null and none", feat.Name, feat.Status, feat.Value, feat.HasEffectiveTime)
+				case present && !feat.HasEffectiveTime:
+					t.Fatalf("%s: %s without an effective time", feat.Name, feat.Status)
+				case missing:
+					if ok, _ := v.Consistent(cartView, time.Time{}); ok {
+						t.Fatalf("a vector with %s %s is consistent", feat.Name, feat.Status)
+					}
+				}
 			}
 		}
 	})

@@ -17,12 +17,11 @@ const (
 	cartValue = "user_items_added_to_cart.cart_value"
 )
 
-// demoStart is DemoCatalog's FeatureStartTime, the effective time of missing data.
-var demoStart = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
-
-// TestGetFeaturesConsistency walks one key through the lag: before it elapses the vector
-// reports the old effective time and is inconsistent with the record; from the instant it
-// elapses the effective time is the record's feature_timestamp and the vector is consistent.
+// TestGetFeaturesConsistency walks one key through the lag: before it elapses a never-written
+// key answers null, MISSING_DATA and no effective time at all (as Tecton does), and a written
+// one its old effective time, so the vector is inconsistent with the record; from the instant
+// the lag elapses the effective time is the record's feature_timestamp and the vector is
+// consistent.
 func TestGetFeaturesConsistency(t *testing.T) {
 	t.Parallel()
 	b := setup(t, func(c *Config) { c.Lag = 2 * time.Second })
@@ -36,8 +35,8 @@ func TestGetFeaturesConsistency(t *testing.T) {
 	}
 	for _, name := range []string{cartCount, cartValue} {
 		f := mustFeature(t, v, name)
-		if f.Status != tecton.StatusMissingData || string(f.Value) != "null" || !f.HasEffectiveTime || !f.EffectiveTime.Equal(demoStart) {
-			t.Errorf("before the lag, %s = %+v; want null, MISSING_DATA, effective time %s", name, f, demoStart)
+		if f.Status != tecton.StatusMissingData || string(f.Value) != "null" || f.HasEffectiveTime {
+			t.Errorf("before the lag, %s = %+v; want null, MISSING_DATA, no effective time", name, f)
 		}
 	}
 	if ok, n := v.Consistent(cartView, ts1); ok || n != 2 {
@@ -102,8 +101,8 @@ func TestGetFeaturesConsistency(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f := mustFeature(t, v, cartCount); f.Status != tecton.StatusMissingData {
-		t.Errorf("u2: status %s, want MISSING_DATA", f.Status)
+	if f := mustFeature(t, v, cartCount); f.Status != tecton.StatusMissingData || f.HasEffectiveTime {
+		t.Errorf("u2: status %s, effective time set %v; want MISSING_DATA without one", f.Status, f.HasEffectiveTime)
 	}
 }
 
@@ -195,7 +194,7 @@ func TestApplyRules(t *testing.T) {
 				s.Apply(noKey)
 				s.Apply(nil)
 			},
-			wantMissing: true, wantEff: demoStart, wantStats: Stats{RecordsIgnored: 3},
+			wantMissing: true, wantEff: time.Time{}, wantStats: Stats{RecordsIgnored: 3},
 		},
 	}
 	for _, tt := range tests {
@@ -209,8 +208,8 @@ func TestApplyRules(t *testing.T) {
 			}
 			f := mustFeature(t, v, cartCount)
 			if tt.wantMissing {
-				if f.Status != tecton.StatusMissingData {
-					t.Errorf("status %s, want MISSING_DATA", f.Status)
+				if f.Status != tecton.StatusMissingData || f.HasEffectiveTime {
+					t.Errorf("status %s, effective time set %v; want MISSING_DATA without one", f.Status, f.HasEffectiveTime)
 				}
 			} else if string(f.Value) != tt.wantCount {
 				t.Errorf("cart_count = %s, want %s", f.Value, tt.wantCount)
@@ -277,18 +276,18 @@ func TestGetFeaturesBatch(t *testing.T) {
 	want := []struct {
 		count  string
 		status string
-		eff    time.Time
+		eff    time.Time // zero: no effective time
 	}{
 		{`"1"`, tecton.StatusPresent, ts},
-		{"null", tecton.StatusMissingData, demoStart},
+		{"null", tecton.StatusMissingData, time.Time{}},
 		{`"3"`, tecton.StatusPresent, ts.Add(time.Millisecond)},
-		{"null", tecton.StatusMissingData, demoStart},
-		{"null", tecton.StatusMissingData, demoStart},
+		{"null", tecton.StatusMissingData, time.Time{}},
+		{"null", tecton.StatusMissingData, time.Time{}},
 	}
 	for i, w := range want {
 		f := mustFeature(t, vs[i], cartCount)
-		if string(f.Value) != w.count || f.Status != w.status || !f.EffectiveTime.Equal(w.eff) {
-			t.Errorf("row %d: %s %s %s, want %s %s %s", i, f.Value, f.Status, f.EffectiveTime, w.count, w.status, w.eff)
+		if string(f.Value) != w.count || f.Status != w.status || !f.EffectiveTime.Equal(w.eff) || f.HasEffectiveTime == w.eff.IsZero() {
+			t.Errorf("row %d: %s %s %s (set %v), want %s %s %s", i, f.Value, f.Status, f.EffectiveTime, f.HasEffectiveTime, w.count, w.status, w.eff)
 		}
 	}
 	if f := mustFeature(t, vs[2], cartValue); f.Status != tecton.StatusMissingData || !f.EffectiveTime.Equal(ts.Add(time.Millisecond)) {
@@ -300,6 +299,49 @@ func TestGetFeaturesBatch(t *testing.T) {
 	status, body := b.post(t, GetFeaturesBatchPath, `{"params": {"workspace_name": "prod", "feature_service_name": "promo_fs", "request_data": [`+strings.TrimSuffix(rows, ",")+`]}}`)
 	if status != 400 || errorOf(t, body).Code != 3 {
 		t.Errorf("6 rows: %d %s, want 400 with code 3", status, body)
+	}
+}
+
+// TestNeverWrittenKeys pins the shapes of a key the store holds nothing for, as Tecton sends
+// them: no effectiveTime key at all in get-features; in a batch, null for such a row and no
+// effectiveTime key when no row has one; and a view with a FeatureStartTime reports that time
+// instead.
+func TestNeverWrittenKeys(t *testing.T) {
+	t.Parallel()
+	start := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	cat := DemoCatalog()
+	cat.FeatureViews = append(cat.FeatureViews, FeatureView{
+		Name: "user_counts", JoinKeys: []Field{{Name: "user_id", Type: String}},
+		Features: []Field{{Name: "count_1h", Type: Int64}}, AggregationInterval: time.Hour, FeatureStartTime: start,
+	})
+	cat.Workspaces[0].FeatureServices = append(cat.Workspaces[0].FeatureServices,
+		FeatureService{Name: "counts_fs", Features: []string{"user_items_added_to_cart.cart_count", "user_counts.count_1h"}})
+	b := setup(t, func(c *Config) { c.Catalog = cat })
+	meta := `"metadata_options": {"include_names": true, "include_effective_times": true, "include_serving_status": true}`
+
+	status, body := b.post(t, GetFeaturesPath, `{"params": {"workspace_name": "prod", "feature_service_name": "counts_fs", "join_key_map": {"user_id": "new"}, `+meta+`}}`)
+	want := `{"result":{"features":[null,null]},"metadata":{"features":[` +
+		`{"name":"user_items_added_to_cart.cart_count","status":"MISSING_DATA"},` +
+		`{"name":"user_counts.count_1h","effectiveTime":"2025-01-01T00:00:00Z","status":"MISSING_DATA"}]}}`
+	if status != 200 || string(body) != want {
+		t.Errorf("get-features of a never-written key:\n got %d %s\nwant 200 %s", status, body, want)
+	}
+
+	status, body = b.post(t, GetFeaturesBatchPath, `{"params": {"workspace_name": "prod", "feature_service_name": "counts_fs", "request_data": [{"join_key_map": {"user_id": "new1"}}, {"join_key_map": {"user_id": "new2"}}], `+meta+`}}`)
+	want = `{"result":[{"features":[null,null]},{"features":[null,null]}],"metadata":{"features":[` +
+		`{"name":"user_items_added_to_cart.cart_count","status":["MISSING_DATA","MISSING_DATA"]},` +
+		`{"name":"user_counts.count_1h","effectiveTime":["2025-01-01T00:00:00Z","2025-01-01T00:00:00Z"],"status":["MISSING_DATA","MISSING_DATA"]}]}}`
+	if status != 200 || string(body) != want {
+		t.Errorf("get-features-batch of never-written keys:\n got %d %s\nwant 200 %s", status, body, want)
+	}
+	vs, err := tecton.ParseBatchResponse(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range vs {
+		if ok, n := v.Consistent(cartView, t0); ok || n != 1 {
+			t.Errorf("row %d: Consistent = %v, %d; want false, 1 (nothing materialised)", i, ok, n)
+		}
 	}
 }
 
@@ -367,7 +409,7 @@ func TestMetadataOptions(t *testing.T) {
 		{"types and statuses, camelCase", `{"includeDataTypes": true, "includeServingStatus": true}`, false,
 			`{"features":[{"dataType":{"type":"int64"},"status":"PRESENT"},{"dataType":{"type":"float64"},"status":"MISSING_DATA"},{"dataType":{"type":"float64"},"status":"PRESENT"},{"dataType":{"type":"int64"},"status":"PRESENT"}]}`},
 		{"batch times and statuses are per row", `{"include_effective_times": true, "include_serving_status": true}`, true,
-			`{"features":[{"effectiveTime":["2026-03-01T12:00:00Z","2024-01-01T00:00:00Z"],"status":["PRESENT","MISSING_DATA"]},{"effectiveTime":["2026-03-01T12:00:00Z","2024-01-01T00:00:00Z"],"status":["MISSING_DATA","MISSING_DATA"]},{"effectiveTime":["2026-03-01T00:00:00Z","2026-03-01T00:00:00Z"],"status":["PRESENT","PRESENT"]},{"effectiveTime":["2026-03-01T00:00:00Z","2026-03-01T00:00:00Z"],"status":["PRESENT","PRESENT"]}]}`},
+			`{"features":[{"effectiveTime":["2026-03-01T12:00:00Z",null],"status":["PRESENT","MISSING_DATA"]},{"effectiveTime":["2026-03-01T12:00:00Z",null],"status":["MISSING_DATA","MISSING_DATA"]},{"effectiveTime":["2026-03-01T00:00:00Z","2026-03-01T00:00:00Z"],"status":["PRESENT","PRESENT"]},{"effectiveTime":["2026-03-01T00:00:00Z","2026-03-01T00:00:00Z"],"status":["PRESENT","PRESENT"]}]}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -456,8 +498,11 @@ func TestOnDemandFeatures(t *testing.T) {
 	if ok, n := v.Consistent(cartView, ts); !ok || n != 2 {
 		t.Errorf("Consistent = %v, %d; want true, 2 (on-demand features are not compared)", ok, n)
 	}
-	if ok, n := v.Consistent("cart_request", ts); !ok || n != 0 {
-		t.Errorf("Consistent(cart_request) = %v, %d; want true, 0", ok, n)
+	// An on-demand view writes no records, so no record asks about it; were one to, its
+	// features, which never have an effective time, would count as not materialised: only
+	// features of other views are exempt (SPEC §4).
+	if ok, n := v.Consistent("cart_request", ts); ok || n != 1 {
+		t.Errorf("Consistent(cart_request) = %v, %d; want false, 1", ok, n)
 	}
 }
 

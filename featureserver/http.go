@@ -438,10 +438,16 @@ func (s *Server) resolve(svc *serviceDef, req *featuresRequest, row requestRow, 
 			continue
 		}
 		rd := reads[f.view]
-		c := cell{hasEffective: true, effective: f.view.FeatureStartTime}
-		if rd.snap.present {
+		// A key the store has never materialised answers null with MISSING_DATA and no
+		// effective time at all, as Tecton does: the hard case for the consistency rule.
+		// Only a view with a FeatureStartTime reports that time instead.
+		var c cell
+		switch {
+		case rd.snap.present:
 			c.value = wireValue(rd.snap.values[f.index])
-			c.effective = f.view.effectiveTime(rd.snap.featureTime)
+			c.effective, c.hasEffective = f.view.effectiveTime(rd.snap.featureTime), true
+		case !f.view.FeatureStartTime.IsZero():
+			c.effective, c.hasEffective = f.view.FeatureStartTime, true
 		}
 		switch {
 		case c.value != nil && rd.cached:
@@ -496,14 +502,22 @@ func featureMetadataList(svc *serviceDef, opts metadataOptions, rows [][]cell, b
 			m.DataType = &dataType{Type: f.field().Type.wireName()}
 		}
 		if opts.effectiveTimes && !f.view.OnDemand {
+			// A cell without an effective time has no effectiveTime key at all; in a batch
+			// its row's entry is null, and the key is left out when no row has one.
 			if batch {
-				times := make([]string, len(rows))
+				times := make([]*string, len(rows))
+				some := false
 				for r := range rows {
-					times[r] = formatTime(rows[r][i].effective)
+					if c := rows[r][i]; c.hasEffective {
+						s := formatTime(c.effective)
+						times[r], some = &s, true
+					}
 				}
-				m.EffectiveTime = times
-			} else {
-				m.EffectiveTime = formatTime(rows[0][i].effective)
+				if some {
+					m.EffectiveTime = times
+				}
+			} else if c := rows[0][i]; c.hasEffective {
+				m.EffectiveTime = formatTime(c.effective)
 			}
 		}
 		if opts.servingStatus {

@@ -251,7 +251,8 @@ func (s *Server) Stats() Stats {
 // Apply writes a record to the online store, visible Lag (plus up to LagJitter) from now by
 // Config.Now. The written features get the record's feature_timestamp as their effective
 // time, which is what Tecton reports: a read before the lag has elapsed sees the previous
-// effective time and is inconsistent with the record, a read after sees it caught up.
+// effective time (or, for a key never written before, null with MISSING_DATA and no effective
+// time) and is inconsistent with the record, a read after sees it caught up.
 //
 // The record's feature_values are matched to the view's features by name and converted to
 // their types; absent values, and values that do not convert (counted in Stats.ValueErrors),

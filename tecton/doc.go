@@ -12,8 +12,12 @@
 //     [Vector]: values matched positionally with their metadata, kept as raw JSON so that
 //     int64-as-string, nulls, arrays and structs survive untouched, and effective times parsed
 //     from every spelling the feature server emits.
-//   - [Vector.Consistent] implements the consistency rule of SPEC §4, so the dispatcher and the
-//     reference feature server of `outflow dev` agree on one definition.
+//   - [Check] is the consistency rule of SPEC §4, written once as a pure function ([Vector.Check]
+//     and [Vector.Consistent] apply it to a Vector): every feature of the record's feature view
+//     must have an effective time at or after the record's feature_timestamp, and one without
+//     an effective time (a key not materialised yet) has not caught up. Every backend
+//     translates its answer into a Vector, so the dispatcher, its tests and the reference
+//     feature server of `outflow dev` agree on one definition.
 //
 // The API key is a secret: it is sent only in the Authorization header and never appears in
 // errors, logs or the printed form of [Config] or [Client].

@@ -59,3 +59,28 @@ func ExampleIsRetriable() {
 	// true
 	// false
 }
+
+// The first record of an entity the online store has never seen: the record's own feature
+// view answers null with MISSING_DATA and no effective time. The vector is not consistent
+// yet, although nothing in it is "behind"; the on-demand feature, which never has an
+// effective time, is not compared.
+func ExampleCheck() {
+	body := []byte(`{
+	  "result": {"features": [null, null, "web"]},
+	  "metadata": {"features": [
+	    {"name": "user_items_added_to_cart.cart_count", "dataType": {"type": "int64"}, "status": "MISSING_DATA"},
+	    {"name": "user_items_added_to_cart.cart_value", "dataType": {"type": "float64"}, "status": "MISSING_DATA"},
+	    {"name": "cart_request.channel", "dataType": {"type": "string"}, "status": "PRESENT"}
+	  ]}
+	}`)
+	v, err := tecton.ParseResponse(body)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	recordTime := time.Date(2026, 12, 4, 9, 30, 0, 0, time.UTC)
+	verdict := tecton.Check(v.Features, "user_items_added_to_cart", recordTime, v.Precision)
+	fmt.Printf("consistent: %v, compared: %d, missing: %d, behind: %d\n", verdict.Consistent, verdict.Compared, verdict.Missing, verdict.Behind)
+	// Output:
+	// consistent: false, compared: 2, missing: 2, behind: 0
+}

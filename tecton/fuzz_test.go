@@ -45,7 +45,7 @@ func addSeeds(f *testing.F) {
 //     prefix of Name before its first '.', a Value and DataType (when set) that are valid
 //     compact JSON, and an EffectiveTime that is zero unless HasEffectiveTime, and UTC;
 //   - and that Vector.Consistent on the result never panics and never compares more features
-//     than the vector holds.
+//     than the vector holds (FuzzCheckParsed checks the rule itself).
 func FuzzParseResponse(f *testing.F) {
 	addSeeds(f)
 	f.Fuzz(func(t *testing.T, body []byte) {
@@ -155,6 +155,69 @@ func checkFeatures(t *testing.T, v *Vector) {
 			t.Fatalf("compared %d of %d features", compared, len(v.Features))
 		}
 	}
+}
+
+// FuzzCheckParsed runs the consistency rule over parsed responses, single and batch, for any
+// record (feature view, feature timestamp in Unix nanoseconds, precision in nanoseconds). For
+// every vector the parser accepts it checks that:
+//   - Check never panics and agrees with naiveCheck, the reference implementation;
+//   - Consistent holds exactly when no feature of the record's view is missing an effective
+//     time or behind the record;
+//   - a feature of the record's view without an effective time (MISSING_DATA, a cached miss,
+//     UNKNOWN, no status) always makes the vector inconsistent, whatever else it holds;
+//   - Compared is the number of features of the record's view, never more than the vector
+//     holds, and a vector with none of them is consistent.
+func FuzzCheckParsed(f *testing.F) {
+	seeds := [][]byte{
+		readTestdata(f, "get-features-metadata.json"),
+		readTestdata(f, "get-features-batch-statuses.json"),
+		[]byte(`{"result":{"features":[null,null]},"metadata":{"features":[{"name":"fv.a","status":"MISSING_DATA"},{"name":"fv.b","effectiveTime":"2026-12-04T10:00:00Z","status":"PRESENT"}]}}`),
+		[]byte(`{"result":{"features":[null,"web"]},"metadata":{"features":[{"name":"fv.a","status":"CACHED_MISSING_DATA"},{"name":"odfv.channel","status":"PRESENT"}]}}`),
+		[]byte(`{"result":[{"features":[null]},{"features":["3"]}],"metadata":{"features":[{"name":"fv.a","effectiveTime":[null,"2026-12-04T10:00:00.5Z"],"status":["MISSING_DATA","PRESENT"]}]}}`),
+	}
+	ts := time.Date(2026, 12, 4, 10, 0, 0, 500_000_000, time.UTC).UnixNano()
+	for _, s := range seeds {
+		for _, view := range []string{"fv", "odfv", "user_transaction_counts", "merchant_fraud_rate", ""} {
+			f.Add(s, view, ts, int64(0))
+			f.Add(s, view, ts, int64(time.Second))
+		}
+	}
+	f.Fuzz(func(t *testing.T, body []byte, view string, tsNanos, precisionNanos int64) {
+		var vectors []*Vector
+		if v, err := ParseResponse(body); err == nil {
+			vectors = append(vectors, v)
+		}
+		if vs, err := ParseBatchResponse(body); err == nil {
+			vectors = append(vectors, vs...)
+		}
+		ts := time.Unix(0, tsNanos).UTC()
+		precision := time.Duration(precisionNanos)
+		for _, v := range vectors {
+			v.Precision = precision
+			got := v.Check(view, ts)
+			want := naiveCheck(v.Features, view, ts, precision)
+			if got.Consistent != want.Consistent || got.Compared != want.Compared || got.Missing != want.Missing ||
+				got.Behind != want.Behind || !got.Oldest.Equal(want.Oldest) {
+				t.Fatalf("Check(%q, %s, %s) = %+v, naive reference %+v", view, ts.Format(time.RFC3339Nano), precision, got, want)
+			}
+			if got.Consistent != (got.Missing == 0 && got.Behind == 0) {
+				t.Fatalf("%+v: Consistent disagrees with the counts", got)
+			}
+			own := 0
+			for _, feat := range v.Features {
+				if view == "" || feat.FeatureView != view {
+					continue
+				}
+				own++
+				if !feat.HasEffectiveTime && got.Consistent {
+					t.Fatalf("consistent although %s (status %q) has no effective time", feat.Name, feat.Status)
+				}
+			}
+			if got.Compared != own || got.Compared > len(v.Features) || (own == 0 && !got.Consistent) {
+				t.Fatalf("%+v for %d features of %q among %d", got, own, view, len(v.Features))
+			}
+		}
+	})
 }
 
 // FuzzParseEffectiveTime checks that parseEffectiveTime never panics and that every time it

@@ -12,7 +12,9 @@ const (
 	// StatusPresent means the value was read from the online store.
 	StatusPresent = "PRESENT"
 	// StatusMissingData means the online store holds no value for these join keys; the value
-	// is null (or the feature view's default).
+	// is null (or the feature view's default). For a key never materialised (the first record
+	// of a new entity) there is no effective time either, and the feature has not caught up
+	// with any record of its view.
 	StatusMissingData = "MISSING_DATA"
 	// StatusCachedPresent means the value came from Tecton's feature serving cache.
 	StatusCachedPresent = "CACHED_PRESENT"
@@ -46,9 +48,12 @@ type Feature struct {
 	// EffectiveTime is the time of the most recent value written to the online store for this
 	// feature, in UTC; meaningful only when HasEffectiveTime is true.
 	EffectiveTime time.Time
-	// HasEffectiveTime is false for features that carry no effective time — on-demand
-	// features, which are computed at request time — and those are never compared by
-	// Consistent.
+	// HasEffectiveTime is false for features that carry no effective time: on-demand
+	// features, which are computed at request time, and features whose key the online store
+	// has not materialised yet (status MISSING_DATA, CACHED_MISSING_DATA or UNKNOWN, often with
+	// a null value). [Check] tells them apart by feature view: a feature of the record's own
+	// view without an effective time has not caught up with the record; one of another view is
+	// not compared.
 	HasEffectiveTime bool
 	// Status is the serving status (one of the Status constants, or whatever new value the
 	// server sent); empty when the response has none.
@@ -82,37 +87,106 @@ func (v *Vector) Lookup(name string) (Feature, bool) {
 	return Feature{}, false
 }
 
-// Consistent implements the consistency rule of SPEC §4: the vector is consistent with a
-// record of featureView written at featureTimestamp when every feature of that feature view
-// in the vector that has an effective time has effective_time >= featureTimestamp — that is,
-// the online store already reflects the record.
+// Verdict is the outcome of the consistency rule (SPEC §4) for one vector and one record: whether
+// the vector is consistent with the record, and why.
+type Verdict struct {
+	// Consistent reports whether every feature of the record's feature view in the vector has
+	// caught up with the record. It is Missing == 0 && Behind == 0.
+	Consistent bool
+	// Compared counts the features of the record's feature view in the vector: those the rule
+	// looked at. When it is 0 the feature service holds no feature of that view, waiting can
+	// change nothing, and the vector is consistent.
+	Compared int
+	// Missing counts the compared features without an effective time: a key the online store
+	// has not materialised yet (MISSING_DATA, CACHED_MISSING_DATA, UNKNOWN or no status at
+	// all). Each makes the vector inconsistent.
+	Missing int
+	// Behind counts the compared features whose effective time is before the record's
+	// feature_timestamp (truncated to the vector's Precision).
+	Behind int
+	// Oldest is the earliest effective time among the compared features that have one, in
+	// UTC; zero when none has. With Missing == 0 it tells how far behind the vector is.
+	Oldest time.Time
+}
+
+// Fresher reports whether a vector judged v is at least as fresh as one judged w, for the same
+// record: fewer features without an effective time first (a value that exists beats none),
+// then the later Oldest effective time. Equal verdicts are at least as fresh, so that a caller
+// keeping the freshest of a sequence keeps the latest among equals.
+func (v Verdict) Fresher(w Verdict) bool {
+	if v.Missing != w.Missing {
+		return v.Missing < w.Missing
+	}
+	return !v.Oldest.Before(w.Oldest)
+}
+
+// Check applies the consistency rule of SPEC §4 to the features of one vector, for a record of
+// featureView written at featureTimestamp. It is a pure function of its arguments; it is the
+// one definition of the rule, which [Vector.Check] and [Vector.Consistent] apply to a Vector.
 //
-// Features of other feature views are ignored, and so are features without an effective time
-// (on-demand features): there is nothing to compare. compared counts the features that were
-// compared; when it is 0 the vector holds no comparable feature of featureView and is
-// consistent by definition, since waiting cannot change it. Times compare at full nanosecond
-// precision, and equality counts as caught up. A nil Vector, or an empty featureView (which no
-// feature belongs to), yields (true, 0).
+// Only features of featureView count. Each of them has caught up with the record when it has
+// an effective time at or after featureTimestamp; one without an effective time has not (the
+// online store has not materialised the key yet), whatever its status. Features of other
+// feature views are ignored, stale or not, and so are features without an effective time that
+// belong to another view (on-demand features, computed at request time). The vector is
+// consistent when every counted feature has caught up, and also when none counts: then the
+// feature service holds no feature of featureView and waiting can change nothing.
+//
+// precision is the granularity at which the backend stores effective times (Vector.Precision):
+// when positive, featureTimestamp is truncated to it before comparing, so a store that keeps
+// whole seconds reports a record written at 12:00:40.5 as caught up at 12:00:40. Zero or
+// negative means full nanosecond precision. Times compare as instants, whatever their zones,
+// and equality counts as caught up. An empty featureView matches no feature (a Feature whose
+// Name has no '.' has an empty FeatureView but belongs to no view).
+func Check(features []Feature, featureView string, featureTimestamp time.Time, precision time.Duration) Verdict {
+	verdict := Verdict{Consistent: true}
+	hasOldest := false
+	if featureView == "" {
+		return verdict
+	}
+	if precision > 0 {
+		featureTimestamp = featureTimestamp.Truncate(precision)
+	}
+	for i := range features {
+		f := &features[i]
+		if f.FeatureView != featureView {
+			continue
+		}
+		verdict.Compared++
+		switch {
+		case !f.HasEffectiveTime:
+			verdict.Missing++
+			continue
+		case f.EffectiveTime.Before(featureTimestamp):
+			verdict.Behind++
+		}
+		if !hasOldest || f.EffectiveTime.Before(verdict.Oldest) {
+			verdict.Oldest, hasOldest = f.EffectiveTime.UTC(), true
+		}
+	}
+	verdict.Consistent = verdict.Missing == 0 && verdict.Behind == 0
+	return verdict
+}
+
+// Check applies the consistency rule (see the function [Check]) to the vector, at the vector's
+// Precision. A nil Vector holds no feature and is consistent.
+func (v *Vector) Check(featureView string, featureTimestamp time.Time) Verdict {
+	if v == nil {
+		return Check(nil, featureView, featureTimestamp, 0)
+	}
+	return Check(v.Features, featureView, featureTimestamp, v.Precision)
+}
+
+// Consistent reports whether the vector is consistent with a record of featureView written at
+// featureTimestamp (SPEC §4), and how many features of featureView it compared: it is
+// [Vector.Check] reduced to those two results. A feature of featureView without an effective
+// time makes the vector inconsistent; compared is 0, and the vector consistent, only when it
+// holds no feature of featureView at all. A nil Vector, or an empty featureView, yields
+// (true, 0).
 //
 // Aggregate feature views align effective times to their aggregation interval, so such a
 // vector may never become consistent; the caller's consistency_timeout bounds the wait.
 func (v *Vector) Consistent(featureView string, featureTimestamp time.Time) (consistent bool, compared int) {
-	consistent = true
-	if v == nil || featureView == "" {
-		return consistent, 0
-	}
-	if v.Precision > 0 {
-		featureTimestamp = featureTimestamp.Truncate(v.Precision)
-	}
-	for i := range v.Features {
-		f := &v.Features[i]
-		if f.FeatureView != featureView || !f.HasEffectiveTime {
-			continue
-		}
-		compared++
-		if f.EffectiveTime.Before(featureTimestamp) {
-			consistent = false
-		}
-	}
-	return consistent, compared
+	verdict := v.Check(featureView, featureTimestamp)
+	return verdict.Consistent, verdict.Compared
 }

@@ -32,15 +32,26 @@ const (
 // in cents.
 var demoItems = [...]int64{499, 899, 1299, 1999, 2450, 3999, 5900, 8999, 12900}
 
+// DefaultDemoNewUsers is the share of demo events that come from a
+// first-time shopper: a user the feature store has never seen, whose first
+// record finds nothing materialised (null, MISSING_DATA, no effective time)
+// — the most common case in a real shop and the one the consistency rule
+// must wait for.
+const DefaultDemoNewUsers = 0.25
+
 // demoCarts turns simulated add_item_to_cart events into the records the
 // stream feature view writes: per user, the number of items in the cart
 // (cart_count) and their total value (cart_value), which is what the view's
 // features are in the demo catalog. Now and then a user checks out, which
-// empties the cart before the next item is added. It is not safe for
-// concurrent use.
+// empties the cart before the next item is added. A share of the events
+// comes from first-time shoppers new1, new2, ..., each of whom adds one item
+// and leaves, so every event of a "new" user is that user's first record. It
+// is not safe for concurrent use.
 type demoCarts struct {
-	rng   *mrand.Rand
-	carts []demoCart // index i is user "u<i+1>"
+	rng       *mrand.Rand
+	carts     []demoCart // index i is user "u<i+1>"
+	newShare  float64    // probability that an event is a first-time shopper's
+	newcomers int        // first-time shoppers so far
 }
 
 // demoCart is one user's cart.
@@ -52,10 +63,11 @@ type demoCart struct {
 	last time.Time
 }
 
-// newDemoCarts returns a generator for users u1..u<users>; the same seed
-// gives the same sequence of users, items and checkouts.
-func newDemoCarts(users int, seed uint64) *demoCarts {
-	return &demoCarts{rng: mrand.New(mrand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), carts: make([]demoCart, users)}
+// newDemoCarts returns a generator for returning users u1..u<users> and,
+// for a newShare of the events (0 to 1), first-time shoppers new1, new2,
+// ...; the same seed gives the same sequence of users, items and checkouts.
+func newDemoCarts(users int, newShare float64, seed uint64) *demoCarts {
+	return &demoCarts{rng: mrand.New(mrand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), carts: make([]demoCart, users), newShare: newShare}
 }
 
 // demoOutputRecord is the output-stream record, schema version "1" (SPEC §2).
@@ -74,8 +86,18 @@ type demoOutputRecord struct {
 // (the user id, so one user's records share a partition and stay in order)
 // and the record.
 func (d *demoCarts) next(now time.Time) (key, value []byte) {
-	i := d.rng.IntN(len(d.carts))
-	c := &d.carts[i]
+	var (
+		c        *demoCart
+		user     string
+		newcomer demoCart // a first-time shopper's cart, used once
+	)
+	if d.newShare > 0 && d.rng.Float64() < d.newShare {
+		d.newcomers++
+		c, user = &newcomer, "new"+strconv.Itoa(d.newcomers)
+	} else {
+		i := d.rng.IntN(len(d.carts))
+		c, user = &d.carts[i], "u"+strconv.Itoa(i+1)
+	}
 	if c.count > 0 && d.rng.IntN(8) == 0 { // checked out since the last event
 		c.count, c.cents = 0, 0
 	}
@@ -87,7 +109,6 @@ func (d *demoCarts) next(now time.Time) (key, value []byte) {
 		ts = c.last.Add(time.Microsecond)
 	}
 	c.last = ts
-	user := "u" + strconv.Itoa(i+1)
 	rec := demoOutputRecord{
 		Version:          "1",
 		Producer:         "tecton",
@@ -121,8 +142,12 @@ type demoProducerConfig struct {
 	Topic string
 	// Rate is the mean number of records per second; it must be positive.
 	Rate float64
-	// Users is how many users (u1..uN) add items. Default 20.
+	// Users is how many returning users (u1..uN) add items. Default 20.
 	Users int
+	// NewUsers is the share of events, 0 to 1, from first-time shoppers
+	// (new1, new2, ...), each seen once. Default DefaultDemoNewUsers (0.25)
+	// when nil; 0 turns them off.
+	NewUsers *float64
 	// Count stops the producer after this many records; 0 runs until the
 	// context ends.
 	Count int
@@ -140,6 +165,9 @@ func (c demoProducerConfig) withDefaults() demoProducerConfig {
 	}
 	if c.Users == 0 {
 		c.Users = 20
+	}
+	if c.NewUsers == nil {
+		c.NewUsers = new(float64(DefaultDemoNewUsers))
 	}
 	if c.Seed == 0 {
 		var b [8]byte
@@ -160,6 +188,8 @@ func (c demoProducerConfig) validate() error {
 		return fmt.Errorf("--rate %v: want more than 0 and at most 10000 records per second", c.Rate)
 	case c.Users < 1 || c.Users > 1_000_000:
 		return fmt.Errorf("--users %d: want 1 to 1000000", c.Users)
+	case c.NewUsers != nil && !(*c.NewUsers >= 0 && *c.NewUsers <= 1):
+		return fmt.Errorf("--new-users %v: want a share from 0 to 1", *c.NewUsers)
 	case c.Count < 0:
 		return fmt.Errorf("--count %d: must not be negative", c.Count)
 	}
@@ -194,10 +224,11 @@ func produceDemo(ctx context.Context, cfg demoProducerConfig) error {
 		Transport:    transport,
 	}
 	defer w.Close()
-	carts := newDemoCarts(cfg.Users, cfg.Seed)
+	carts := newDemoCarts(cfg.Users, *cfg.NewUsers, cfg.Seed)
 	log := cfg.Logger.With(slog.String("topic", cfg.Topic))
 	log.InfoContext(ctx, "demo producer: writing add_item_to_cart records",
-		slog.Any("brokers", cfg.Brokers), slog.Float64("rate_per_second", cfg.Rate), slog.Int("users", cfg.Users))
+		slog.Any("brokers", cfg.Brokers), slog.Float64("rate_per_second", cfg.Rate), slog.Int("users", cfg.Users),
+		slog.Float64("new_users", *cfg.NewUsers))
 
 	written, failures := 0, 0
 	timer := time.NewTimer(0)
@@ -244,7 +275,9 @@ func runDemoProducer(ctx context.Context, env *environment, args []string) error
 	fs.StringVar(&brokers, "kafka-brokers", "", "comma-separated Kafka bootstrap brokers (required)")
 	fs.StringVar(&cfg.Topic, "kafka-topic", demoTopic, "topic to write the output-stream records to; it must exist")
 	fs.Float64Var(&cfg.Rate, "rate", 2, "mean records per second (arrivals are random, as independent shoppers' are)")
-	fs.IntVar(&cfg.Users, "users", 20, "number of users (entity keys user_id u1..uN) adding items")
+	fs.IntVar(&cfg.Users, "users", 20, "number of returning users (entity keys user_id u1..uN) adding items")
+	cfg.NewUsers = new(float64(DefaultDemoNewUsers))
+	fs.Float64Var(cfg.NewUsers, "new-users", DefaultDemoNewUsers, "share of events from first-time shoppers (user_id new1, new2, ...), whose first record the feature store has never seen (0 to 1)")
 	fs.IntVar(&cfg.Count, "count", 0, "stop after this many records (0: until interrupted)")
 	fs.Int64Var(&seed, "seed", 0, "seed of the simulated shoppers, for a reproducible sequence (0: random)")
 	logs.register(fs)

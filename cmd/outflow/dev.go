@@ -41,6 +41,7 @@ type devFlags struct {
 	pgBinDir     string
 	rate         float64
 	users        int
+	newUsers     float64
 	lag          time.Duration
 	lagJitter    time.Duration
 }
@@ -48,6 +49,13 @@ type devFlags struct {
 // devReadyTimeout bounds the start of everything, PostgreSQL's initdb
 // included; it normally takes two to four seconds.
 const devReadyTimeout = 60 * time.Second
+
+// devCacheTTL is the age limit of the reference feature server's serving
+// cache in dev: a read that does not bypass the cache (the first call for
+// each record) may see values up to a minute old, as Tecton's feature
+// serving cache allows, so the consistency retries' read_from_cache=false
+// is what gets an event its fresh values.
+const devCacheTTL = time.Minute
 
 // Names `outflow dev` gives what it creates.
 const (
@@ -70,7 +78,8 @@ func runDev(ctx context.Context, env *environment, args []string) error {
 	fs.StringVar(&f.databaseURL, "database-url", "", "PostgreSQL URL to use instead of a throwaway cluster (also read from DATABASE_URL); it is migrated and gets a tenant \"dev\"")
 	fs.StringVar(&f.pgBinDir, "postgres-bin-dir", "", "directory of the PostgreSQL server binaries initdb and postgres (default: PATH, then the newest /usr/lib/postgresql/*/bin)")
 	fs.Float64Var(&f.rate, "rate", 2, "mean add_item_to_cart records per second of the demo producer (0: no producer)")
-	fs.IntVar(&f.users, "users", 20, "number of demo users (user_id u1..uN)")
+	fs.IntVar(&f.users, "users", 20, "number of returning demo users (user_id u1..uN)")
+	fs.Float64Var(&f.newUsers, "new-users", DefaultDemoNewUsers, "share of demo events from first-time shoppers (user_id new1, new2, ...), whose first record the feature store has never seen (0 to 1)")
 	fs.DurationVar(&f.lag, "lag", 500*time.Millisecond, "the feature server's materialisation lag: a record's values become visible this long after it is read")
 	fs.DurationVar(&f.lagJitter, "lag-jitter", time.Second, "random extra materialisation lag per record, uniform from 0 to this")
 	if err := parseFlags(env, fs, args); err != nil {
@@ -87,6 +96,8 @@ func runDev(ctx context.Context, env *environment, args []string) error {
 		return fmt.Errorf("--rate %v: must not be negative", f.rate)
 	case f.users < 1:
 		return fmt.Errorf("--users %d: want at least 1", f.users)
+	case !(f.newUsers >= 0 && f.newUsers <= 1):
+		return fmt.Errorf("--new-users %v: want a share from 0 to 1", f.newUsers)
 	case f.lag < 0 || f.lagJitter < 0:
 		return errors.New("--lag and --lag-jitter must not be negative")
 	}
@@ -129,6 +140,7 @@ type devInfo struct {
 	ReceiverURL    string // empty without --receiver
 	Rate           float64
 	Users          int
+	NewUsers       float64
 	Lag, LagJitter time.Duration
 	NameSuffix     string // keeps subscription names unique in a reused database
 }
@@ -232,7 +244,7 @@ func (d *devRun) run(ctx context.Context) (err error) {
 	defer broker.Close()
 
 	featureKey := "dev-" + randomHex(16)
-	features, err := featureserver.New(featureserver.Config{Lag: f.lag, LagJitter: f.lagJitter, APIKey: featureKey, Logger: d.logger})
+	features, err := featureserver.New(featureserver.Config{Lag: f.lag, LagJitter: f.lagJitter, CacheTTL: devCacheTTL, APIKey: featureKey, Logger: d.logger})
 	if err != nil {
 		return err
 	}
@@ -266,7 +278,7 @@ func (d *devRun) run(ctx context.Context) (err error) {
 		return res.err
 	}
 	info := devInfo{HTTPAddr: httpShown, GRPCAddr: grpcShown, Tenant: devTenant, KafkaAddr: broker.Addr(),
-		FeatureURL: featureURL, DatabaseURL: f.databaseURL, Rate: f.rate, Users: f.users, Lag: f.lag, LagJitter: f.lagJitter}
+		FeatureURL: featureURL, DatabaseURL: f.databaseURL, Rate: f.rate, Users: f.users, NewUsers: f.newUsers, Lag: f.lag, LagJitter: f.lagJitter}
 	if res.pg != nil {
 		info.DatabaseURL, info.PostgresDir = res.pg.URL(), res.pg.dir
 	} else {
@@ -314,7 +326,7 @@ func (d *devRun) run(ctx context.Context) (err error) {
 	}
 	if f.rate > 0 {
 		goRun(&prodWG, "demo producer", func() error {
-			return produceDemo(prodCtx, demoProducerConfig{Brokers: []string{broker.Addr()}, Rate: f.rate, Users: f.users, Logger: d.logger})
+			return produceDemo(prodCtx, demoProducerConfig{Brokers: []string{broker.Addr()}, Rate: f.rate, Users: f.users, NewUsers: new(f.newUsers), Logger: d.logger})
 		})
 	}
 	info.StartedIn = time.Since(d.started)

@@ -286,6 +286,12 @@ func TestDevQuickstart(t *testing.T) {
 		startup.Seconds(), firstEvent.Seconds())
 	t.Logf("printed: %s", line)
 
+	// A first-time shopper's event arrives only once its values are
+	// materialised: consistent, with the record's own cart values (never
+	// null), and — at least once — after more than one GetFeatures call.
+	first := p.waitNewcomer(sub.ID, 30*time.Second)
+	t.Logf("a first-time shopper's event: %s", first)
+
 	// 2. The stream subscription, followed with the printed curl -N.
 	env := devEnv()
 	lines := followShell(t, env, findCommand(t, cmds, "SUB=$(curl")+"\n"+findCommand(t, cmds, "curl -N", "/events:stream"))
@@ -400,6 +406,48 @@ func TestDevSecondInterruptForces(t *testing.T) {
 			t.Fatalf("processes of the throwaway cluster outlived the forced exit: %v", left)
 		}
 		time.Sleep(20 * time.Millisecond) // the killed processes are reaped by init
+	}
+}
+
+// waitNewcomer waits for the receiver to print an event of a first-time
+// shopper (user_id=new<k>) of subscription subID that took more than one
+// GetFeatures call, and returns its line. Every first-time shopper's line
+// seen meanwhile must show a consistent vector holding the record's own
+// cart_count and cart_value: a first event delivered with nulls, or marked
+// consistent before its values exist, fails the test at once.
+func (p *devProcess) waitNewcomer(subID string, timeout time.Duration) string {
+	p.t.Helper()
+	lineRE := regexp.MustCompile(`^receiver: verified evt_\S+ sub=` + regexp.QuoteMeta(subID) + ` fv=` + demoFeatureView +
+		` user_id=(new\d+) cart_count=(\S+) cart_value=(\S+) \| feature_vector=(\S+) attempts=(\d+) (.*)$`)
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	checked := map[string]bool{}
+	for {
+		for _, l := range p.snapshot() {
+			m := lineRE.FindStringSubmatch(l)
+			if m == nil || checked[l] {
+				continue
+			}
+			checked[l] = true
+			user, count, value, state, vector := m[1], m[2], m[3], m[4], " "+m[6]+" "
+			attempts, _ := strconv.Atoi(m[5])
+			wantValue, _ := strconv.ParseFloat(value, 64)
+			if state != "consistent" || !strings.Contains(vector, " "+demoFeatureView+".cart_count="+count+" ") ||
+				!strings.Contains(vector, " "+demoFeatureView+".cart_value="+strconv.FormatFloat(wantValue, 'f', -1, 64)+" ") {
+				p.t.Fatalf("first-time shopper %s's event was delivered without its own values (cart_count=%s cart_value=%s):\n%s", user, count, value, l)
+			}
+			if attempts > 1 {
+				return l
+			}
+			p.t.Logf("first-time shopper %s's values were already materialised at the first call: %s", user, l)
+		}
+		select {
+		case <-p.grew:
+		case <-p.exited:
+			p.t.Fatalf("outflow dev exited (%v) before a first-time shopper's event arrived", p.exitErr)
+		case <-deadline.C:
+			p.t.Fatalf("no first-time shopper's event arrived after more than one GetFeatures call within %s", timeout)
+		}
 	}
 }
 
@@ -560,15 +608,17 @@ func TestDevFlags(t *testing.T) {
 		{args: []string{"dev", "--help"}, code: 0, wantOut: []string{
 			"--receiver (env OUTFLOW_RECEIVER)", "--database-url (env OUTFLOW_DATABASE_URL)", "DATABASE_URL",
 			"--postgres-bin-dir", "--http-addr", "(default 127.0.0.1:8080)", "--grpc-addr", "(default 127.0.0.1:9090)",
-			"--kafka-addr", "--featureserver-addr", "--receiver-addr", "--rate", "--users", "--lag", "--lag-jitter",
+			"--kafka-addr", "--featureserver-addr", "--receiver-addr", "--rate", "--users", "--new-users", "(default 0.25)", "--lag", "--lag-jitter",
 			"--log-level", "(default warn)", "--log-format"}},
 		{args: []string{"dev", "--bogus"}, code: 2, wantStderr: []string{"-bogus", "outflow dev --help"}},
 		{args: []string{"dev", "extra"}, code: 1, wantStderr: []string{`unexpected argument "extra"`}},
 		{args: []string{"dev", "--rate", "-1"}, code: 1, wantStderr: []string{"--rate"}},
+		{args: []string{"dev", "--new-users", "1.5"}, code: 1, wantStderr: []string{"--new-users 1.5"}},
 		{args: []string{"dev", "--log-level", "loud"}, code: 1, wantStderr: []string{"--log-level"}},
 		{args: []string{"demo-producer", "--help"}, code: 0, wantOut: []string{
 			"--kafka-brokers (env OUTFLOW_KAFKA_BROKERS)", "--kafka-topic", "(default fv-output)", "--rate", "(default 2)",
-			"--users", "--count", "--seed", "--log-level"}},
+			"--users", "--new-users", "--count", "--seed", "--log-level"}},
+		{args: []string{"demo-producer", "--kafka-brokers", "127.0.0.1:1", "--new-users", "-1"}, code: 1, wantStderr: []string{"--new-users -1"}},
 		{args: []string{"demo-producer"}, code: 1, wantStderr: []string{"--kafka-brokers (or OUTFLOW_KAFKA_BROKERS)"}},
 		{args: []string{"demo-producer", "--kafka-brokers", "127.0.0.1:1", "--rate", "0"}, code: 1, wantStderr: []string{"--rate 0"}},
 		{args: []string{"demo-producer", "--kafka-brokers=x:1", "--unknown"}, code: 2, wantStderr: []string{"-unknown"}},

@@ -28,12 +28,18 @@ func devInstructions(in devInfo) string {
 	p("  API key         %s  (tenant %q)", in.APIKey, in.Tenant)
 	p("  Kafka           %s  (in-process broker; topic %s, %d partitions)", in.KafkaAddr, demoTopic, devPartitions)
 	if in.Rate > 0 {
-		p("  Demo producer   add_item_to_cart events -> %s records, users u1..u%d, ~%g/s", demoFeatureView, in.Users, in.Rate)
+		if in.NewUsers > 0 {
+			p("  Demo producer   add_item_to_cart events -> %s records, users u1..u%d, ~%g/s;", demoFeatureView, in.Users, in.Rate)
+			p("                  %.0f%% from first-time shoppers new1, new2, ... whose values the feature store does not have yet", in.NewUsers*100)
+		} else {
+			p("  Demo producer   add_item_to_cart events -> %s records, users u1..u%d, ~%g/s", demoFeatureView, in.Users, in.Rate)
+		}
 	} else {
 		p("  Demo producer   off (--rate 0); write records to %s yourself, e.g. outflow demo-producer --kafka-brokers %s", demoTopic, in.KafkaAddr)
 	}
-	p("  Feature server  %s  (reference GetFeatures API: workspace %s, feature service %s; values visible %s to %s after their record)",
+	p("  Feature server  %s  (reference GetFeatures API: workspace %s, feature service %s; values visible %s to %s after their record;",
 		in.FeatureURL, demoWorkspace, demoService, roundDuration(in.Lag), roundDuration(in.Lag+in.LagJitter))
+	p("                  a serving cache up to %s stale unless a read bypasses it)", devCacheTTL)
 	if in.PostgresDir != "" {
 		p("  PostgreSQL      %s  (throwaway cluster in %s)", in.DatabaseURL, in.PostgresDir)
 	} else {
@@ -73,7 +79,8 @@ func devInstructions(in devInfo) string {
 	p("%s", create(webhookBody))
 	p("#    The answer carries the subscription's signing secret (whsec_...), shown only once.")
 	if in.ReceiverURL != "" {
-		p("#    Events then arrive at the receiver: \"receiver: verified evt_... | feature_vector=consistent ...\".")
+		p("#    Events then arrive at the receiver: \"receiver: verified evt_... | feature_vector=consistent attempts=N ...\".")
+		p("#    A first-time shopper's event (user_id=new...) waits for its values: attempts > 1, never nulls.")
 	}
 	p("")
 	p("# 2. Subscribe a stream, then follow it as newline-delimited JSON or over gRPC:")

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -30,26 +31,32 @@ import (
 
 // TestDemoRecords: the demo producer's records are SPEC §2 records of the
 // demo feature view that package record accepts, with realistic, per-user
-// consistent cart values that the reference feature server can serve.
+// consistent cart values that the reference feature server can serve; the
+// first-time shoppers new1, new2, ... come in order, each once, with a cart
+// of their first one or two items, in about the share asked for.
 func TestDemoRecords(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
-		name  string
-		users int
-		seed  uint64
-		n     int
-		step  time.Duration
+		name     string
+		users    int
+		newShare float64
+		seed     uint64
+		n        int
+		step     time.Duration
 	}{
-		{"one user, same instant", 1, 1, 50, 0},
-		{"twenty users at 2/s", 20, 7, 200, 500 * time.Millisecond},
-		{"many users, fast", 1000, 42, 500, time.Microsecond},
+		{"one user, same instant", 1, 0, 1, 50, 0},
+		{"twenty users at 2/s", 20, 0, 7, 200, 500 * time.Millisecond},
+		{"many users, fast", 1000, 0, 42, 500, time.Microsecond},
+		{"twenty users and a quarter newcomers", 20, DefaultDemoNewUsers, 5, 2000, 500 * time.Millisecond},
+		{"only newcomers", 3, 1, 11, 100, time.Millisecond},
 	}
-	userRE := regexp.MustCompile(`^u([1-9][0-9]*)$`)
+	userRE := regexp.MustCompile(`^(u|new)([1-9][0-9]*)$`)
 	valueRE := regexp.MustCompile(`^[0-9]+\.[0-9]{2}$`)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			carts := newDemoCarts(tt.users, tt.seed)
+			carts := newDemoCarts(tt.users, tt.newShare, tt.seed)
+			newcomers := 0
 			fs, err := featureserver.New(featureserver.Config{})
 			if err != nil {
 				t.Fatal(err)
@@ -80,12 +87,24 @@ func TestDemoRecords(t *testing.T) {
 				case len(rec.FeatureValues) != 2 || !valueRE.MatchString(rec.FeatureValues["cart_value"]):
 					t.Errorf("record %d: feature values %v", i, rec.FeatureValues)
 				}
-				if n, _ := strconv.Atoi(m[1]); n > tt.users {
-					t.Errorf("record %d: user %s beyond u%d", i, user, tt.users)
-				}
 				count, err := strconv.ParseInt(rec.FeatureValues["cart_count"], 10, 64)
 				if err != nil || count < 1 {
 					t.Errorf("record %d: cart_count %q", i, rec.FeatureValues["cart_count"])
+				}
+				if m == nil {
+					continue
+				}
+				n, _ := strconv.Atoi(m[2])
+				switch {
+				case m[1] == "u" && n > tt.users:
+					t.Errorf("record %d: user %s beyond u%d", i, user, tt.users)
+				case m[1] == "new":
+					if newcomers++; n != newcomers {
+						t.Errorf("record %d: first-time shopper %s, want new%d", i, user, newcomers)
+					}
+					if count > 2 {
+						t.Errorf("record %d: first-time shopper %s has %d items already", i, user, count)
+					}
 				}
 				prev, seen := last[user]
 				if seen && !rec.FeatureTimestamp.After(prev.ts) {
@@ -104,6 +123,11 @@ func TestDemoRecords(t *testing.T) {
 			if st := fs.Stats(); st.RecordsApplied != int64(tt.n) || st.ValueErrors != 0 || st.RecordsIgnored != 0 {
 				t.Errorf("the reference feature server's stats after the records: %+v", st)
 			}
+			// The share of first-time shoppers is binomial: within five standard deviations.
+			mean := tt.newShare * float64(tt.n)
+			if sd := math.Sqrt(mean * (1 - tt.newShare)); math.Abs(float64(newcomers)-mean) > 5*sd+0.5 {
+				t.Errorf("%d first-time shoppers in %d records, want about %.0f", newcomers, tt.n, mean)
+			}
 		})
 	}
 }
@@ -113,7 +137,7 @@ func TestDemoRecords(t *testing.T) {
 func TestDemoPause(t *testing.T) {
 	t.Parallel()
 	for _, rate := range []float64{0.5, 2, 100} {
-		carts := newDemoCarts(3, 9)
+		carts := newDemoCarts(3, DefaultDemoNewUsers, 9)
 		mean := time.Duration(float64(time.Second) / rate)
 		var sum time.Duration
 		const n = 5000
@@ -145,6 +169,11 @@ func TestDemoProducerConfig(t *testing.T) {
 		{"huge rate", func(c *demoProducerConfig) { c.Rate = 1e6 }, "--rate"},
 		{"negative users", func(c *demoProducerConfig) { c.Users = -1 }, "--users"},
 		{"negative count", func(c *demoProducerConfig) { c.Count = -1 }, "--count"},
+		{"no first-time shoppers", func(c *demoProducerConfig) { c.NewUsers = new(0.0) }, ""},
+		{"only first-time shoppers", func(c *demoProducerConfig) { c.NewUsers = new(1.0) }, ""},
+		{"negative new-users share", func(c *demoProducerConfig) { c.NewUsers = new(-0.1) }, "--new-users"},
+		{"new-users share above 1", func(c *demoProducerConfig) { c.NewUsers = new(1.5) }, "--new-users"},
+		{"NaN new-users share", func(c *demoProducerConfig) { c.NewUsers = new(nanFloat()) }, "--new-users"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -157,7 +186,7 @@ func TestDemoProducerConfig(t *testing.T) {
 			}
 		})
 	}
-	if c := ok.withDefaults(); c.Topic != demoTopic || c.Users != 20 || c.Seed == 0 || c.Logger == nil {
+	if c := ok.withDefaults(); c.Topic != demoTopic || c.Users != 20 || c.NewUsers == nil || *c.NewUsers != DefaultDemoNewUsers || c.Seed == 0 || c.Logger == nil {
 		t.Errorf("withDefaults = %+v", c)
 	}
 }
@@ -370,7 +399,7 @@ func TestDevInstructions(t *testing.T) {
 	base := devInfo{StartedIn: 2345 * time.Millisecond, HTTPAddr: "127.0.0.1:18080", GRPCAddr: "127.0.0.1:19090",
 		APIKey: "ofk_k3y-_x", Tenant: "dev", KafkaAddr: "127.0.0.1:19092", FeatureURL: "http://127.0.0.1:18090",
 		DatabaseURL: "postgres://outflow@127.0.0.1:15432/postgres?sslmode=disable", PostgresDir: "/tmp/outflow-dev-1/pg",
-		Rate: 2, Users: 20, Lag: 500 * time.Millisecond, LagJitter: time.Second}
+		Rate: 2, Users: 20, NewUsers: DefaultDemoNewUsers, Lag: 500 * time.Millisecond, LagJitter: time.Second}
 	withReceiver := base
 	withReceiver.ReceiverURL = "http://127.0.0.1:18070/hooks/cart"
 	external := base
@@ -380,8 +409,9 @@ func TestDevInstructions(t *testing.T) {
 		info devInfo
 		want []string
 	}{
-		{"plain", base, []string{"started in 2.3s", "http://127.0.0.1:3000/hooks/cart", "/tmp/outflow-dev-1/pg", "500ms to 1.5s"}},
-		{"receiver", withReceiver, []string{`"url":"http://127.0.0.1:18070/hooks/cart"`, "receiver: verified"}},
+		{"plain", base, []string{"started in 2.3s", "http://127.0.0.1:3000/hooks/cart", "/tmp/outflow-dev-1/pg", "500ms to 1.5s",
+			"25% from first-time shoppers new1, new2", "1m0s stale"}},
+		{"receiver", withReceiver, []string{`"url":"http://127.0.0.1:18070/hooks/cart"`, "receiver: verified", "user_id=new...) waits for its values: attempts > 1"}},
 		{"external database", external, []string{"the database of DATABASE_URL", "promo cart webhook 101112", "--rate 0"}},
 	}
 	bodyRE := regexp.MustCompile(`(?s)-d '(\{[^']*)'`)

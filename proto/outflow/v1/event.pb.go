@@ -233,7 +233,9 @@ func (x *FeatureVector) GetAttempts() int32 {
 type FeatureMetadata struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// When the value became effective in the online store; absent for
-	// on-demand features.
+	// on-demand features and for a key the online store has not materialised
+	// yet (MISSING_DATA), which for the record's own feature view means the
+	// vector is not consistent.
 	EffectiveTime *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=effective_time,json=effectiveTime,proto3" json:"effective_time,omitempty"`
 	// Feature store status: PRESENT, MISSING_DATA, CACHED_PRESENT,
 	// CACHED_MISSING_DATA, CACHED_UNKNOWN or UNKNOWN.
