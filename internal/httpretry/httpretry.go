@@ -211,27 +211,39 @@ func (p *policy) backoff(waitMin, waitMax time.Duration, attempt int, resp *http
 	return half + rand.N(b-half+1)
 }
 
-// retryAfter reads a Retry-After header (delay-seconds or an HTTP date) on a 429 or 503.
+// retryAfter reads a Retry-After header on a 429 or 503.
 func retryAfter(resp *http.Response) (time.Duration, bool) {
 	if resp.StatusCode != http.StatusTooManyRequests && resp.StatusCode != http.StatusServiceUnavailable {
 		return 0, false
 	}
-	v := strings.TrimSpace(resp.Header.Get("Retry-After"))
+	d := ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	return d, d > 0 || strings.TrimSpace(resp.Header.Get("Retry-After")) == "0"
+}
+
+// MaxRetryAfter caps what ParseRetryAfter returns, so that a buggy or hostile header cannot
+// park work for days; callers cap it further with their own policy.
+const MaxRetryAfter = time.Hour
+
+// ParseRetryAfter reads a Retry-After header value: delay-seconds or an HTTP date (RFC 9110
+// §10.2.3), measured from now. It returns 0 for an absent, unparseable, negative or past value
+// and caps the result at MaxRetryAfter.
+func ParseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
 	if v == "" {
-		return 0, false
+		return 0
 	}
 	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if secs < 0 {
-			return 0, false
+		if secs <= 0 {
+			return 0
 		}
-		if secs > int64(time.Hour/time.Second) {
-			return time.Hour, true
-		}
-		return time.Duration(secs) * time.Second, true
+		return min(time.Duration(min(secs, int64(MaxRetryAfter/time.Second)))*time.Second, MaxRetryAfter)
+	}
+	if strings.TrimLeft(v, "0123456789") == "" {
+		return MaxRetryAfter // all digits but beyond int64: far beyond the cap
 	}
 	at, err := http.ParseTime(v)
 	if err != nil {
-		return 0, false
+		return 0
 	}
-	return max(time.Until(at), 0), true
+	return min(max(at.Sub(now), 0), MaxRetryAfter)
 }
