@@ -10,6 +10,7 @@
 //
 //	OUTFLOW_TEST_DATABASE_URL   superuser URL of the cluster's maintenance database
 //	OUTFLOW_TEST_KAFKA_BROKERS  comma-separated bootstrap brokers, host:port
+//	OUTFLOW_TEST_FEAST_URL      base URL of the Feast feature server (see FeastURL)
 //
 // When a variable is missing the test is skipped, so a plain `go test ./...`
 // still runs the unit tests; with CI=true it fails instead (see requireEnv).
