@@ -106,12 +106,21 @@ func (c Config) WithDefaults() Config {
 // answer as is when retries run out (a 503 stays a 503 response, not a "giving up" error), so
 // the caller classifies it; and the last transport error unwrapped, so errors.Is sees the
 // context and net errors underneath.
+//
+// retryablehttp's Do closes every idle connection of its HTTP client whenever a call ends in
+// failure. Under load that would make one failed call drop every warm connection to the
+// feature server (the reason webhook delivery does not use the library at all). So the client
+// it gets sends through cfg.HTTPClient's transport wrapped in a RoundTripper without
+// CloseIdleConnections, which makes those calls no-ops; the caller still closes the pool
+// through cfg.HTTPClient itself.
 func New(cfg Config) *retryablehttp.Client {
 	cfg = cfg.WithDefaults()
 	p := &policy{maxRetryAfter: cfg.MaxRetryAfter}
 	logger, component := cfg.Logger, cfg.Component
+	hc := *cfg.HTTPClient
+	hc.Transport = keepIdle{transportOf(cfg.HTTPClient)}
 	return &retryablehttp.Client{
-		HTTPClient:   cfg.HTTPClient,
+		HTTPClient:   &hc,
 		Logger:       nil, // its records name URLs; see RequestLogHook
 		RetryWaitMin: cfg.WaitMin,
 		RetryWaitMax: cfg.WaitMax,
@@ -131,6 +140,19 @@ func New(cfg Config) *retryablehttp.Client {
 			)
 		},
 	}
+}
+
+// keepIdle forwards requests to its RoundTripper and, having no CloseIdleConnections method,
+// keeps http.Client.CloseIdleConnections from reaching the pool (see New).
+type keepIdle struct{ rt http.RoundTripper }
+
+func (k keepIdle) RoundTrip(req *http.Request) (*http.Response, error) { return k.rt.RoundTrip(req) }
+
+func transportOf(c *http.Client) http.RoundTripper {
+	if c.Transport != nil {
+		return c.Transport
+	}
+	return http.DefaultTransport
 }
 
 // policy holds the knobs CheckRetry and Backoff need beyond what retryablehttp passes them.

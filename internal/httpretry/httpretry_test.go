@@ -189,3 +189,30 @@ func TestBackoffStaysUnderTheCap(t *testing.T) {
 		}
 	}
 }
+
+// TestFailedCallsKeepWarmConnections: go-retryablehttp closes its client's idle connections
+// whenever a call fails; New must keep that from dropping the pool, so a call that ran out of
+// retries and the calls after it share one connection.
+func TestFailedCallsKeepWarmConnections(t *testing.T) {
+	t.Parallel()
+	var conns atomic.Int64
+	a := &answers{statuses: []int{503, 503, 503, 200}}
+	srv := httptest.NewUnstartedServer(a)
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	c := newClient(t)
+	if resp, err := post(t, t.Context(), c, srv.URL); err != nil || resp.StatusCode != 503 {
+		t.Fatalf("first call: %v, %v; want the 503 after the retries", resp, err)
+	}
+	if resp, err := post(t, t.Context(), c, srv.URL); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("second call: %v, %v", resp, err)
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("%d connections for 4 sequential requests, want 1: the failed call dropped the pool", n)
+	}
+}
