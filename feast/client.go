@@ -50,12 +50,20 @@ func NewClient(cfg Config) (*Client, error) {
 		token:      cfg.Token,
 		httpClient: cfg.HTTPClient,
 		retrying: httpretry.New(httpretry.Config{
-			HTTPClient: cfg.HTTPClient, RetryMax: cfg.RetryMax, Logger: cfg.Logger, Component: "feast",
+			HTTPClient: cfg.HTTPClient, RetryMax: retryMax(cfg.TransportRetries), Logger: cfg.Logger, Component: "feast",
 		}),
 		timeout:          cfg.Timeout,
 		maxResponseBytes: cfg.MaxResponseBytes,
 		logger:           cfg.Logger,
 	}, nil
+}
+
+// retryMax maps Config.TransportRetries (0: none) to httpretry's RetryMax (0: its default).
+func retryMax(n int) int {
+	if n == 0 {
+		return httpretry.NoRetries
+	}
+	return n
 }
 
 // String describes the Client without its token, so that %v and %+v are safe.

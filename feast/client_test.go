@@ -200,7 +200,7 @@ func TestTransportRetries(t *testing.T) {
 				}
 				echoFeatures(w, body)
 			})
-			c := newTestClient(t, srv.URL, func(c *Config) { c.Token = testToken })
+			c := newTestClient(t, srv.URL, func(c *Config) { c.Token = testToken; c.TransportRetries = httpretry.DefaultRetryMax })
 			start := time.Now()
 			_, err := c.GetFeatures(t.Context(), tecton.Request{FeatureService: "user_fs", JoinKeys: map[string]string{"user_id": "u1"}})
 			if (err != nil) != tt.wantErr {
@@ -234,6 +234,7 @@ func TestErrorAnswers(t *testing.T) {
 		{"unknown feature service", 404, readFixture(t, "error_404.json"), "FeatureServiceNotFoundException", "Feature service nope does not exist in project outflow_test", false, 1},
 		{"malformed request", 422, readFixture(t, "error_422.json"), "", `[{"type":"model_attributes_type"`, false, 1},
 		{"unknown join key", 500, readFixture(t, "error_500.json"), "", "Missing join key values for keys: ['user_id']", true, 1 + httpretry.DefaultRetryMax},
+		{"unavailable", 503, []byte(`"overloaded"`), "", "overloaded", true, 1 + httpretry.DefaultRetryMax},
 		{"bad token", 401, []byte(`{"detail":"Invalid token"}`), "", "Invalid token", false, 1},
 		{"forbidden", 403, []byte(`<html>Forbidden</html>`), "", "<html>Forbidden</html>", false, 1},
 		{"proxy", 502, []byte("<html>\n\tbad gateway</html>"), "", "<html>  bad gateway</html>", true, 1 + httpretry.DefaultRetryMax},
@@ -245,7 +246,7 @@ func TestErrorAnswers(t *testing.T) {
 				w.WriteHeader(tt.status)
 				_, _ = w.Write(tt.body)
 			})
-			c := newTestClient(t, srv.URL)
+			c := newTestClient(t, srv.URL, func(c *Config) { c.TransportRetries = httpretry.DefaultRetryMax })
 			_, err := c.GetFeatures(t.Context(), tecton.Request{FeatureService: "nope", JoinKeys: map[string]string{"user_id": "u1"}})
 			apiErr, ok := errors.AsType[*APIError](err)
 			if !ok {
@@ -269,7 +270,7 @@ func TestTransportErrors(t *testing.T) {
 	srv := httptest.NewServer(http.NotFoundHandler())
 	url := srv.URL
 	srv.Close() // nothing listens any more
-	c := newTestClient(t, url, func(c *Config) { c.RetryMax = -1 })
+	c := newTestClient(t, url)
 	_, err := c.GetFeatures(t.Context(), tecton.Request{FeatureService: "fs", JoinKeys: map[string]string{"k": "v"}})
 	if tErr, ok := errors.AsType[*TransportError](err); !ok || !tErr.Retriable {
 		t.Errorf("error %v, want a retriable *TransportError", err)
@@ -300,7 +301,7 @@ func TestConfig(t *testing.T) {
 		{"token with space", Config{BaseURL: "http://x", Token: "a b"}, false},
 		{"negative timeout", Config{BaseURL: "http://x", Timeout: -1}, false},
 		{"negative size", Config{BaseURL: "http://x", MaxResponseBytes: -1}, false},
-		{"bad retries", Config{BaseURL: "http://x", RetryMax: -2}, false},
+		{"negative retries", Config{BaseURL: "http://x", TransportRetries: -1}, false},
 	}
 	for _, tt := range tests {
 		c, err := NewClient(tt.cfg)

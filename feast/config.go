@@ -46,10 +46,11 @@ type Config struct {
 	// MaxResponseBytes bounds the body of a successful answer, in bytes. Default
 	// DefaultMaxResponseBytes (8 MiB); negative is invalid.
 	MaxResponseBytes int64
-	// RetryMax is how many times the HTTP transport retries one call after a connection
-	// failure or a 429/500/502/503/504 answer (see internal/httpretry: 25–250 ms apart, or a
-	// Retry-After of at most 1 s). Default 2; -1 turns transport retries off.
-	RetryMax int
+	// TransportRetries is how many times the HTTP transport (go-retryablehttp) retries one
+	// call after a connection failure or a 429/500/502/503/504 answer (see internal/httpretry:
+	// 25–250 ms apart, or a Retry-After of at most 1 s), inside Timeout. Default 0: one request
+	// per call; `outflow serve` sets 2 (httpretry.DefaultRetryMax). Negative is invalid.
+	TransportRetries int
 	// Logger receives one debug record per call and per transport retry, never the token,
 	// join keys or feature values. Default: discard.
 	Logger *slog.Logger
@@ -110,16 +111,16 @@ func (c Config) validate() error {
 	if c.MaxResponseBytes < 0 {
 		return fmt.Errorf("%w: MaxResponseBytes must not be negative, got %d", ErrInvalidConfig, c.MaxResponseBytes)
 	}
-	if c.RetryMax < -1 {
-		return fmt.Errorf("%w: RetryMax must be -1 (no retries) or more, got %d", ErrInvalidConfig, c.RetryMax)
+	if c.TransportRetries < 0 {
+		return fmt.Errorf("%w: TransportRetries must not be negative, got %d", ErrInvalidConfig, c.TransportRetries)
 	}
 	return nil
 }
 
 // String returns the Config with its Token redacted, so that %v, %+v and %s are safe.
 func (c Config) String() string {
-	return fmt.Sprintf("feast.Config{BaseURL:%q Token:%s Timeout:%s MaxResponseBytes:%d RetryMax:%d}",
-		redactURL(c.BaseURL), redactSecret(c.Token), c.Timeout, c.MaxResponseBytes, c.RetryMax)
+	return fmt.Sprintf("feast.Config{BaseURL:%q Token:%s Timeout:%s MaxResponseBytes:%d TransportRetries:%d}",
+		redactURL(c.BaseURL), redactSecret(c.Token), c.Timeout, c.MaxResponseBytes, c.TransportRetries)
 }
 
 // GoString returns the same redacted form as String, so that %#v is safe too.

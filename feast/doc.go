@@ -42,8 +42,9 @@
 // Errors are typed as in package tecton: *[APIError] (non-2xx; Retriable for 429 and 5xx),
 // *[TransportError] (no complete answer), *[ParseError] (a 2xx body this package does not
 // understand), read by [IsRetriable]. The HTTP transport is hashicorp/go-retryablehttp through
-// internal/httpretry, with the same bounded policy as the Tecton client; the consistency loop
-// stays in package enrich. Feast answers a request whose join keys do not match the feature
+// internal/httpretry, with the same bounded policy as the Tecton client
+// (Config.TransportRetries; `outflow serve` sets 2); the consistency loop stays in package
+// enrich. Feast answers a request whose join keys do not match the feature
 // service with a 500, which is therefore retried like any 5xx; its message says what was wrong.
 //
 // The optional Config.Token is sent as "Authorization: Bearer <token>" (Feast's OIDC and

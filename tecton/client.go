@@ -82,8 +82,8 @@ func (r *Request) validate() error {
 
 // Client calls Tecton's GetFeatures HTTP API. It is safe for concurrent use and holds no
 // per-call state. Each method call is one logical call: its HTTP transport retries connection
-// failures and 429/5xx answers a bounded number of times (Config.RetryMax), quickly, and
-// nothing else (see the package documentation).
+// failures and 429/5xx answers a bounded number of times (Config.TransportRetries), quickly,
+// and nothing else (see the package documentation).
 type Client struct {
 	baseURL          string
 	apiKey           string
@@ -106,12 +106,20 @@ func NewClient(cfg Config) (*Client, error) {
 		apiKey:     cfg.APIKey,
 		httpClient: cfg.HTTPClient,
 		retrying: httpretry.New(httpretry.Config{
-			HTTPClient: cfg.HTTPClient, RetryMax: cfg.RetryMax, Logger: cfg.Logger, Component: "tecton",
+			HTTPClient: cfg.HTTPClient, RetryMax: retryMax(cfg.TransportRetries), Logger: cfg.Logger, Component: "tecton",
 		}),
 		timeout:          cfg.Timeout,
 		maxResponseBytes: cfg.MaxResponseBytes,
 		logger:           cfg.Logger,
 	}, nil
+}
+
+// retryMax maps Config.TransportRetries (0: none) to httpretry's RetryMax (0: its default).
+func retryMax(n int) int {
+	if n == 0 {
+		return httpretry.NoRetries
+	}
+	return n
 }
 
 // String describes the Client without its API key, so that %v and %+v are safe.

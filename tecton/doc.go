@@ -6,7 +6,7 @@
 //   - [Client.GetFeatures] and [Client.GetFeaturesBatch] make one logical call each. Their HTTP
 //     transport is hashicorp/go-retryablehttp (through internal/httpretry, shared with package
 //     feast): a connection failure or a 429/500/502/503/504 answer is retried a bounded number
-//     of times (Config.RetryMax, default 2), 25–250 ms apart or after a Retry-After of at most
+//     of times (Config.TransportRetries; `outflow serve` sets 2), 25–250 ms apart or after a Retry-After of at most
 //     1 s, all inside the call's Timeout. That is the transport's job and nothing more. The
 //     consistency loop — calling again until the online store reflects a record — belongs to
 //     package enrich, and the event retry queue to the dispatcher; webhook delivery keeps its

@@ -19,6 +19,7 @@ import (
 	"github.com/outflow-dev/outflow/dispatcher"
 	"github.com/outflow-dev/outflow/enrich"
 	"github.com/outflow-dev/outflow/feast"
+	"github.com/outflow-dev/outflow/internal/httpretry"
 	"github.com/outflow-dev/outflow/match"
 	"github.com/outflow-dev/outflow/migrations"
 	"github.com/outflow-dev/outflow/replay"
@@ -306,7 +307,8 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 func newBackends(ctx context.Context, f *serveFlags, metrics *dispatcher.Metrics, logger *slog.Logger) (*enrich.Backends, error) {
 	var b enrich.Backends
 	if f.tectonURL != "" {
-		client, err := tecton.NewClient(tecton.Config{BaseURL: f.tectonURL, APIKey: f.tectonKey, Logger: logger})
+		client, err := tecton.NewClient(tecton.Config{BaseURL: f.tectonURL, APIKey: f.tectonKey,
+			TransportRetries: httpretry.DefaultRetryMax, Logger: logger})
 		if err != nil {
 			return nil, fmt.Errorf("--tecton-url/--tecton-api-key: %w", err)
 		}
@@ -317,7 +319,8 @@ func newBackends(ctx context.Context, f *serveFlags, metrics *dispatcher.Metrics
 		logger.WarnContext(ctx, "no --tecton-url: deliveries of subscriptions with Tecton enrichment will wait in the retry queue")
 	}
 	if f.feastURL != "" {
-		client, err := feast.NewClient(feast.Config{BaseURL: f.feastURL, Token: f.feastToken, Logger: logger})
+		client, err := feast.NewClient(feast.Config{BaseURL: f.feastURL, Token: f.feastToken,
+			TransportRetries: httpretry.DefaultRetryMax, Logger: logger})
 		if err != nil {
 			return nil, fmt.Errorf("--feast-url/--feast-token: %w", err)
 		}
