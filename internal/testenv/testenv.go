@@ -268,6 +268,6 @@ func requireEnv(t testing.TB, getenv func(string) string, name string) string {
 	if ci, _ := strconv.ParseBool(getenv("CI")); ci {
 		t.Fatalf("testenv: %s is not set and CI=%s, where tests must not skip: run them with `make test`", name, getenv("CI"))
 	}
-	t.Skipf("testenv: %s is not set; run `make test` to start PostgreSQL and Kafka for this test", name)
+	t.Skipf("testenv: %s is not set; run `make test` to start the services this test needs", name)
 	return ""
 }
