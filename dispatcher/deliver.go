@@ -30,6 +30,11 @@ const (
 	gone
 	// interrupted: the gateway is stopping; the attempt does not count.
 	interrupted
+	// misconfigured: the gateway's own configuration failed the attempt (the
+	// feature store refused its credentials, or the subscription's backend
+	// is not configured). It does not count against the retry policy: the
+	// event waits, with backoff, for the operator (SPEC §4).
+	misconfigured
 )
 
 type attemptResult struct {
@@ -46,12 +51,20 @@ func (d *Dispatcher) attempt(ctx context.Context, sub *match.Subscription, rec *
 		if d.enricher == nil {
 			// Delivering without the vector would break the subscription's
 			// contract; keep the event until a feature store is configured.
-			return attemptResult{outcome: failed, err: "enrichment requested but this gateway has no feature store configured"}
+			return d.misconfiguration(ctx, "no_backend", errors.New("enrichment requested but this gateway has no feature store configured"))
 		}
 		res, err := d.enricher.Enrich(ctx, rec, e)
 		if err != nil {
+			if storeErr, ok := errors.AsType[*enrich.StoreError](err); ok && storeErr.OperatorFault && ctx.Err() == nil {
+				reason := "credentials"
+				if errors.Is(err, enrich.ErrNoBackend) {
+					reason = "no_backend"
+				}
+				return d.misconfiguration(ctx, reason, err)
+			}
 			return enrichFailure(ctx, err)
 		}
+		d.misconfigStreak.Store(0)
 		fv = res.Proto(e.GetWorkspaceName(), e.GetFeatureServiceName())
 	}
 	body, err := env.withVector(fv)
@@ -97,6 +110,43 @@ func enrichFailure(ctx context.Context, err error) attemptResult {
 	}
 }
 
+// misconfiguration counts and reports an attempt the gateway's own
+// configuration failed, and schedules the event's next try after the
+// misconfiguration backoff. The error log is limited to one record per
+// misconfigLogEvery, so that every waiting event does not repeat it; the
+// metric counts each one.
+func (d *Dispatcher) misconfiguration(ctx context.Context, reason string, err error) attemptResult {
+	n := d.misconfigStreak.Add(1)
+	d.metrics.misconfig.WithLabelValues(reason).Inc()
+	now := d.now()
+	if last := d.misconfigLogged.Load(); last == 0 || now.Sub(time.Unix(0, last)) >= misconfigLogEvery {
+		if d.misconfigLogged.CompareAndSwap(last, now.UnixNano()) {
+			d.logger.ErrorContext(ctx, "feature store unusable because of the gateway's configuration; events wait without spending their retry policy",
+				slog.String("reason", reason), slog.Int64("consecutive", n), slog.Any("error", err))
+		}
+	}
+	return attemptResult{outcome: misconfigured, err: "gateway misconfigured: " + err.Error(), retryAfter: d.misconfigDelay(n)}
+}
+
+// misconfigLogEvery bounds how often a persisting misconfiguration is logged.
+const misconfigLogEvery = 30 * time.Second
+
+// misconfigDelay is the wait before an event that hit the gateway's
+// misconfiguration is tried again: Config.MisconfigBackoff, doubled for each
+// consecutive such failure the gateway has seen (n, from 1), capped at
+// MaxMisconfigBackoff, with ±20% jitter inside the cap.
+func (d *Dispatcher) misconfigDelay(n int64) time.Duration {
+	base := d.cfg.MisconfigBackoff
+	for i := int64(1); i < n && base < MaxMisconfigBackoff; i++ {
+		base *= 2
+	}
+	base = min(base, MaxMisconfigBackoff)
+	lo, hi := base-base/5, min(base+base/5, MaxMisconfigBackoff)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return lo + time.Duration(d.rnd.Int64N(int64(hi-lo)+1))
+}
+
 func activeSecrets(sub *match.Subscription, now time.Time) ([]webhook.Secret, error) {
 	var out []webhook.Secret
 	for _, s := range sub.Secrets.Active(now) {
@@ -126,6 +176,11 @@ func (d *Dispatcher) firstAttempt(t *target, j *job) {
 		return
 	case interrupted:
 		d.park(j, "gateway shutting down", now)
+		return
+	case misconfigured:
+		// Not an attempt of the subscription's: it waits in the queue with
+		// no attempt counted, and the receiver's breaker is not touched.
+		d.park(j, res.err, now.Add(res.retryAfter))
 		return
 	case gone:
 		d.disable(j.sub.ID, "the receiver answered 410 Gone")

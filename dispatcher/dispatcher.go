@@ -67,7 +67,18 @@ type Config struct {
 	DrainTimeout time.Duration
 	// UserAgent is sent with every webhook ("outflow/<version>").
 	UserAgent string
+	// MisconfigBackoff is the first wait before an event is tried again
+	// after the gateway's own configuration failed it (feature-store
+	// credentials refused, backend not configured); it doubles with each
+	// consecutive such failure, up to MaxMisconfigBackoff, and resets when an
+	// enrichment succeeds. Such attempts never count against a
+	// subscription's retry policy. Defaults to 5s.
+	MisconfigBackoff time.Duration
 }
+
+// MaxMisconfigBackoff caps Config.MisconfigBackoff's doubling: an operator
+// who fixes the configuration sees events flow again within five minutes.
+const MaxMisconfigBackoff = 5 * time.Minute
 
 // WithDefaults returns c with its zero fields set to their defaults.
 func (c Config) WithDefaults() Config {
@@ -83,6 +94,10 @@ func (c Config) WithDefaults() Config {
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 10 * time.Second
 	}
+	if c.MisconfigBackoff <= 0 {
+		c.MisconfigBackoff = 5 * time.Second
+	}
+	c.MisconfigBackoff = min(c.MisconfigBackoff, MaxMisconfigBackoff)
 	return c
 }
 
@@ -128,6 +143,12 @@ type Dispatcher struct {
 	inFlight    sync.WaitGroup
 	stopOnce    sync.Once
 	stopTimeout time.Duration
+
+	// misconfigStreak counts consecutive attempts failed by the gateway's
+	// own configuration (reset by a successful enrichment); misconfigLogged
+	// is when one was last logged, in Unix nanoseconds.
+	misconfigStreak atomic.Int64
+	misconfigLogged atomic.Int64
 }
 
 // New builds a dispatcher.

@@ -183,3 +183,31 @@ func TestSweepEndsTheLanesOfDeletedSubscriptions(t *testing.T) {
 		t.Error("a swept target accepted a job")
 	}
 }
+
+// TestMisconfigDelayBacksOffWithinTheCap: the wait after the gateway's own misconfiguration
+// starts at Config.MisconfigBackoff, doubles with each consecutive failure, carries ±20%
+// jitter and never exceeds MaxMisconfigBackoff.
+func TestMisconfigDelayBacksOffWithinTheCap(t *testing.T) {
+	t.Parallel()
+	d := &Dispatcher{cfg: Config{}.WithDefaults(), rnd: rand.New(rand.NewPCG(1, 2))}
+	if d.cfg.MisconfigBackoff != 5*time.Second {
+		t.Fatalf("default MisconfigBackoff %s, want 5s", d.cfg.MisconfigBackoff)
+	}
+	tests := []struct {
+		n      int64
+		lo, hi time.Duration
+	}{
+		{1, 4 * time.Second, 6 * time.Second},    // 5 s
+		{2, 8 * time.Second, 12 * time.Second},   // 10 s
+		{4, 32 * time.Second, 48 * time.Second},  // 40 s
+		{7, 4 * time.Minute, 5 * time.Minute},    // capped at 5 min
+		{1000, 4 * time.Minute, 5 * time.Minute}, // capped at 5 min
+	}
+	for _, tt := range tests {
+		for range 200 {
+			if got := d.misconfigDelay(tt.n); got < tt.lo || got > tt.hi {
+				t.Fatalf("misconfigDelay(%d) = %s, want within [%s, %s]", tt.n, got, tt.lo, tt.hi)
+			}
+		}
+	}
+}

@@ -16,6 +16,7 @@ type Metrics struct {
 	latency    prometheus.Histogram
 	calls      *prometheus.HistogramVec
 	retries    prometheus.Counter
+	misconfig  *prometheus.CounterVec
 }
 
 // NewMetrics creates the series and registers them with reg (nil: not
@@ -47,6 +48,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "outflow_consistency_retries_total",
 		Help: "GetFeatures calls repeated because the vector did not yet reflect the record.",
 	})
+	m.misconfig = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "outflow_enrichment_misconfigured_total",
+		Help: "Delivery attempts the gateway's own configuration failed, by reason: credentials (the feature store refused the gateway's key or token, HTTP 401/403), no_backend (the subscription's feature-store backend is not configured). Not counted against retry policies; alert on any increase.",
+	}, []string{"reason"})
+	for _, r := range []string{"credentials", "no_backend"} {
+		m.misconfig.WithLabelValues(r)
+	}
 	// Every label value starts at zero, so dashboards and alerts see a
 	// series before its first event.
 	for _, r := range record.Reasons() {
@@ -57,7 +65,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.deliveries.WithLabelValues(o)
 	}
 	if reg != nil {
-		reg.MustRegister(m.consumed, m.poison, m.deliveries, m.latency, m.calls, m.retries)
+		reg.MustRegister(m.consumed, m.poison, m.deliveries, m.latency, m.calls, m.retries, m.misconfig)
 	}
 	return m
 }

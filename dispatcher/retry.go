@@ -119,6 +119,14 @@ func (d *Dispatcher) retry(ctx context.Context, dl *store.Delivery) {
 		return // not recorded: the lease lapses and another attempt follows
 	}
 	now := d.now()
+	if res.outcome == misconfigured {
+		// The operator's fault: the delivery waits with its attempts, max_age
+		// and breaker untouched.
+		d.metrics.deliveries.WithLabelValues("parked").Inc()
+		d.finish(ctx, dl, store.AttemptResult{Status: store.StatusRetrying, NextAttemptTime: now.Add(res.retryAfter),
+			LastError: truncate(res.err, 1024), Uncounted: true})
+		return
+	}
 	t := d.target(sub)
 	switch res.outcome {
 	case delivered:

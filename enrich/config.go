@@ -7,16 +7,20 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/outflow-dev/outflow/feast"
 	"github.com/outflow-dev/outflow/tecton"
 )
 
-// FeatureStore is the feature-store API the Enricher calls. *tecton.Client satisfies it; a Feast
-// backend can follow behind the same interface (see the package documentation).
+// FeatureStore is the feature-store API the Enricher calls. *tecton.Client and *feast.Client
+// satisfy it (see the package documentation).
 //
-// Implementations make exactly one call per method call and never retry: the Enricher owns the
-// retry policy. They must be safe for concurrent use, return retriability the way
-// tecton.IsRetriable reads it, and treat the requests and returned vectors as read-only once
-// returned, because the Enricher shares them between waiters.
+// Implementations make one logical call per method call. Their HTTP transport may retry
+// connection failures and 429/5xx a bounded number of times within the call (both clients use
+// go-retryablehttp through internal/httpretry), but the Enricher owns every other retry: the
+// consistency loop and the retry of errors the transport gave up on. They must be safe for
+// concurrent use, return errors whose retriability tecton.IsRetriable or feast.IsRetriable
+// reads, and treat the requests and returned vectors as read-only once returned, because the
+// Enricher shares them between waiters.
 type FeatureStore interface {
 	// GetFeatures fetches one feature vector.
 	GetFeatures(ctx context.Context, req tecton.Request) (*tecton.Vector, error)
@@ -26,7 +30,10 @@ type FeatureStore interface {
 	GetFeaturesBatch(ctx context.Context, reqs []tecton.Request) ([]*tecton.Vector, error)
 }
 
-var _ FeatureStore = (*tecton.Client)(nil)
+var (
+	_ FeatureStore = (*tecton.Client)(nil)
+	_ FeatureStore = (*feast.Client)(nil)
+)
 
 // Observer receives measurements for metrics, so that this package does not depend on a
 // metrics library. Its methods are called synchronously on hot paths and must be cheap and safe

@@ -18,16 +18,26 @@
 //
 // Feature-store errors are typed: an *[StoreError] keeps the cause and says whether a later
 // attempt can help. Retriable errors (5xx, 429, timeouts) are retried within the same
-// consistency_timeout; the others (400, 401, 403, 404) fail at once.
+// consistency_timeout; the others (400, 404, an unparseable answer) fail at once. A 401 or 403
+// is the gateway's own credentials refused: it ends the call at once as a retriable
+// StoreError with OperatorFault set, so the dispatcher retries the event without spending the
+// subscription's retry policy on the operator's mistake.
 //
 // Identical calls in flight at the same time are made once and shared (coalescing), and distinct
 // calls for the same feature service that arrive within a short window are sent together to the
 // batch endpoint (batching). Both happen below the consistency loop, so each waiter still checks
 // the shared vector against its own record.
 //
-// The feature store is behind the [FeatureStore] interface, which *tecton.Client satisfies. A
-// second backend (Feast's feature server, whose /get-online-features returns per-feature
-// event_timestamps) can sit behind the same interface by translating its answer into a
-// tecton.Vector — event_timestamps become EffectiveTime — and its failures into *tecton.APIError
-// or *tecton.TransportError, so that retriability is read the same way.
+// The feature store is behind the [FeatureStore] interface, which *tecton.Client and
+// *feast.Client satisfy. The Feast client translates its answer into a tecton.Vector
+// ("<view>__<feature>" becomes "<view>.<feature>", event timestamps become effective times,
+// Precision one second), so the consistency rule and the envelope treat both alike; its errors
+// are feast's own typed errors, read alongside tecton's. [Backends] holds one Enricher per
+// backend and routes each call by the subscription's Enrichment.backend.
+//
+// Retries are layered: the clients' HTTP transport (go-retryablehttp) retries connection
+// failures and 429/5xx a few times within one call; this package's loop retries until the
+// online store reflects the record or consistency_timeout ends; the dispatcher's durable retry
+// queue retries the event. Webhook delivery does not use go-retryablehttp: it has its own
+// sender and durable queue.
 package enrich

@@ -107,7 +107,8 @@ func newPlan(rec *record.Record, cfg *outflowv1.Enrichment) (plan, error) {
 		return plan{}, fmt.Errorf("%w: no record", ErrInvalidRequest)
 	case cfg == nil:
 		return plan{}, fmt.Errorf("%w: no enrichment settings", ErrInvalidRequest)
-	case cfg.GetWorkspaceName() == "":
+	case cfg.GetWorkspaceName() == "" && cfg.GetBackend() != outflowv1.Enrichment_FEAST:
+		// One Feast feature server serves one project: there is no workspace to name.
 		return plan{}, fmt.Errorf("%w: workspace_name is required", ErrInvalidRequest)
 	case cfg.GetFeatureServiceName() == "":
 		return plan{}, fmt.Errorf("%w: feature_service_name is required", ErrInvalidRequest)
@@ -231,14 +232,16 @@ func (e *Enricher) Enrich(ctx context.Context, rec *record.Record, cfg *outflowv
 		case err != nil && ctx.Err() != nil:
 			return nil, fmt.Errorf("enrich %s/%s: %w", p.req.Workspace, p.req.FeatureService, ctx.Err())
 		case err != nil:
-			if !tecton.IsRetriable(err) {
+			if isAuthError(err) {
+				// The store refused the gateway's own credentials: an operator's fault that
+				// no retry within this call can fix and no subscriber should pay for (SPEC §4).
+				return nil, &StoreError{Err: err, Retriable: true, OperatorFault: true, Attempts: attempts}
+			}
+			if !isRetriable(err) {
 				return nil, &StoreError{Err: err, Attempts: attempts}
 			}
 			lastErr = err
-			retryAfter = 0
-			if apiErr, ok := errors.AsType[*tecton.APIError](err); ok {
-				retryAfter = apiErr.RetryAfter
-			}
+			retryAfter = retryAfterOf(err)
 			errRetries++
 			if e.maxErrRetry < 0 || errRetries > e.maxErrRetry {
 				if p.mode == outflowv1.Enrichment_BEST_EFFORT && best != nil {

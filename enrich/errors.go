@@ -3,10 +3,12 @@ package enrich
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/outflow-dev/outflow/feast"
 	"github.com/outflow-dev/outflow/tecton"
 )
 
@@ -29,8 +31,8 @@ var ErrTimeout = errors.New("enrich: consistency timeout")
 // so the dispatcher can record it on the delivery, and says whether a later attempt may succeed.
 type StoreError struct {
 	// Err is the last error of the feature store (a *tecton.APIError, *tecton.TransportError or
-	// *tecton.ParseError for the Tecton backend), or ErrTimeout wrapped when no call answered
-	// within the consistency_timeout.
+	// *tecton.ParseError for the Tecton backend; their feast counterparts for Feast), or
+	// ErrTimeout wrapped when no call answered within the consistency_timeout.
 	Err error
 	// Retriable is true when a later delivery attempt may succeed: the store kept failing with
 	// retriable errors (5xx, 429, timeouts) until the consistency_timeout or
@@ -42,13 +44,22 @@ type StoreError struct {
 	RetryAfter time.Duration
 	// Attempts is the number of feature-store calls Enrich made, including failed ones.
 	Attempts int
+	// OperatorFault reports a failure of the gateway's own configuration, not of the
+	// subscription: the feature store refused the gateway's credentials (HTTP 401 or 403), or
+	// the subscription's backend is not configured on this gateway (ErrNoBackend). Retriable is
+	// then true, and the dispatcher retries the event with backoff without counting the attempt
+	// against the subscription's retry policy, and logs and counts the failure for the
+	// operator (SPEC §4: an operator's misconfiguration must not burn subscribers' retries).
+	OperatorFault bool
 }
 
 // Error describes the failure, with the store's error.
 func (e *StoreError) Error() string {
 	var b strings.Builder
 	b.WriteString("enrich: feature store failed")
-	if e.Retriable {
+	if e.OperatorFault {
+		b.WriteString(" (gateway misconfigured)")
+	} else if e.Retriable {
 		b.WriteString(" (retriable)")
 	}
 	b.WriteString(" after ")
@@ -117,4 +128,34 @@ func IsRetriable(err error) bool {
 		return sErr.Retriable
 	}
 	return false
+}
+
+// isRetriable reports whether a feature-store error of either backend says the same call may
+// succeed later.
+func isRetriable(err error) bool {
+	return tecton.IsRetriable(err) || feast.IsRetriable(err)
+}
+
+// retryAfterOf returns the Retry-After a feature store of either backend asked for, or 0.
+func retryAfterOf(err error) time.Duration {
+	if apiErr, ok := errors.AsType[*tecton.APIError](err); ok {
+		return apiErr.RetryAfter
+	}
+	if apiErr, ok := errors.AsType[*feast.APIError](err); ok {
+		return apiErr.RetryAfter
+	}
+	return 0
+}
+
+// isAuthError reports whether a feature store refused the gateway's credentials: a 401 or 403
+// from either backend. Both mean the key or token the operator configured is wrong, expired
+// or lacks a grant.
+func isAuthError(err error) bool {
+	status := 0
+	if apiErr, ok := errors.AsType[*tecton.APIError](err); ok {
+		status = apiErr.StatusCode
+	} else if apiErr, ok := errors.AsType[*feast.APIError](err); ok {
+		status = apiErr.StatusCode
+	}
+	return status == http.StatusUnauthorized || status == http.StatusForbidden
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# testenv.sh starts the throwaway PostgreSQL cluster and single-node Apache
-# Kafka broker (KRaft mode) that Outflow's tests run against, on free loopback
-# ports, and tells the tests where they are through environment variables.
+# testenv.sh starts the throwaway PostgreSQL cluster, single-node Apache Kafka
+# broker (KRaft mode) and Feast feature server that Outflow's tests run
+# against, on free loopback ports, and tells the tests where they are through
+# environment variables.
 #
 # Usage:
 #   scripts/testenv.sh run -- <command...>  start both services, run the command
@@ -19,11 +20,16 @@
 # Exported to the tests (read by internal/testenv):
 #   OUTFLOW_TEST_DATABASE_URL   superuser URL of the cluster's maintenance db
 #   OUTFLOW_TEST_KAFKA_BROKERS  comma-separated bootstrap brokers
+#   OUTFLOW_TEST_FEAST_URL      base URL of `feast serve` (SQLite online store)
+#                               serving the feature repo of write_feast_repo
 #
 # Missing pieces are installed on first use: Debian's postgresql package (as
 # root, via apt-get) and the Kafka jars (via Maven, cached in
 # ${XDG_CACHE_HOME:-$HOME/.cache}/outflow/kafka-<version>/libs). Java 17+ and
-# Maven must already be present.
+# Maven must already be present. Feast (FEAST_VERSION below) is installed from
+# PyPI into a venv cached in ${XDG_CACHE_HOME:-$HOME/.cache}/outflow/feast-<version>
+# (about 40 s the first time); Python 3.10+ with the venv module and curl must
+# be present.
 #
 # Tunables (environment):
 #   OUTFLOW_TESTENV_DIR            state root; default <repo>/.cache/testenv
@@ -31,11 +37,16 @@
 #                                  default 60
 #   OUTFLOW_TESTENV_STOP_TIMEOUT   seconds a process gets between the polite
 #                                  signal and SIGKILL; default 10
+#   OUTFLOW_TESTENV_FEAST          0 to start no Feast server (its tests then
+#                                  skip, or fail under CI=true); default 1
 set -euo pipefail
 
 # KAFKA_VERSION must match <kafka.version> in scripts/kafka/pom.xml; it names
 # the jar cache directory.
 readonly KAFKA_VERSION=3.9.1
+# FEAST_VERSION is the feast package (PyPI) the Feast backend is tested
+# against; it names the venv cache directory.
+readonly FEAST_VERSION=0.67.0
 
 SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd -- "$SCRIPT_DIR/.." && pwd)
@@ -43,6 +54,8 @@ readonly SCRIPT_DIR REPO_ROOT
 readonly STATE_ROOT=${OUTFLOW_TESTENV_DIR:-$REPO_ROOT/.cache/testenv}
 readonly KAFKA_CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/outflow/kafka-$KAFKA_VERSION
 readonly KAFKA_LIBS=$KAFKA_CACHE/libs
+readonly FEAST_VENV=${XDG_CACHE_HOME:-$HOME/.cache}/outflow/feast-$FEAST_VERSION
+readonly WITH_FEAST=${OUTFLOW_TESTENV_FEAST:-1}
 readonly START_TIMEOUT=${OUTFLOW_TESTENV_START_TIMEOUT:-60}
 readonly STOP_TIMEOUT=${OUTFLOW_TESTENV_STOP_TIMEOUT:-10}
 # The broker is a test fixture: a small heap, the serial collector and C1 only
@@ -420,6 +433,159 @@ stop_kafka() {
 	fi
 }
 
+# --------------------------------------------------------------------- Feast --
+
+# ensure_feast installs the pinned feast into its venv once. A venv cannot be
+# moved after creation, so it is built in place under a lock (flock), and
+# .complete marks a finished install; a half-built venv is removed and rebuilt.
+ensure_feast() {
+	local python=${PYTHON:-python3} t0 logf
+	[[ -f $FEAST_VENV/.complete ]] && return 0
+	command -v "$python" >/dev/null || die "$python not found; Python 3.10+ is needed for the Feast feature server"
+	"$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' || die "$python is older than 3.10, which feast $FEAST_VERSION needs"
+	mkdir -p "$(dirname -- "$FEAST_VENV")"
+	exec 8>"$FEAST_VENV.lock"
+	flock 8
+	if [[ ! -f $FEAST_VENV/.complete ]]; then
+		t0=$(now_ms)
+		logf=$FEAST_VENV.log
+		log "installing feast $FEAST_VERSION from PyPI into $FEAST_VENV (log: $logf)"
+		rm -rf -- "$FEAST_VENV"
+		if ! { "$python" -m venv "$FEAST_VENV" &&
+			"$FEAST_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "feast==$FEAST_VERSION"; } >"$logf" 2>&1; then
+			exec 8>&-
+			tail_log "$logf"
+			rm -rf -- "$FEAST_VENV"
+			die "installing feast $FEAST_VERSION failed"
+		fi
+		printf '%s\n' "$FEAST_VERSION" >"$FEAST_VENV/.complete"
+		log "installed feast in $(since "$t0")"
+	fi
+	exec 8>&-
+}
+
+# write_feast_repo writes the feature repo the Feast tests use into $1:
+#   project outflow_test, SQLite online store;
+#   entity "user", join key user_id (STRING);
+#   feature view user_stats (cart_count INT64, lifetime_value FLOAT64, no ttl)
+#     fed by the push source user_stats_push, so tests write values with
+#     POST /push {"push_source_name": "user_stats_push", "to": "online", ...};
+#   feature service user_fs = user_stats.
+# Tests share the server, so each uses user_id values of its own.
+write_feast_repo() {
+	local repo=$1
+	mkdir -p "$repo/data"
+	cat >"$repo/feature_store.yaml" <<'YAML'
+project: outflow_test
+registry: data/registry.db
+provider: local
+online_store:
+  type: sqlite
+  path: data/online_store.db
+offline_store:
+  type: file
+entity_key_serialization_version: 3
+YAML
+	cat >"$repo/features.py" <<'PY'
+from datetime import timedelta
+
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource
+from feast.types import Float64, Int64
+from feast.value_type import ValueType
+
+user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING)
+
+# The batch source is never read: values arrive through the push source.
+user_stats_batch = FileSource(
+    name="user_stats_batch",
+    path="data/user_stats.parquet",
+    timestamp_field="event_timestamp",
+)
+user_stats_push = PushSource(name="user_stats_push", batch_source=user_stats_batch)
+
+user_stats = FeatureView(
+    name="user_stats",
+    entities=[user],
+    ttl=timedelta(0),
+    schema=[
+        Field(name="cart_count", dtype=Int64),
+        Field(name="lifetime_value", dtype=Float64),
+    ],
+    online=True,
+    source=user_stats_push,
+)
+
+user_fs = FeatureService(name="user_fs", features=[user_stats])
+PY
+}
+
+# launch_feast writes the repo into the scratch dir, then applies it and
+# starts `feast serve` on a free loopback port in the background, in its own
+# process group (pid in feast.pid), while the other services boot. Feast's
+# usage telemetry is off: tests reach no network.
+launch_feast() {
+	local dir=$1 port repo
+	repo=$(<"$dir/scratch")/feast-repo
+	rm -rf -- "$repo"
+	write_feast_repo "$repo"
+	pick_port port
+	printf '%s\n' "$port" >"$dir/feast.port"
+	set -m
+	(
+		cd "$repo" || exit
+		export FEAST_USAGE=False
+		"$FEAST_VENV/bin/feast" apply || exit
+		exec "$FEAST_VENV/bin/feast" serve --host 127.0.0.1 --port "$port" --workers 1 --no-access-log
+	) >>"$dir/feast.log" 2>&1 </dev/null &
+	printf '%s\n' "$!" >"$dir/feast.pid"
+	disown "$!"
+	set +m
+}
+
+# await_feast waits until the feature server answers /health. A server that
+# died on a port taken since pick_port is relaunched (3 attempts).
+await_feast() {
+	local dir=$1 t0=$2 attempt=1 pid port deadline
+	pid=$(<"$dir/feast.pid")
+	deadline=$(($(now_ms) + START_TIMEOUT * 1000))
+	while :; do
+		port=$(<"$dir/feast.port")
+		if curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$port/health" 2>/dev/null; then
+			log "feast $FEAST_VERSION ready on 127.0.0.1:$port in $(since "$t0")"
+			return 0
+		fi
+		if ! kill -0 "$pid" 2>/dev/null; then
+			if grep -qi 'address already in use' "$dir/feast.log" && ((attempt < 3)); then
+				log "feast port was taken, retrying"
+				attempt=$((attempt + 1))
+				launch_feast "$dir"
+				pid=$(<"$dir/feast.pid")
+				continue
+			fi
+			tail_log "$dir/feast.log"
+			die "feast exited before it was ready"
+		fi
+		if (($(now_ms) > deadline)); then
+			tail_log "$dir/feast.log"
+			die "feast not ready after ${START_TIMEOUT}s"
+		fi
+		sleep 0.2
+	done
+}
+
+# stop_feast stops the feature server's process group (SIGTERM, then SIGKILL
+# after STOP_TIMEOUT). With strict set, as for stop_kafka, the pid is only
+# trusted while its command line still names this feast venv.
+stop_feast() {
+	local dir=$1 strict=${2:-} pid
+	[[ -f $dir/feast.pid ]] || return 0
+	pid=$(<"$dir/feast.pid")
+	if [[ -z $strict ]] || tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$FEAST_VENV/"; then
+		stop_group "$pid" TERM || true
+	fi
+	rm -f -- "$dir/feast.pid"
+}
+
 # ------------------------------------------------------------------ The pair --
 
 # make_scratch creates the directory that holds both services' data (and the
@@ -446,27 +612,41 @@ remove_scratch() {
 	rm -rf -- "$(<"$1/scratch")" "$1/scratch"
 }
 
-# start_all starts both services for state dir $1 and writes $1/env. The
-# broker's JVM boots while PostgreSQL is initialised.
+# start_all starts the services for state dir $1 and writes $1/env. The
+# broker's JVM and the feature server boot while PostgreSQL is initialised.
 start_all() {
 	local dir=$1 t0
 	ensure_postgres
 	ensure_kafka_jars
 	ensure_java
+	if [[ $WITH_FEAST == 1 ]]; then
+		command -v curl >/dev/null || die "curl not found; it tells when Feast is ready"
+		ensure_feast
+	fi
 	t0=$(now_ms)
 	make_scratch "$dir"
 	launch_kafka "$dir"
+	if [[ $WITH_FEAST == 1 ]]; then
+		launch_feast "$dir"
+	fi
 	start_postgres "$dir"
 	await_kafka "$dir" "$t0"
+	if [[ $WITH_FEAST == 1 ]]; then
+		await_feast "$dir" "$t0"
+	fi
 	cat >"$dir/env" <<EOF
 export OUTFLOW_TEST_DATABASE_URL='postgres://outflow@127.0.0.1:$(<"$dir/pg.port")/postgres?sslmode=disable'
 export OUTFLOW_TEST_KAFKA_BROKERS='127.0.0.1:$(<"$dir/kafka.port")'
 EOF
+	if [[ $WITH_FEAST == 1 ]]; then
+		printf "export OUTFLOW_TEST_FEAST_URL='http://127.0.0.1:%s'\n" "$(<"$dir/feast.port")" >>"$dir/env"
+	fi
 }
 
-# stop_all stops both services of state dir $1; safe to call more than once
-# and on a partly started pair.
+# stop_all stops the services of state dir $1; safe to call more than once
+# and on a partly started set.
 stop_all() {
+	stop_feast "$1" "${2:-}"
 	stop_kafka "$1" "${2:-}"
 	stop_postgres "$1"
 	remove_scratch "$1"

@@ -67,6 +67,9 @@ func applyDefaults(sub *outflowv1.Subscription) {
 		if e.Consistency == outflowv1.Enrichment_CONSISTENCY_UNSPECIFIED {
 			e.Consistency = outflowv1.Enrichment_STRICT
 		}
+		if e.Backend == outflowv1.Enrichment_BACKEND_UNSPECIFIED {
+			e.Backend = outflowv1.Enrichment_TECTON
+		}
 		if isZeroDuration(e.ConsistencyTimeout) {
 			e.ConsistencyTimeout = durationpb.New(DefaultConsistencyTimeout)
 		}
@@ -194,11 +197,19 @@ func (v *validator) validateEntityFilter(ef map[string]*outflowv1.EntityValues, 
 }
 
 func validateEnrichment(e *outflowv1.Enrichment, prefix string, out *violations) {
+	if _, ok := outflowv1.Enrichment_Backend_name[int32(e.Backend)]; !ok || e.Backend == outflowv1.Enrichment_BACKEND_UNSPECIFIED {
+		out.add(prefix+"backend", "unknown backend %d; use TECTON or FEAST", e.Backend)
+	}
 	for field, name := range map[string]string{"workspace_name": e.WorkspaceName, "feature_service_name": e.FeatureServiceName} {
-		if name == "" {
+		switch {
+		case name == "" && field == "workspace_name" && e.Backend == outflowv1.Enrichment_FEAST:
+			// One Feast feature server serves one project: there is no workspace to name.
+		case name == "":
 			out.add(prefix+field, "required")
-		} else if msg := checkIdentifier(name); msg != "" {
-			out.add(prefix+field, "%s", msg)
+		default:
+			if msg := checkIdentifier(name); msg != "" {
+				out.add(prefix+field, "%s", msg)
+			}
 		}
 	}
 	if len(e.JoinKeys) > maxJoinKeys {

@@ -97,6 +97,21 @@ func TestInvalidRequests(t *testing.T) {
 		{name: "unknown consistency number", body: with(func(s map[string]any) {
 			s["enrichment"] = map[string]any{"workspace_name": "prod", "feature_service_name": "promo_fs", "consistency": 9}
 		}), wantField: "subscription.enrichment.consistency"},
+		{name: "unknown backend name", body: with(func(s map[string]any) {
+			s["enrichment"] = map[string]any{"workspace_name": "prod", "feature_service_name": "promo_fs", "backend": "HOPSWORKS"}
+		}), wantField: "backend"},
+		{name: "unknown backend number", body: with(func(s map[string]any) {
+			s["enrichment"] = map[string]any{"workspace_name": "prod", "feature_service_name": "promo_fs", "backend": 9}
+		}), wantField: "subscription.enrichment.backend"},
+		{name: "Tecton enrichment without workspace", body: with(func(s map[string]any) {
+			s["enrichment"] = map[string]any{"feature_service_name": "promo_fs", "backend": "TECTON"}
+		}), wantField: "subscription.enrichment.workspace_name"},
+		{name: "Feast enrichment without feature service", body: with(func(s map[string]any) {
+			s["enrichment"] = map[string]any{"backend": "FEAST"}
+		}), wantField: "subscription.enrichment.feature_service_name"},
+		{name: "Feast enrichment with a bad workspace", body: with(func(s map[string]any) {
+			s["enrichment"] = map[string]any{"workspace_name": "a b", "feature_service_name": "user_fs", "backend": "FEAST"}
+		}), wantField: "subscription.enrichment.workspace_name"},
 		{name: "unknown state number", body: with(func(s map[string]any) { s["state"] = 7 }), wantField: "subscription.state"},
 		{name: "entity filter without values", body: with(func(s map[string]any) {
 			s["entity_filter"] = map[string]any{"user_id": map[string]any{"values": []string{}}}
@@ -202,4 +217,32 @@ func mustPrefixes(t *testing.T, cidrs ...string) []netip.Prefix {
 		out[i] = netip.MustParsePrefix(c)
 	}
 	return out
+}
+
+// TestEnrichmentBackend: a subscription names its feature-store backend; unset means Tecton
+// (stored explicitly), and a Feast subscription needs no workspace.
+func TestEnrichmentBackend(t *testing.T) {
+	t.Parallel()
+	b := setup(t, server.Config{})
+	tests := []struct {
+		name        string
+		enrichment  map[string]any
+		wantBackend string
+	}{
+		{"default", map[string]any{"workspace_name": "prod", "feature_service_name": "promo_fs"}, "TECTON"},
+		{"tecton", map[string]any{"workspace_name": "prod", "feature_service_name": "promo_fs", "backend": "TECTON"}, "TECTON"},
+		{"feast without workspace", map[string]any{"feature_service_name": "user_fs", "backend": "FEAST"}, "FEAST"},
+		{"feast with workspace", map[string]any{"workspace_name": "prod", "feature_service_name": "user_fs", "backend": "FEAST"}, "FEAST"},
+	}
+	for _, tt := range tests {
+		body := with(func(s map[string]any) {
+			s["name"] = "backend " + tt.name
+			s["enrichment"] = tt.enrichment
+		})
+		created := b.restJSON(t, http.StatusOK, "POST", "/v1/subscriptions", b.keyA, body)
+		e, _ := created["enrichment"].(map[string]any)
+		if e["backend"] != tt.wantBackend {
+			t.Errorf("%s: enrichment %v, want backend %s", tt.name, e, tt.wantBackend)
+		}
+	}
 }

@@ -107,15 +107,23 @@ type AttemptResult struct {
 	NextAttemptTime time.Time
 	LastError       string
 	LastStatusCode  int
+	// Uncounted leaves attempts as it was: the attempt failed for a reason that is the
+	// operator's, not the subscription's (the feature store refused the gateway's
+	// credentials), so it must not spend the retry policy.
+	Uncounted bool
 }
 
 // FinishAttempt records one more attempt of delivery id and its outcome.
 func (s *Store) FinishAttempt(ctx context.Context, id string, r AttemptResult) error {
+	counted := 1
+	if r.Uncounted {
+		counted = 0
+	}
 	tag, err := s.pool.Exec(ctx, `
 		UPDATE deliveries
-		SET status = $2, attempts = attempts + 1, next_attempt_time = $3,
+		SET status = $2, attempts = attempts + $6, next_attempt_time = $3,
 		    last_error = $4, last_status_code = $5, update_time = now()
-		WHERE id = $1`, id, r.Status, nullTime(r.NextAttemptTime), r.LastError, r.LastStatusCode)
+		WHERE id = $1`, id, r.Status, nullTime(r.NextAttemptTime), r.LastError, r.LastStatusCode, counted)
 	if err != nil {
 		return fmt.Errorf("recording an attempt of delivery %s: %w", id, interpretError(err))
 	}

@@ -167,3 +167,43 @@ func TestRequeueDelivery(t *testing.T) {
 		t.Fatalf("RequeueDelivery over a retrying row = %v, %v; want a no-op", ok, err)
 	}
 }
+
+// TestUncountedAttempt: an attempt the gateway's own misconfiguration failed is recorded (its
+// error and next time) without counting against the retry policy; a counted one adds one.
+func TestUncountedAttempt(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	ctx := context.Background()
+	key, _, _ := st.CreateAPIKey(ctx, "t", "k")
+	if _, err := st.CreateSubscription(ctx, key.TenantID, newSub("sub_u", "u"), "whsec_u", 10); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := st.EnqueueDelivery(ctx, queued("sub_u", key.TenantID, 0)); err != nil || !ok {
+		t.Fatalf("enqueue = %v, %v", ok, err)
+	}
+	list := func() *store.Delivery {
+		t.Helper()
+		ds, err := st.ListDeliveries(ctx, store.DeliveryQuery{TenantID: key.TenantID, SubscriptionID: "sub_u", Statuses: []string{store.StatusRetrying}, Limit: 10})
+		if err != nil || len(ds) != 1 {
+			t.Fatalf("deliveries = %+v, %v", ds, err)
+		}
+		return ds[0]
+	}
+	before := list().Attempts
+	steps := []struct {
+		uncounted bool
+		want      int
+	}{{true, before}, {true, before}, {false, before + 1}}
+	for i, s := range steps {
+		next := time.Now().Add(time.Minute).Truncate(time.Microsecond)
+		err := st.FinishAttempt(ctx, "dlv_sub_u_0", store.AttemptResult{Status: store.StatusRetrying, NextAttemptTime: next,
+			LastError: fmt.Sprintf("step %d", i), Uncounted: s.uncounted})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := list()
+		if d.Attempts != s.want || d.LastError != fmt.Sprintf("step %d", i) || !d.NextAttemptTime.Equal(next) {
+			t.Errorf("step %d (uncounted %v): %+v, want %d attempts", i, s.uncounted, d, s.want)
+		}
+	}
+}

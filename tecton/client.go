@@ -1,7 +1,6 @@
 package tecton
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +12,10 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/hashicorp/go-retryablehttp"
+
+	"github.com/outflow-dev/outflow/internal/httpretry"
 )
 
 // Endpoint paths, relative to Config.BaseURL.
@@ -78,12 +81,14 @@ func (r *Request) validate() error {
 }
 
 // Client calls Tecton's GetFeatures HTTP API. It is safe for concurrent use and holds no
-// per-call state; it makes exactly one HTTP call per method call and never retries (see the
-// package documentation).
+// per-call state. Each method call is one logical call: its HTTP transport retries connection
+// failures and 429/5xx answers a bounded number of times (Config.TransportRetries), quickly,
+// and nothing else (see the package documentation).
 type Client struct {
 	baseURL          string
 	apiKey           string
 	httpClient       *http.Client
+	retrying         *retryablehttp.Client
 	timeout          time.Duration
 	maxResponseBytes int64
 	logger           *slog.Logger
@@ -97,13 +102,24 @@ func NewClient(cfg Config) (*Client, error) {
 		return nil, err
 	}
 	return &Client{
-		baseURL:          strings.TrimRight(cfg.BaseURL, "/"),
-		apiKey:           cfg.APIKey,
-		httpClient:       cfg.HTTPClient,
+		baseURL:    strings.TrimRight(cfg.BaseURL, "/"),
+		apiKey:     cfg.APIKey,
+		httpClient: cfg.HTTPClient,
+		retrying: httpretry.New(httpretry.Config{
+			HTTPClient: cfg.HTTPClient, RetryMax: retryMax(cfg.TransportRetries), Logger: cfg.Logger, Component: "tecton",
+		}),
 		timeout:          cfg.Timeout,
 		maxResponseBytes: cfg.MaxResponseBytes,
 		logger:           cfg.Logger,
 	}, nil
+}
+
+// retryMax maps Config.TransportRetries (0: none) to httpretry's RetryMax (0: its default).
+func retryMax(n int) int {
+	if n == 0 {
+		return httpretry.NoRetries
+	}
+	return n
 }
 
 // String describes the Client without its API key, so that %v and %+v are safe.
@@ -256,7 +272,7 @@ func (c *Client) post(ctx context.Context, op, path string, body []byte) ([]byte
 	callCtx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 
-	httpReq, err := http.NewRequestWithContext(callCtx, http.MethodPost, c.baseURL+path, bytes.NewReader(body))
+	httpReq, err := retryablehttp.NewRequestWithContext(callCtx, http.MethodPost, c.baseURL+path, body)
 	if err != nil {
 		return nil, fmt.Errorf("building request: %w", err)
 	}
@@ -266,7 +282,7 @@ func (c *Client) post(ctx context.Context, op, path string, body []byte) ([]byte
 	httpReq.Header.Set("User-Agent", userAgent)
 
 	start := time.Now()
-	resp, err := c.httpClient.Do(httpReq)
+	resp, err := c.retrying.Do(httpReq)
 	if err != nil {
 		return nil, c.transportError(ctx, callCtx, err)
 	}

@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/outflow-dev/outflow/internal/httpretry"
 )
 
 // testAPIKey looks like a real key so that a leak is easy to spot in any output.
@@ -344,6 +346,62 @@ func TestGetFeaturesErrorStatuses(t *testing.T) {
 			}
 			if srv.calls.Load() != 1 {
 				t.Errorf("server called %d times; redirects must not be followed, nothing retried", srv.calls.Load())
+			}
+		})
+	}
+}
+
+// TestTransportRetries checks the go-retryablehttp transport with Config.TransportRetries 2
+// (as `outflow serve` sets it): a 503 with Retry-After is retried after the delay and then
+// succeeds; a 400 is answered at once; a 503 that persists is retried twice and then returned
+// as a retriable *APIError; the API key never reaches the error text.
+func TestTransportRetries(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		first      int
+		failures   int64 // answers of status first before a success
+		retryAfter string
+		wantCalls  int64
+		wantErr    bool
+		minElapsed time.Duration
+	}{
+		{"503 with Retry-After is retried", http.StatusServiceUnavailable, 1, "1", 2, false, time.Second},
+		{"400 is not retried", http.StatusBadRequest, 1, "", 1, true, 0},
+		{"a lasting 503 stays retriable", http.StatusServiceUnavailable, 99, "", 1 + httpretry.DefaultRetryMax, true, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var n atomic.Int64
+			srv := newTestServer(t, func(w http.ResponseWriter, r *http.Request) {
+				if n.Add(1) <= tt.failures {
+					if tt.retryAfter != "" {
+						w.Header().Set("Retry-After", tt.retryAfter)
+					}
+					w.WriteHeader(tt.first)
+					_, _ = io.WriteString(w, `{"error":"echo `+r.Header.Get("Authorization")+`","code":3}`)
+					return
+				}
+				respondWith(http.StatusOK, []byte(`{"result":{"features":["1"]},"metadata":{"features":[{"name":"fv.f","effectiveTime":"2026-11-24T10:00:00Z"}]}}`))(w, r)
+			})
+			c := newTestClient(t, srv.URL, func(c *Config) { c.TransportRetries = httpretry.DefaultRetryMax })
+			start := time.Now()
+			_, err := c.GetFeatures(t.Context(), Request{Workspace: "w", FeatureService: "fs", JoinKeys: map[string]string{"k": "v"}})
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("error %v, want error %v", err, tt.wantErr)
+			}
+			if err != nil && IsRetriable(err) != retriableStatus(tt.first) {
+				t.Errorf("IsRetriable(%v) = %v after the transport gave up", err, IsRetriable(err))
+			}
+			if err != nil && strings.Contains(err.Error(), testAPIKey) {
+				t.Errorf("the API key leaked into the error: %v", err)
+			}
+			if got := n.Load(); got != tt.wantCalls {
+				t.Errorf("%d requests, want %d", got, tt.wantCalls)
+			}
+			if elapsed := time.Since(start); elapsed < tt.minElapsed {
+				t.Errorf("answered after %s, before the Retry-After of %s", elapsed, tt.minElapsed)
 			}
 		})
 	}

@@ -57,6 +57,14 @@ type Config struct {
 	// fails with ErrResponseTooLarge. Error bodies are read up to 64 KiB regardless. Default
 	// DefaultMaxResponseBytes (8 MiB); negative is invalid.
 	MaxResponseBytes int64
+	// TransportRetries is how many times the HTTP transport (go-retryablehttp) retries one
+	// call after a connection failure or a 429/500/502/503/504 answer, with jittered backoff
+	// from 25 ms (capped at 250 ms) or the server's Retry-After when that is at most 1 s; a
+	// longer Retry-After is not waited for but returned on the *APIError. The retries happen
+	// inside Timeout, so they spend the same budget as the call. Default 0: one request per
+	// call, so a caller that wants to see every answer (the reference feature server's fault
+	// tests) does; `outflow serve` sets 2 (httpretry.DefaultRetryMax). Negative is invalid.
+	TransportRetries int
 	// Logger receives one debug record per call (operation, HTTP status, duration, bytes) and
 	// never the API key, join keys or feature values. Failures are returned, not logged, so
 	// they are logged once by the caller that decides what to do. Default: discard.
@@ -127,6 +135,9 @@ func (c Config) validate() error {
 	}
 	if c.MaxResponseBytes < 0 {
 		return fmt.Errorf("%w: MaxResponseBytes must not be negative, got %d", ErrInvalidConfig, c.MaxResponseBytes)
+	}
+	if c.TransportRetries < 0 {
+		return fmt.Errorf("%w: TransportRetries must not be negative, got %d", ErrInvalidConfig, c.TransportRetries)
 	}
 	if c.Logger == nil {
 		return fmt.Errorf("%w: Logger is nil", ErrInvalidConfig)

@@ -3,11 +3,17 @@
 //
 // The package does three things and nothing else:
 //
-//   - [Client.GetFeatures] and [Client.GetFeaturesBatch] make one HTTP call each. They never
-//     retry: the dispatcher owns the retry policy (consistency retries with backoff, the event
-//     retry queue), so a second policy here would only multiply attempts. Instead every error
-//     says whether a retry can help, as a typed field ([APIError.Retriable],
-//     [TransportError.Retriable], [ParseError.Retriable]) read by [IsRetriable].
+//   - [Client.GetFeatures] and [Client.GetFeaturesBatch] make one logical call each. Their HTTP
+//     transport is hashicorp/go-retryablehttp (through internal/httpretry, shared with package
+//     feast): a connection failure or a 429/500/502/503/504 answer is retried a bounded number
+//     of times (Config.TransportRetries; `outflow serve` sets 2), 25–250 ms apart or after a Retry-After of at most
+//     1 s, all inside the call's Timeout. That is the transport's job and nothing more. The
+//     consistency loop — calling again until the online store reflects a record — belongs to
+//     package enrich, and the event retry queue to the dispatcher; webhook delivery keeps its
+//     own sender and durable queue. So after the transport gives up, every error still says
+//     whether a later retry can help, as a typed field ([APIError.Retriable],
+//     [TransportError.Retriable], [ParseError.Retriable]) read by [IsRetriable], and an
+//     [APIError] keeps a longer Retry-After for the caller to honour.
 //   - [ParseResponse] and [ParseBatchResponse] turn Tecton's protobuf-JSON answers into a
 //     [Vector]: values matched positionally with their metadata, kept as raw JSON so that
 //     int64-as-string, nulls, arrays and structs survive untouched, and effective times parsed

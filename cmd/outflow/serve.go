@@ -18,6 +18,8 @@ import (
 
 	"github.com/outflow-dev/outflow/dispatcher"
 	"github.com/outflow-dev/outflow/enrich"
+	"github.com/outflow-dev/outflow/feast"
+	"github.com/outflow-dev/outflow/internal/httpretry"
 	"github.com/outflow-dev/outflow/match"
 	"github.com/outflow-dev/outflow/migrations"
 	"github.com/outflow-dev/outflow/replay"
@@ -48,8 +50,10 @@ type serveFlags struct {
 	kafkaPassword string
 	kafkaTLS      bool
 
-	tectonURL string
-	tectonKey string
+	tectonURL  string
+	tectonKey  string
+	feastURL   string
+	feastToken string
 
 	dispatch   dispatcher.Config
 	replayPoll time.Duration
@@ -81,6 +85,9 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 
 	fs.StringVar(&f.tectonURL, "tecton-url", "", "base URL of the GetFeatures API (Tecton, or `outflow featureserver`); enrichment fails without it")
 	fs.StringVar(&f.tectonKey, "tecton-api-key", "", "Tecton API key, required with --tecton-url (prefer the environment variable)")
+	fs.StringVar(&f.feastURL, "feast-url", "", "base URL of a Feast feature server (feast serve) for subscriptions with enrichment backend FEAST; they wait in the retry queue without it")
+	fs.StringVar(&f.feastToken, "feast-token", "", "bearer token for --feast-url when the feature server has auth enabled (prefer the environment variable)")
+	fs.DurationVar(&f.dispatch.MisconfigBackoff, "misconfig-backoff", 5*time.Second, "first wait before retrying an event the gateway's own configuration failed (feature-store credentials refused, backend not configured); doubles up to 5m, never spends the retry policy")
 
 	fs.IntVar(&f.dispatch.LaneQueue, "lane-queue", 256, "events one delivery lane may hold before further events spill to the retry queue")
 	fs.DurationVar(&f.dispatch.DrainTimeout, "drain-timeout", 10*time.Second, "on SIGTERM, how long in-flight deliveries get before they are parked in the retry queue")
@@ -140,20 +147,11 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 	}
 	defer sender.CloseIdleConnections()
 
-	var enricher dispatcher.Enricher
-	if f.tectonURL != "" {
-		client, err := tecton.NewClient(tecton.Config{BaseURL: f.tectonURL, APIKey: f.tectonKey, Logger: logger})
-		if err != nil {
-			return err
-		}
-		e, err := enrich.New(enrich.Config{Store: client, Observer: metrics, Logger: logger})
-		if err != nil {
-			return err
-		}
-		enricher = e
-	} else {
-		logger.WarnContext(ctx, "no --tecton-url: deliveries of subscriptions with enrichment will wait in the retry queue")
+	backends, err := newBackends(ctx, f, metrics, logger)
+	if err != nil {
+		return err
 	}
+	var enricher dispatcher.Enricher = backends
 
 	matcher, err := match.New(match.Config{Store: st, Logger: logger})
 	if err != nil {
@@ -284,7 +282,8 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 		})
 	}
 	run("retries", func() error { return disp.RunRetries(runCtx) })
-	logger.InfoContext(ctx, "gateway running", slog.Bool("consuming", src != nil), slog.Bool("enriching", enricher != nil))
+	logger.InfoContext(ctx, "gateway running", slog.Bool("consuming", src != nil),
+		slog.Bool("tecton", backends.Tecton != nil), slog.Bool("feast", backends.Feast != nil))
 
 	var firstErr error
 	select {
@@ -299,6 +298,37 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 	wg.Wait()
 	logger.Info("gateway stopped")
 	return firstErr
+}
+
+// newBackends builds one Enricher per configured feature store. A backend
+// without a URL is left nil: its subscriptions' events wait in the retry
+// queue (enrich.ErrNoBackend, never spending their retry policy) until the
+// gateway is configured for it.
+func newBackends(ctx context.Context, f *serveFlags, metrics *dispatcher.Metrics, logger *slog.Logger) (*enrich.Backends, error) {
+	var b enrich.Backends
+	if f.tectonURL != "" {
+		client, err := tecton.NewClient(tecton.Config{BaseURL: f.tectonURL, APIKey: f.tectonKey,
+			TransportRetries: httpretry.DefaultRetryMax, Logger: logger})
+		if err != nil {
+			return nil, fmt.Errorf("--tecton-url/--tecton-api-key: %w", err)
+		}
+		if b.Tecton, err = enrich.New(enrich.Config{Store: client, Observer: metrics, Logger: logger}); err != nil {
+			return nil, err
+		}
+	} else {
+		logger.WarnContext(ctx, "no --tecton-url: deliveries of subscriptions with Tecton enrichment will wait in the retry queue")
+	}
+	if f.feastURL != "" {
+		client, err := feast.NewClient(feast.Config{BaseURL: f.feastURL, Token: f.feastToken,
+			TransportRetries: httpretry.DefaultRetryMax, Logger: logger})
+		if err != nil {
+			return nil, fmt.Errorf("--feast-url/--feast-token: %w", err)
+		}
+		if b.Feast, err = enrich.New(enrich.Config{Store: client, Observer: metrics, Logger: logger}); err != nil {
+			return nil, err
+		}
+	}
+	return &b, nil
 }
 
 func kafkaConfig(f *serveFlags, logger *slog.Logger) kafka.Config {

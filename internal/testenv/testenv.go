@@ -10,6 +10,7 @@
 //
 //	OUTFLOW_TEST_DATABASE_URL   superuser URL of the cluster's maintenance database
 //	OUTFLOW_TEST_KAFKA_BROKERS  comma-separated bootstrap brokers, host:port
+//	OUTFLOW_TEST_FEAST_URL      base URL of the Feast feature server (see FeastURL)
 //
 // When a variable is missing the test is skipped, so a plain `go test ./...`
 // still runs the unit tests; with CI=true it fails instead (see requireEnv).
@@ -267,6 +268,6 @@ func requireEnv(t testing.TB, getenv func(string) string, name string) string {
 	if ci, _ := strconv.ParseBool(getenv("CI")); ci {
 		t.Fatalf("testenv: %s is not set and CI=%s, where tests must not skip: run them with `make test`", name, getenv("CI"))
 	}
-	t.Skipf("testenv: %s is not set; run `make test` to start PostgreSQL and Kafka for this test", name)
+	t.Skipf("testenv: %s is not set; run `make test` to start the services this test needs", name)
 	return ""
 }

@@ -140,6 +140,61 @@ func (Enrichment_Consistency) EnumDescriptor() ([]byte, []int) {
 	return file_outflow_v1_subscription_proto_rawDescGZIP(), []int{2, 0}
 }
 
+// The feature store that serves the feature service. The gateway is
+// configured with each backend's URL and credentials.
+type Enrichment_Backend int32
+
+const (
+	// Not set; treated as TECTON.
+	Enrichment_BACKEND_UNSPECIFIED Enrichment_Backend = 0
+	// Tecton's GetFeatures HTTP API (or `outflow featureserver`).
+	Enrichment_TECTON Enrichment_Backend = 1
+	// Feast's feature server (`feast serve`, /get-online-features). Feature
+	// names "<view>__<feature>" appear as "<view>.<feature>", as with Tecton.
+	Enrichment_FEAST Enrichment_Backend = 2
+)
+
+// Enum value maps for Enrichment_Backend.
+var (
+	Enrichment_Backend_name = map[int32]string{
+		0: "BACKEND_UNSPECIFIED",
+		1: "TECTON",
+		2: "FEAST",
+	}
+	Enrichment_Backend_value = map[string]int32{
+		"BACKEND_UNSPECIFIED": 0,
+		"TECTON":              1,
+		"FEAST":               2,
+	}
+)
+
+func (x Enrichment_Backend) Enum() *Enrichment_Backend {
+	p := new(Enrichment_Backend)
+	*p = x
+	return p
+}
+
+func (x Enrichment_Backend) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Enrichment_Backend) Descriptor() protoreflect.EnumDescriptor {
+	return file_outflow_v1_subscription_proto_enumTypes[2].Descriptor()
+}
+
+func (Enrichment_Backend) Type() protoreflect.EnumType {
+	return &file_outflow_v1_subscription_proto_enumTypes[2]
+}
+
+func (x Enrichment_Backend) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Enrichment_Backend.Descriptor instead.
+func (Enrichment_Backend) EnumDescriptor() ([]byte, []int) {
+	return file_outflow_v1_subscription_proto_rawDescGZIP(), []int{2, 1}
+}
+
 // A Subscription tells Outflow which output-stream records a client wants,
 // how to enrich them with a feature vector, and where to deliver them.
 type Subscription struct {
@@ -404,7 +459,9 @@ func (x *EntityValues) GetValues() []string {
 // feature service, and checks it is consistent with the record.
 type Enrichment struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Feature store workspace. Required.
+	// Feature store workspace. Required for Tecton; optional for Feast, where
+	// one feature server serves one project and the workspace only labels the
+	// event's feature_vector.
 	WorkspaceName string `protobuf:"bytes,1,opt,name=workspace_name,json=workspaceName,proto3" json:"workspace_name,omitempty"`
 	// Feature service to read. Required.
 	FeatureServiceName string `protobuf:"bytes,2,opt,name=feature_service_name,json=featureServiceName,proto3" json:"feature_service_name,omitempty"`
@@ -416,8 +473,10 @@ type Enrichment struct {
 	// How long to retry GetFeatures while the online store lags the record.
 	// Defaults to 10s; at most 5m.
 	ConsistencyTimeout *durationpb.Duration `protobuf:"bytes,5,opt,name=consistency_timeout,json=consistencyTimeout,proto3" json:"consistency_timeout,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Feature store backend. Defaults to TECTON.
+	Backend       Enrichment_Backend `protobuf:"varint,6,opt,name=backend,proto3,enum=outflow.v1.Enrichment_Backend" json:"backend,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Enrichment) Reset() {
@@ -483,6 +542,13 @@ func (x *Enrichment) GetConsistencyTimeout() *durationpb.Duration {
 		return x.ConsistencyTimeout
 	}
 	return nil
+}
+
+func (x *Enrichment) GetBackend() Enrichment_Backend {
+	if x != nil {
+		return x.Backend
+	}
+	return Enrichment_BACKEND_UNSPECIFIED
 }
 
 // WebhookTarget delivers events as signed HTTP POST requests (Standard
@@ -703,14 +769,15 @@ const file_outflow_v1_subscription_proto_rawDesc = "" +
 	"\bDISABLED\x10\x03B\b\n" +
 	"\x06target\"&\n" +
 	"\fEntityValues\x12\x16\n" +
-	"\x06values\x18\x01 \x03(\tR\x06values\"\xca\x03\n" +
+	"\x06values\x18\x01 \x03(\tR\x06values\"\xbf\x04\n" +
 	"\n" +
 	"Enrichment\x12%\n" +
 	"\x0eworkspace_name\x18\x01 \x01(\tR\rworkspaceName\x120\n" +
 	"\x14feature_service_name\x18\x02 \x01(\tR\x12featureServiceName\x12A\n" +
 	"\tjoin_keys\x18\x03 \x03(\v2$.outflow.v1.Enrichment.JoinKeysEntryR\bjoinKeys\x12D\n" +
 	"\vconsistency\x18\x04 \x01(\x0e2\".outflow.v1.Enrichment.ConsistencyR\vconsistency\x12J\n" +
-	"\x13consistency_timeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x12consistencyTimeout\x1a;\n" +
+	"\x13consistency_timeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x12consistencyTimeout\x128\n" +
+	"\abackend\x18\x06 \x01(\x0e2\x1e.outflow.v1.Enrichment.BackendR\abackend\x1a;\n" +
 	"\rJoinKeysEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"Q\n" +
@@ -719,7 +786,12 @@ const file_outflow_v1_subscription_proto_rawDesc = "" +
 	"\n" +
 	"\x06STRICT\x10\x01\x12\x0f\n" +
 	"\vBEST_EFFORT\x10\x02\x12\b\n" +
-	"\x04NONE\x10\x03\"\x97\x02\n" +
+	"\x04NONE\x10\x03\"9\n" +
+	"\aBackend\x12\x17\n" +
+	"\x13BACKEND_UNSPECIFIED\x10\x00\x12\n" +
+	"\n" +
+	"\x06TECTON\x10\x01\x12\t\n" +
+	"\x05FEAST\x10\x02\"\x97\x02\n" +
 	"\rWebhookTarget\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12@\n" +
 	"\aheaders\x18\x02 \x03(\v2&.outflow.v1.WebhookTarget.HeadersEntryR\aheaders\x123\n" +
@@ -747,44 +819,46 @@ func file_outflow_v1_subscription_proto_rawDescGZIP() []byte {
 	return file_outflow_v1_subscription_proto_rawDescData
 }
 
-var file_outflow_v1_subscription_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_outflow_v1_subscription_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_outflow_v1_subscription_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_outflow_v1_subscription_proto_goTypes = []any{
 	(Subscription_State)(0),       // 0: outflow.v1.Subscription.State
 	(Enrichment_Consistency)(0),   // 1: outflow.v1.Enrichment.Consistency
-	(*Subscription)(nil),          // 2: outflow.v1.Subscription
-	(*EntityValues)(nil),          // 3: outflow.v1.EntityValues
-	(*Enrichment)(nil),            // 4: outflow.v1.Enrichment
-	(*WebhookTarget)(nil),         // 5: outflow.v1.WebhookTarget
-	(*StreamTarget)(nil),          // 6: outflow.v1.StreamTarget
-	(*RetryPolicy)(nil),           // 7: outflow.v1.RetryPolicy
-	nil,                           // 8: outflow.v1.Subscription.EntityFilterEntry
-	nil,                           // 9: outflow.v1.Enrichment.JoinKeysEntry
-	nil,                           // 10: outflow.v1.WebhookTarget.HeadersEntry
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 12: google.protobuf.Duration
+	(Enrichment_Backend)(0),       // 2: outflow.v1.Enrichment.Backend
+	(*Subscription)(nil),          // 3: outflow.v1.Subscription
+	(*EntityValues)(nil),          // 4: outflow.v1.EntityValues
+	(*Enrichment)(nil),            // 5: outflow.v1.Enrichment
+	(*WebhookTarget)(nil),         // 6: outflow.v1.WebhookTarget
+	(*StreamTarget)(nil),          // 7: outflow.v1.StreamTarget
+	(*RetryPolicy)(nil),           // 8: outflow.v1.RetryPolicy
+	nil,                           // 9: outflow.v1.Subscription.EntityFilterEntry
+	nil,                           // 10: outflow.v1.Enrichment.JoinKeysEntry
+	nil,                           // 11: outflow.v1.WebhookTarget.HeadersEntry
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 13: google.protobuf.Duration
 }
 var file_outflow_v1_subscription_proto_depIdxs = []int32{
-	8,  // 0: outflow.v1.Subscription.entity_filter:type_name -> outflow.v1.Subscription.EntityFilterEntry
-	4,  // 1: outflow.v1.Subscription.enrichment:type_name -> outflow.v1.Enrichment
-	5,  // 2: outflow.v1.Subscription.webhook:type_name -> outflow.v1.WebhookTarget
-	6,  // 3: outflow.v1.Subscription.stream:type_name -> outflow.v1.StreamTarget
-	7,  // 4: outflow.v1.Subscription.retry_policy:type_name -> outflow.v1.RetryPolicy
+	9,  // 0: outflow.v1.Subscription.entity_filter:type_name -> outflow.v1.Subscription.EntityFilterEntry
+	5,  // 1: outflow.v1.Subscription.enrichment:type_name -> outflow.v1.Enrichment
+	6,  // 2: outflow.v1.Subscription.webhook:type_name -> outflow.v1.WebhookTarget
+	7,  // 3: outflow.v1.Subscription.stream:type_name -> outflow.v1.StreamTarget
+	8,  // 4: outflow.v1.Subscription.retry_policy:type_name -> outflow.v1.RetryPolicy
 	0,  // 5: outflow.v1.Subscription.state:type_name -> outflow.v1.Subscription.State
-	11, // 6: outflow.v1.Subscription.create_time:type_name -> google.protobuf.Timestamp
-	11, // 7: outflow.v1.Subscription.update_time:type_name -> google.protobuf.Timestamp
-	9,  // 8: outflow.v1.Enrichment.join_keys:type_name -> outflow.v1.Enrichment.JoinKeysEntry
+	12, // 6: outflow.v1.Subscription.create_time:type_name -> google.protobuf.Timestamp
+	12, // 7: outflow.v1.Subscription.update_time:type_name -> google.protobuf.Timestamp
+	10, // 8: outflow.v1.Enrichment.join_keys:type_name -> outflow.v1.Enrichment.JoinKeysEntry
 	1,  // 9: outflow.v1.Enrichment.consistency:type_name -> outflow.v1.Enrichment.Consistency
-	12, // 10: outflow.v1.Enrichment.consistency_timeout:type_name -> google.protobuf.Duration
-	10, // 11: outflow.v1.WebhookTarget.headers:type_name -> outflow.v1.WebhookTarget.HeadersEntry
-	12, // 12: outflow.v1.WebhookTarget.timeout:type_name -> google.protobuf.Duration
-	12, // 13: outflow.v1.RetryPolicy.max_age:type_name -> google.protobuf.Duration
-	3,  // 14: outflow.v1.Subscription.EntityFilterEntry.value:type_name -> outflow.v1.EntityValues
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	13, // 10: outflow.v1.Enrichment.consistency_timeout:type_name -> google.protobuf.Duration
+	2,  // 11: outflow.v1.Enrichment.backend:type_name -> outflow.v1.Enrichment.Backend
+	11, // 12: outflow.v1.WebhookTarget.headers:type_name -> outflow.v1.WebhookTarget.HeadersEntry
+	13, // 13: outflow.v1.WebhookTarget.timeout:type_name -> google.protobuf.Duration
+	13, // 14: outflow.v1.RetryPolicy.max_age:type_name -> google.protobuf.Duration
+	4,  // 15: outflow.v1.Subscription.EntityFilterEntry.value:type_name -> outflow.v1.EntityValues
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_outflow_v1_subscription_proto_init() }
@@ -801,7 +875,7 @@ func file_outflow_v1_subscription_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_outflow_v1_subscription_proto_rawDesc), len(file_outflow_v1_subscription_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      3,
 			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
