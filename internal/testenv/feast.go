@@ -81,6 +81,9 @@ func feastPush(ctx context.Context, baseURL string, rows []FeastRow) error {
 		return fmt.Errorf("building a Feast push: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
+	// No keep-alive: a pooled connection of http.DefaultClient would outlive the test and
+	// show up in the goleak check of every package that pushes.
+	req.Close = true
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return fmt.Errorf("pushing %d rows to Feast: %w", len(rows), err)
