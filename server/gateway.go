@@ -35,7 +35,13 @@ func (s *Server) httpHandler(ctx context.Context, grpcAddr string) (http.Handler
 	if err != nil {
 		return nil, nil, fmt.Errorf("connecting the gateway to gRPC: %w", err)
 	}
+	rs, err := loadRoutes(openapi.JSON)
+	if err != nil {
+		_ = conn.Close()
+		return nil, nil, err
+	}
 	gw := runtime.NewServeMux(
+		runtime.WithRoutingErrorHandler(rs.routingError),
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, jsonMarshaler),
 		runtime.WithIncomingHeaderMatcher(incomingHeader),
 		runtime.WithOutgoingHeaderMatcher(outgoingHeader),
@@ -51,7 +57,7 @@ func (s *Server) httpHandler(ctx context.Context, grpcAddr string) (http.Handler
 	}
 
 	mux := http.NewServeMux()
-	mux.Handle("/v1/", limitBody(gw, int64(s.cfg.MaxRequestBytes)))
+	mux.Handle("/v1/", rs.methodNotAllowed(limitBody(gw, int64(s.cfg.MaxRequestBytes)), jsonMarshaler))
 	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(openapi.JSON)
