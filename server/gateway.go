@@ -42,6 +42,7 @@ func (s *Server) httpHandler(ctx context.Context, grpcAddr string) (http.Handler
 	}
 	gw := runtime.NewServeMux(
 		runtime.WithRoutingErrorHandler(rs.routingError),
+		runtime.WithErrorHandler(httpError),
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, jsonMarshaler),
 		runtime.WithIncomingHeaderMatcher(incomingHeader),
 		runtime.WithOutgoingHeaderMatcher(outgoingHeader),
