@@ -114,11 +114,15 @@ func incomingHeader(key string) (string, bool) {
 	return runtime.DefaultHeaderMatcher(key)
 }
 
-// outgoingHeader returns the request id as X-Request-Id; other response
+// outgoingHeader returns the request id as X-Request-Id and a refusal's
+// wait as Retry-After; other response
 // metadata keeps the gateway's Grpc-Metadata- prefix.
 func outgoingHeader(key string) (string, bool) {
-	if key == requestIDHeader {
+	switch key {
+	case requestIDHeader:
 		return "X-Request-Id", true
+	case retryAfterHeader:
+		return "Retry-After", true
 	}
 	return runtime.MetadataHeaderPrefix + key, true
 }

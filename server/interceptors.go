@@ -71,8 +71,27 @@ func (s *Server) observe(ctx context.Context, fullMethod string, call func(conte
 		if ctx, err = s.authenticate(ctx); err != nil {
 			return err
 		}
+		if err := s.admitTenant(ctx); err != nil {
+			return err
+		}
 	}
 	return call(ctx)
+}
+
+// admitTenant spends one of the tenant's API calls (Config.RequestsPerSecond)
+// or refuses the call with RESOURCE_EXHAUSTED and Retry-After.
+func (s *Server) admitTenant(ctx context.Context) error {
+	tenant, err := tenantFrom(ctx)
+	if err != nil {
+		return err
+	}
+	done, refused := s.tenantCalls.take(tenant, perSecond(s.cfg.RequestsPerSecond), s.cfg.RequestBurst, 0, time.Now())
+	if refused != nil {
+		return exhausted(ctx, refused, "too many API calls: this tenant may make %g per second (bursts of %d); retry after the time in Retry-After",
+			s.cfg.RequestsPerSecond, s.cfg.RequestBurst)
+	}
+	done() // the rate is what is limited here, not the calls in flight
+	return nil
 }
 
 func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
