@@ -7,6 +7,7 @@
 package outflowv1
 
 import (
+	_ "github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2/options"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -669,9 +670,9 @@ var File_outflow_v1_subscription_proto protoreflect.FileDescriptor
 const file_outflow_v1_subscription_proto_rawDesc = "" +
 	"\n" +
 	"\x1doutflow/v1/subscription.proto\x12\n" +
-	"outflow.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd2\x06\n" +
-	"\fSubscription\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"outflow.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"\xec\x06\n" +
+	"\fSubscription\x12(\n" +
+	"\x02id\x18\x01 \x01(\tB\x18\x92A\x15\x8a\x01\x12^sub_[a-z2-7]{26}$R\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12,\n" +
 	"\x12feature_view_names\x18\x03 \x03(\tR\x10featureViewNames\x12O\n" +
 	"\rentity_filter\x18\x04 \x03(\v2*.outflow.v1.Subscription.EntityFilterEntryR\fentityFilter\x12\x16\n" +
