@@ -10,7 +10,9 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/outflow-dev/outflow/proto/openapi"
@@ -58,7 +60,7 @@ func (s *Server) httpHandler(ctx context.Context, grpcAddr string) (http.Handler
 	}
 
 	mux := http.NewServeMux()
-	mux.Handle("/v1/", rs.methodNotAllowed(limitBody(gw, int64(s.cfg.MaxRequestBytes)), jsonMarshaler))
+	mux.Handle("/v1/", rs.methodNotAllowed(rs.requireBearer(limitBody(gw, int64(s.cfg.MaxRequestBytes))), jsonMarshaler))
 	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(openapi.JSON)
@@ -88,6 +90,40 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	_, _ = w.Write([]byte("ok\n"))
+}
+
+// requireBearer answers 401 to a REST call without a well-formed
+// "Bearer <key>" Authorization header before the gateway decodes its body:
+// the gateway would otherwise answer a bad body 400 first, telling an
+// unauthenticated caller about the API's validation. Whether the key is
+// valid is still decided by the gRPC interceptor, for both protocols. Paths
+// the API does not serve stay 404.
+func (rs routes) requireBearer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if len(rs.allowed(r.URL.Path)) == 0 {
+			next.ServeHTTP(w, r) // no such route: the gateway's 404
+			return
+		}
+		var msg string
+		values := r.Header.Values("Authorization")
+		if len(values) == 0 {
+			msg = missingKeyMessage
+		} else if _, ok := bearerKey(values[0]); !ok {
+			msg = malformedKeyMessage
+		}
+		if msg == "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		body, err := jsonMarshaler.Marshal(status.New(codes.Unauthenticated, msg).Proto())
+		if err != nil {
+			body = []byte(`{"code":16,"message":"unauthenticated"}`)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("WWW-Authenticate", "Bearer")
+		w.WriteHeader(http.StatusUnauthorized)
+		_, _ = w.Write(body)
+	})
 }
 
 // limitBody answers 413 to bodies declared larger than limit and cuts

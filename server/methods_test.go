@@ -61,3 +61,31 @@ func TestWrongMethodIs405WithAllow(t *testing.T) {
 		}
 	}
 }
+
+// TestMissingKeyIs401BeforeTheBody: a REST call without a usable
+// Authorization header is 401 whatever its body; the body's validation is
+// not shown to callers without a key (schemathesis's missing_required_header
+// check found a 400 first).
+func TestMissingKeyIs401BeforeTheBody(t *testing.T) {
+	t.Parallel()
+	b := setup(t, server.Config{})
+	for _, auth := range []string{"", "Basic abc", "Bearer", "Bearer   "} {
+		for _, body := range []string{`{"webhook":{"timeout":""}}`, `not json`, `{}`} {
+			req, err := http.NewRequest("POST", b.httpURL+"/v1/subscriptions", strings.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if auth != "" {
+				req.Header.Set("Authorization", auth)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusUnauthorized {
+				t.Errorf("authorization %q, body %s: %d, want 401", auth, body, resp.StatusCode)
+			}
+		}
+	}
+}
