@@ -44,19 +44,62 @@ generate() {
 # bound_query_parameters turns the x-minimum and x-maximum extensions of query
 # parameters into the minimum and maximum OpenAPI declares: protoc-gen-openapiv2
 # keeps a field's bounds only in body schemas, so page_size's bounds ride in
-# extensions (see subscription_service.proto). Key order is kept.
+# extensions (see subscription_service.proto). It also closes object schemas
+# (additionalProperties: false), which the plugin cannot. Key order is kept.
 bound_query_parameters() {
   python3 - "$1" <<'PY'
 import json, sys
 path = sys.argv[1]
 with open(path) as f:
     doc = json.load(f)
+def closed(schema):
+    """Declares additionalProperties false on every object schema that does
+    not say what extra properties may hold: the gateway refuses unknown
+    fields (a misspelt field is a 400), so the document must not allow them."""
+    if isinstance(schema, dict):
+        if schema.get("type") == "object" and "additionalProperties" not in schema:
+            schema["additionalProperties"] = False
+        for v in schema.values():
+            closed(v)
+    elif isinstance(schema, list):
+        for v in schema:
+            closed(v)
+
+def stream_errors(op):
+    """grpc-gateway writes a server stream's errors as {"error": Status}
+    (those it answers before routing the call, 401 and 405, stay a plain
+    Status): declare both forms for the stream's error answers."""
+    ok = op.get("responses", {}).get("200", {}).get("schema", {})
+    if not ok.get("title", "").startswith("Stream result of"):
+        return
+    status = {"$ref": "#/definitions/googleRpcStatus"}
+    for code, resp in op["responses"].items():
+        if code != "200" and "schema" in resp:
+            resp["schema"] = {
+                "type": "object",
+                "properties": {
+                    "error": status,
+                    "code": {"type": "integer", "format": "int32"},
+                    "message": {"type": "string"},
+                    "details": {"type": "array", "items": {"$ref": "#/definitions/protobufAny"}},
+                },
+                "title": "A google.rpc.Status, or one in error once the stream was routed",
+            }
+
+for name, schema in doc.get("definitions", {}).items():
+    if name != "protobufAny":
+        closed(schema)
 for ops in doc.get("paths", {}).values():
     for op in ops.values():
         for p in op.get("parameters", []):
             for bound in ("minimum", "maximum"):
                 if "x-" + bound in p:
                     p[bound] = p.pop("x-" + bound)
+            if p.get("in") == "body":
+                closed(p.get("schema"))
+        stream_errors(op)
+        for resp in op.get("responses", {}).values():
+            closed(resp.get("schema"))
 with open(path, "w") as f:
     json.dump(doc, f, indent=2)
     f.write("\n")

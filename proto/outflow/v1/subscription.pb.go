@@ -146,6 +146,8 @@ func (Enrichment_Consistency) EnumDescriptor() ([]byte, []int) {
 type Subscription struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Server-assigned identifier, "sub_" followed by random characters. Immutable.
+	// (As a path parameter, of UpdateSubscription, it is named "id" like the
+	// other methods' ids: OpenAPI tools cannot fill in "{subscription.id}".)
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// Human label, unique within the tenant. 1 to 200 characters.
 	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
@@ -670,9 +672,9 @@ var File_outflow_v1_subscription_proto protoreflect.FileDescriptor
 const file_outflow_v1_subscription_proto_rawDesc = "" +
 	"\n" +
 	"\x1doutflow/v1/subscription.proto\x12\n" +
-	"outflow.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"\xec\x06\n" +
-	"\fSubscription\x12(\n" +
-	"\x02id\x18\x01 \x01(\tB\x18\x92A\x15\x8a\x01\x12^sub_[a-z2-7]{26}$R\x02id\x12\x12\n" +
+	"outflow.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"\xf4\x06\n" +
+	"\fSubscription\x120\n" +
+	"\x02id\x18\x01 \x01(\tB \x92A\x1d\x8a\x01\x12^sub_[a-z2-7]{26}$\xca>\x05\xfa\x02\x02idR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12,\n" +
 	"\x12feature_view_names\x18\x03 \x03(\tR\x10featureViewNames\x12O\n" +
 	"\rentity_filter\x18\x04 \x03(\v2*.outflow.v1.Subscription.EntityFilterEntryR\fentityFilter\x12\x16\n" +

@@ -1123,14 +1123,14 @@ const file_outflow_v1_subscription_service_proto_rawDesc = "" +
 	"\x19CreateSubscriptionRequest\x12<\n" +
 	"\fsubscription\x18\x01 \x01(\v2\x18.outflow.v1.SubscriptionR\fsubscription\"B\n" +
 	"\x16GetSubscriptionRequest\x12(\n" +
-	"\x02id\x18\x01 \x01(\tB\x18\x92A\x15\x8a\x01\x12^sub_[a-z2-7]{26}$R\x02id\"\xc2\x01\n" +
+	"\x02id\x18\x01 \x01(\tB\x18\x92A\x15\x8a\x01\x12^sub_[a-z2-7]{26}$R\x02id\"\xf1\x01\n" +
 	"\x18ListSubscriptionsRequest\x12[\n" +
 	"\tpage_size\x18\x01 \x01(\x05B>\x92A;Y\x00\x00\x00\x00\x00@\x8f@\x82\x03\x16\n" +
 	"\tx-maximum\x12\t\x11\x00\x00\x00\x00\x00@\x8f@\x82\x03\x16\n" +
 	"\tx-minimum\x12\t\x11\x00\x00\x00\x00\x00\x00\x00\x00R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tR\tpageToken\x12*\n" +
-	"\x11feature_view_name\x18\x03 \x01(\tR\x0ffeatureViewName\"\x83\x01\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\x12Y\n" +
+	"\x11feature_view_name\x18\x03 \x01(\tB-\x92A*\x8a\x01'^([A-Za-z0-9_][A-Za-z0-9_.:-]{0,255})?$R\x0ffeatureViewName\"\x83\x01\n" +
 	"\x19ListSubscriptionsResponse\x12>\n" +
 	"\rsubscriptions\x18\x01 \x03(\v2\x18.outflow.v1.SubscriptionR\rsubscriptions\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x96\x01\n" +
