@@ -52,12 +52,15 @@ import json, sys
 path = sys.argv[1]
 with open(path) as f:
     doc = json.load(f)
-def closed(schema):
-    """Declares additionalProperties false on every object schema that does
-    not say what extra properties may hold: the gateway refuses unknown
-    fields (a misspelt field is a 400), so the document must not allow them."""
+def closed(schema, message=False):
+    """Declares additionalProperties false on every message's object schema
+    that does not say what extra properties may hold: the gateway refuses
+    unknown fields (a misspelt field is a 400), so the document must not
+    allow them. A nested object without properties is a google.protobuf.Struct
+    (any JSON object) and stays open."""
     if isinstance(schema, dict):
-        if schema.get("type") == "object" and "additionalProperties" not in schema:
+        if (schema.get("type") == "object" and "additionalProperties" not in schema
+                and (message or "properties" in schema)):
             schema["additionalProperties"] = False
         for v in schema.values():
             closed(v)
@@ -88,7 +91,7 @@ def stream_errors(op):
 
 for name, schema in doc.get("definitions", {}).items():
     if name != "protobufAny":
-        closed(schema)
+        closed(schema, message=True)
 for ops in doc.get("paths", {}).values():
     for op in ops.values():
         for p in op.get("parameters", []):
@@ -96,7 +99,11 @@ for ops in doc.get("paths", {}).values():
                 if "x-" + bound in p:
                     p[bound] = p.pop("x-" + bound)
             if p.get("in") == "body":
-                closed(p.get("schema"))
+                closed(p.get("schema"), message=True)
+                # A custom method's body ("*": the request without its path
+                # fields) may be left out; the gateway reads none as {}.
+                if p.get("schema", {}).get("$ref", "").endswith("Body"):
+                    p["required"] = False
         stream_errors(op)
         for resp in op.get("responses", {}).values():
             closed(resp.get("schema"))

@@ -50,6 +50,8 @@ func TestUndecodableBodiesNameTheField(t *testing.T) {
 		{"page_size over int32", "GET", "/v1/subscriptions?page_size=99999999999", "", "page_size"},
 		{"replay start_time unparsable", "POST", "/v1/subscriptions/sub_aaaaaaaaaaaaaaaaaaaaaaaaaa:replay", `{"start_time":"yesterday"}`, "start_time"},
 		{"deliveries status unknown", "GET", "/v1/subscriptions/sub_aaaaaaaaaaaaaaaaaaaaaaaaaa/deliveries?status=LOST", "", "status"},
+		{"deliveries status by number", "GET", "/v1/subscriptions/sub_aaaaaaaaaaaaaaaaaaaaaaaaaa/deliveries?status=0", "", "status"},
+		{"deliveries status by number, known", "GET", "/v1/subscriptions/sub_aaaaaaaaaaaaaaaaaaaaaaaaaa/deliveries?status=2", "", "status"},
 	}
 	for _, tt := range tests {
 		method, path := tt.method, tt.path

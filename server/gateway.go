@@ -97,7 +97,8 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 // the gateway would otherwise answer a bad body 400 first, telling an
 // unauthenticated caller about the API's validation. Whether the key is
 // valid is still decided by the gRPC interceptor, for both protocols. Paths
-// the API does not serve stay 404.
+// the API does not serve stay 404. It then refuses a query parameter outside
+// its enum (see routes.badEnum), which the gateway would take.
 func (rs routes) requireBearer(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if len(rs.allowed(r.URL.Path)) == 0 {
@@ -111,18 +112,16 @@ func (rs routes) requireBearer(next http.Handler) http.Handler {
 		} else if _, ok := bearerKey(values[0]); !ok {
 			msg = malformedKeyMessage
 		}
-		if msg == "" {
-			next.ServeHTTP(w, r)
+		if msg != "" {
+			w.Header().Set("WWW-Authenticate", "Bearer")
+			writeStatus(w, jsonMarshaler, http.StatusUnauthorized, status.Error(codes.Unauthenticated, msg))
 			return
 		}
-		body, err := jsonMarshaler.Marshal(status.New(codes.Unauthenticated, msg).Proto())
-		if err != nil {
-			body = []byte(`{"code":16,"message":"unauthenticated"}`)
+		if name, names := rs.badEnum(r); name != "" {
+			writeStatus(w, jsonMarshaler, http.StatusBadRequest, invalidField(name, "must be one of %s", strings.Join(names, ", ")))
+			return
 		}
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("WWW-Authenticate", "Bearer")
-		w.WriteHeader(http.StatusUnauthorized)
-		_, _ = w.Write(body)
+		next.ServeHTTP(w, r)
 	})
 }
 

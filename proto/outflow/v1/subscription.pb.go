@@ -672,7 +672,7 @@ var File_outflow_v1_subscription_proto protoreflect.FileDescriptor
 const file_outflow_v1_subscription_proto_rawDesc = "" +
 	"\n" +
 	"\x1doutflow/v1/subscription.proto\x12\n" +
-	"outflow.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"\xf4\x06\n" +
+	"outflow.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"\xaa\t\n" +
 	"\fSubscription\x120\n" +
 	"\x02id\x18\x01 \x01(\tB \x92A\x1d\x8a\x01\x12^sub_[a-z2-7]{26}$\xca>\x05\xfa\x02\x02idR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12,\n" +
@@ -703,7 +703,7 @@ const file_outflow_v1_subscription_proto_rawDesc = "" +
 	"\x06ACTIVE\x10\x01\x12\n" +
 	"\n" +
 	"\x06PAUSED\x10\x02\x12\f\n" +
-	"\bDISABLED\x10\x03B\b\n" +
+	"\bDISABLED\x10\x03:\xb3\x02\x92A\xaf\x022\xac\x02{\"name\": \"promo cart stream\", \"feature_view_names\": [\"user_items_added_to_cart\"], \"entity_filter\": {\"user_id\": {\"values\": [\"u1\", \"u2\"]}}, \"filter\": \"record.entity_keys.user_id.startsWith(\\\"u\\\")\", \"webhook\": {\"url\": \"https://receiver.example.invalid/hooks/cart\", \"rate_limit\": 50, \"max_in_flight\": 8}}B\b\n" +
 	"\x06target\"&\n" +
 	"\fEntityValues\x12\x16\n" +
 	"\x06values\x18\x01 \x03(\tR\x06values\"\xca\x03\n" +
