@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -60,7 +61,7 @@ func (s *Server) httpHandler(ctx context.Context, grpcAddr string) (http.Handler
 	}
 
 	mux := http.NewServeMux()
-	mux.Handle("/v1/", rs.methodNotAllowed(rs.requireBearer(limitBody(gw, int64(s.cfg.MaxRequestBytes))), jsonMarshaler))
+	mux.Handle("/v1/", rs.methodNotAllowed(s.requireKey(rs, limitBody(gw, int64(s.cfg.MaxRequestBytes))), jsonMarshaler))
 	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(openapi.JSON)
@@ -92,29 +93,33 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write([]byte("ok\n"))
 }
 
-// requireBearer answers 401 to a REST call without a well-formed
-// "Bearer <key>" Authorization header before the gateway decodes its body:
-// the gateway would otherwise answer a bad body 400 first, telling an
-// unauthenticated caller about the API's validation. Whether the key is
-// valid is still decided by the gRPC interceptor, for both protocols. Paths
-// the API does not serve stay 404. It then refuses a query parameter outside
-// its enum (see routes.badEnum), which the gateway would take.
-func (rs routes) requireBearer(next http.Handler) http.Handler {
+// requireKey answers 401 to a REST call without a valid API key before the
+// gateway decodes its body: the gateway would otherwise answer a bad body
+// 400 first, showing the API's validation to a caller without a key. The
+// gRPC interceptor still authenticates the call itself (the key may be
+// revoked in between), so this costs REST calls one more indexed lookup.
+// Paths the API does not serve stay 404. It then refuses a query parameter
+// outside its enum (see routes.badEnum), which the gateway would take.
+func (s *Server) requireKey(rs routes, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if len(rs.allowed(r.URL.Path)) == 0 {
 			next.ServeHTTP(w, r) // no such route: the gateway's 404
 			return
 		}
-		var msg string
-		values := r.Header.Values("Authorization")
-		if len(values) == 0 {
-			msg = missingKeyMessage
-		} else if _, ok := bearerKey(values[0]); !ok {
-			msg = malformedKeyMessage
+		md := metadata.Pairs(requestIDHeader, r.Header.Get("X-Request-Id"))
+		if auth := r.Header.Values("Authorization"); len(auth) > 0 {
+			md.Set("authorization", auth[0])
 		}
-		if msg != "" {
-			w.Header().Set("WWW-Authenticate", "Bearer")
-			writeStatus(w, jsonMarshaler, http.StatusUnauthorized, status.Error(codes.Unauthenticated, msg))
+		ctx := metadata.NewIncomingContext(r.Context(), md)
+		ctx = context.WithValue(ctx, requestIDKey{}, incomingRequestID(ctx))
+		if _, err := s.authenticate(ctx); err != nil {
+			code := http.StatusUnauthorized
+			if status.Code(err) != codes.Unauthenticated {
+				code = runtime.HTTPStatusFromCode(status.Code(err))
+			} else {
+				w.Header().Set("WWW-Authenticate", "Bearer")
+			}
+			writeStatus(w, jsonMarshaler, code, err)
 			return
 		}
 		if name, names := rs.badEnum(r); name != "" {
