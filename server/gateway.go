@@ -113,6 +113,7 @@ func (s *Server) requireKey(rs routes, next http.Handler) http.Handler {
 		ctx := metadata.NewIncomingContext(r.Context(), md)
 		ctx = context.WithValue(ctx, requestIDKey{}, incomingRequestID(ctx))
 		if _, err := s.authenticate(ctx); err != nil {
+			w.Header().Set("X-Request-Id", requestIDFrom(ctx))
 			code := http.StatusUnauthorized
 			if status.Code(err) != codes.Unauthenticated {
 				code = runtime.HTTPStatusFromCode(status.Code(err))
@@ -155,8 +156,8 @@ func incomingHeader(key string) (string, bool) {
 }
 
 // outgoingHeader returns the request id as X-Request-Id and a refusal's
-// wait as Retry-After; other response
-// metadata keeps the gateway's Grpc-Metadata- prefix.
+// wait as Retry-After; other response metadata keeps the gateway's
+// Grpc-Metadata- prefix.
 func outgoingHeader(key string) (string, bool) {
 	switch key {
 	case requestIDHeader:

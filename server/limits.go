@@ -32,6 +32,10 @@ type limiters struct {
 	mu    sync.Mutex
 	order *list.List // of *limiterEntry, most recently used first
 	byKey map[string]*list.Element
+	// last is the latest time take was given: callers read the clock
+	// before they get the lock, so times can arrive out of order, and a
+	// token bucket shown an earlier time than it last saw admits too much.
+	last time.Time
 }
 
 type limiterEntry struct {
@@ -58,6 +62,10 @@ type admission struct {
 func (l *limiters) take(key string, limit rate.Limit, burst, maxInFlight int, now time.Time) (func(), *admission) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if now.Before(l.last) {
+		now = l.last
+	}
+	l.last = now
 	e := l.entry(key, limit, burst, now)
 	if maxInFlight > 0 && e.inFlight >= maxInFlight {
 		return nil, &admission{retryAfter: time.Second, what: "calls in flight"}

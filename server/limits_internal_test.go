@@ -76,3 +76,27 @@ func TestLimitersRate(t *testing.T) {
 		t.Errorf("after lowering to 0.1/s: %+v, want a wait of seconds", refused)
 	}
 }
+
+// TestLimitersTimeOutOfOrder: callers read the clock before the lock, so a
+// bucket may be asked at an earlier time than it last was; that must not
+// admit more than the rate (it did, by a token or two in 10,000 calls).
+func TestLimitersTimeOutOfOrder(t *testing.T) {
+	t.Parallel()
+	l := newLimiters(10)
+	start := time.Now()
+	admitted := 0
+	for i := range 10_000 {
+		// Every other call comes 40ms "late", with an earlier time.
+		now := start.Add(time.Duration(i) * time.Millisecond)
+		if i%2 == 1 {
+			now = now.Add(-40 * time.Millisecond)
+		}
+		if done, refused := l.take("k", 20, 10, 0, now); refused == nil {
+			admitted++
+			done()
+		}
+	}
+	if most := 10 + 20*10; admitted > most {
+		t.Errorf("%d admitted over 10s at 20/s with a burst of 10, more than %d", admitted, most)
+	}
+}
