@@ -3,7 +3,9 @@
 # use (examples/examples_test.go runs the Python webhook receiver's pytest
 # suite with it) and installs the pinned requirements into it from PyPI:
 # examples/webhook-receiver-python/requirements.txt (standardwebhooks) and
-# requirements-test.txt (pytest). Safe to run again: an existing venv is
+# requirements-test.txt (pytest), and scripts/requirements-schemathesis.txt
+# (schemathesis, which cmd/outflow's TestSchemathesis runs against `outflow
+# dev`). Safe to run again: an existing venv is
 # reused and pip leaves satisfied pins alone.
 #
 # Usage: scripts/python-deps.sh
@@ -29,5 +31,7 @@ if [ ! -x "$venv/bin/python" ]; then
   "$python" -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-  -r "$reqs/requirements.txt" -r "$reqs/requirements-test.txt"
+  -r "$reqs/requirements.txt" -r "$reqs/requirements-test.txt" \
+  -r scripts/requirements-schemathesis.txt
 "$venv/bin/python" -c 'import standardwebhooks, pytest; print("python-deps: ready,", "pytest", pytest.__version__)'
+"$venv/bin/schemathesis" --version

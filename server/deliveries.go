@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"time"
 
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -85,6 +86,11 @@ func (s *subscriptionService) SendTestEvent(ctx context.Context, req *outflowv1.
 	if s.sender == nil {
 		return nil, status.Error(codes.FailedPrecondition, "this server does not deliver webhooks (no sender configured)")
 	}
+	done, err := s.admitTestEvent(ctx, sub.Proto.GetId(), wh)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	now := time.Now().UTC()
 	id, err := store.NewID("evt_test_")
 	if err != nil {
@@ -124,6 +130,27 @@ func (s *subscriptionService) SendTestEvent(ctx context.Context, req *outflowv1.
 		resp.Error = r.Err.Error()
 	}
 	return resp, nil
+}
+
+// admitTestEvent holds test events to the subscription's webhook limits,
+// so SendTestEvent cannot be used to flood a URL: its rate_limit (when
+// lower than Config.TestEventsPerSecond) and its max_in_flight. A refusal
+// is RESOURCE_EXHAUSTED with Retry-After; the returned func ends an
+// admitted event. The budget is the test events' own, on this replica:
+// the dispatcher's deliveries are limited apart.
+func (s *Server) admitTestEvent(ctx context.Context, subID string, wh *outflowv1.WebhookTarget) (func(), error) {
+	limit, burst := perSecond(s.cfg.TestEventsPerSecond), s.cfg.TestEventBurst
+	if r := wh.GetRateLimit(); r > 0 && rate.Limit(r) < limit {
+		limit, burst = rate.Limit(r), min(burst, max(1, int(r)))
+	}
+	done, refused := s.testEvents.take(subID, limit, burst, int(wh.GetMaxInFlight()), time.Now())
+	if refused == nil {
+		return done, nil
+	}
+	if refused.what == "rate" {
+		return nil, exhausted(ctx, refused, "too many test events for subscription %q: at most %g per second (bursts of %d)", subID, float64(limit), burst)
+	}
+	return nil, exhausted(ctx, refused, "subscription %q already has %d test events in flight, its max_in_flight", subID, wh.GetMaxInFlight())
 }
 
 // deliveryProto is the API form of a stored delivery.

@@ -5,7 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"regexp"
+	"strconv"
 	"strings"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -70,4 +75,47 @@ func (s *Server) toStatus(ctx context.Context, err error, what string) error {
 	id := requestIDFrom(ctx)
 	s.logger.ErrorContext(ctx, "request failed", slog.String("request_id", id), slog.Any("error", err))
 	return status.Errorf(codes.Internal, "internal error; quote request id %s when reporting it", id)
+}
+
+// gatewayErrors are the forms of the INVALID_ARGUMENT messages the gateway
+// makes itself, from our decoder's errors (fieldNamingJSON), its path and
+// query parameter parsing: each names the field at fault in its first group.
+var gatewayErrors = []*regexp.Regexp{
+	regexp.MustCompile(`(?s)^field ("(?:[^"\\]|\\.)*"): (.*)$`),
+	regexp.MustCompile(`(?s)^type mismatch, parameter: ([^\s,]+), error: (.*)$`),
+	regexp.MustCompile(`(?s)^missing parameter ([^\s]+)()$`),
+	regexp.MustCompile(`(?s)^(?:parsing field|parsing list|duplicate field|too many values for field|field already set for oneof|parsing map key|parsing map value) "([^"]+)":? ?(.*)$`),
+}
+
+// gatewayViolation names the field an INVALID_ARGUMENT message of the
+// gateway is about, and what is wrong with it; "request" when the message
+// names none.
+func gatewayViolation(msg string) (field, desc string) {
+	for _, re := range gatewayErrors {
+		if m := re.FindStringSubmatch(msg); m != nil {
+			if unquoted, err := strconv.Unquote(m[1]); err == nil {
+				m[1] = unquoted
+			}
+			if m[2] == "" {
+				m[2] = msg
+			}
+			return m[1], m[2]
+		}
+	}
+	return "request", msg
+}
+
+// httpError is the gateway's error handler. The gateway answers a body,
+// path or query parameter it cannot decode with an INVALID_ARGUMENT status
+// that carries only text; SPEC §3 wants every validation error to name the
+// bad field in a google.rpc.BadRequest, so such a status gets one. Statuses
+// from the gRPC service keep their details.
+func httpError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
+	if st, ok := status.FromError(err); ok && st.Code() == codes.InvalidArgument && len(st.Details()) == 0 {
+		field, desc := gatewayViolation(st.Message())
+		if withDetails, derr := st.WithDetails(&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: field, Description: desc}}}); derr == nil {
+			err = withDetails.Err()
+		}
+	}
+	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, err)
 }

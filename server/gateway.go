@@ -10,7 +10,10 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/outflow-dev/outflow/proto/openapi"
@@ -35,7 +38,14 @@ func (s *Server) httpHandler(ctx context.Context, grpcAddr string) (http.Handler
 	if err != nil {
 		return nil, nil, fmt.Errorf("connecting the gateway to gRPC: %w", err)
 	}
+	rs, err := loadRoutes(openapi.JSON)
+	if err != nil {
+		_ = conn.Close()
+		return nil, nil, err
+	}
 	gw := runtime.NewServeMux(
+		runtime.WithRoutingErrorHandler(rs.routingError),
+		runtime.WithErrorHandler(httpError),
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, jsonMarshaler),
 		runtime.WithIncomingHeaderMatcher(incomingHeader),
 		runtime.WithOutgoingHeaderMatcher(outgoingHeader),
@@ -51,7 +61,7 @@ func (s *Server) httpHandler(ctx context.Context, grpcAddr string) (http.Handler
 	}
 
 	mux := http.NewServeMux()
-	mux.Handle("/v1/", limitBody(gw, int64(s.cfg.MaxRequestBytes)))
+	mux.Handle("/v1/", rs.methodNotAllowed(s.requireKey(rs, limitBody(gw, int64(s.cfg.MaxRequestBytes))), jsonMarshaler))
 	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(openapi.JSON)
@@ -83,6 +93,44 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write([]byte("ok\n"))
 }
 
+// requireKey answers 401 to a REST call without a valid API key before the
+// gateway decodes its body: the gateway would otherwise answer a bad body
+// 400 first, showing the API's validation to a caller without a key. The
+// gRPC interceptor still authenticates the call itself (the key may be
+// revoked in between), so this costs REST calls one more indexed lookup.
+// Paths the API does not serve stay 404. It then refuses a query parameter
+// outside its enum (see routes.badEnum), which the gateway would take.
+func (s *Server) requireKey(rs routes, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if len(rs.allowed(r.URL.Path)) == 0 {
+			next.ServeHTTP(w, r) // no such route: the gateway's 404
+			return
+		}
+		md := metadata.Pairs(requestIDHeader, r.Header.Get("X-Request-Id"))
+		if auth := r.Header.Values("Authorization"); len(auth) > 0 {
+			md.Set("authorization", auth[0])
+		}
+		ctx := metadata.NewIncomingContext(r.Context(), md)
+		ctx = context.WithValue(ctx, requestIDKey{}, incomingRequestID(ctx))
+		if _, err := s.authenticate(ctx); err != nil {
+			w.Header().Set("X-Request-Id", requestIDFrom(ctx))
+			code := http.StatusUnauthorized
+			if status.Code(err) != codes.Unauthenticated {
+				code = runtime.HTTPStatusFromCode(status.Code(err))
+			} else {
+				w.Header().Set("WWW-Authenticate", "Bearer")
+			}
+			writeStatus(w, jsonMarshaler, code, err)
+			return
+		}
+		if name, names := rs.badEnum(r); name != "" {
+			writeStatus(w, jsonMarshaler, http.StatusBadRequest, invalidField(name, "must be one of %s", strings.Join(names, ", ")))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 // limitBody answers 413 to bodies declared larger than limit and cuts
 // undeclared (chunked) ones at limit, which the gateway reports as a 400.
 func limitBody(next http.Handler, limit int64) http.Handler {
@@ -107,11 +155,15 @@ func incomingHeader(key string) (string, bool) {
 	return runtime.DefaultHeaderMatcher(key)
 }
 
-// outgoingHeader returns the request id as X-Request-Id; other response
-// metadata keeps the gateway's Grpc-Metadata- prefix.
+// outgoingHeader returns the request id as X-Request-Id and a refusal's
+// wait as Retry-After; other response metadata keeps the gateway's
+// Grpc-Metadata- prefix.
 func outgoingHeader(key string) (string, bool) {
-	if key == requestIDHeader {
+	switch key {
+	case requestIDHeader:
 		return "X-Request-Id", true
+	case retryAfterHeader:
+		return "Retry-After", true
 	}
 	return runtime.MetadataHeaderPrefix + key, true
 }

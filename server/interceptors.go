@@ -71,8 +71,27 @@ func (s *Server) observe(ctx context.Context, fullMethod string, call func(conte
 		if ctx, err = s.authenticate(ctx); err != nil {
 			return err
 		}
+		if err := s.admitTenant(ctx); err != nil {
+			return err
+		}
 	}
 	return call(ctx)
+}
+
+// admitTenant spends one of the tenant's API calls (Config.RequestsPerSecond)
+// or refuses the call with RESOURCE_EXHAUSTED and Retry-After.
+func (s *Server) admitTenant(ctx context.Context) error {
+	tenant, err := tenantFrom(ctx)
+	if err != nil {
+		return err
+	}
+	done, refused := s.tenantCalls.take(tenant, perSecond(s.cfg.RequestsPerSecond), s.cfg.RequestBurst, 0, time.Now())
+	if refused != nil {
+		return exhausted(ctx, refused, "too many API calls: this tenant may make %g per second (bursts of %d); retry after the time in Retry-After",
+			s.cfg.RequestsPerSecond, s.cfg.RequestBurst)
+	}
+	done() // the rate is what is limited here, not the calls in flight
+	return nil
 }
 
 func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
@@ -105,13 +124,13 @@ func (s *Server) authenticate(ctx context.Context) (context.Context, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	values := md.Get("authorization")
 	if len(values) == 0 {
-		return ctx, status.Error(codes.Unauthenticated, "missing API key: send the header 'authorization: Bearer <api key>'")
+		return ctx, status.Error(codes.Unauthenticated, missingKeyMessage)
 	}
-	scheme, key, ok := strings.Cut(values[0], " ")
-	if !ok || !strings.EqualFold(scheme, "bearer") || strings.TrimSpace(key) == "" {
-		return ctx, status.Error(codes.Unauthenticated, "malformed authorization header: expected 'Bearer <api key>'")
+	key, ok := bearerKey(values[0])
+	if !ok {
+		return ctx, status.Error(codes.Unauthenticated, malformedKeyMessage)
 	}
-	tenant, err := s.store.Authenticate(ctx, strings.TrimSpace(key))
+	tenant, err := s.store.Authenticate(ctx, key)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return ctx, status.Error(codes.Unauthenticated, "invalid or revoked API key")
@@ -121,6 +140,22 @@ func (s *Server) authenticate(ctx context.Context) (context.Context, error) {
 		return ctx, status.Errorf(codes.Unavailable, "cannot check the API key right now; retry (request id %s)", id)
 	}
 	return context.WithValue(ctx, tenantKey{}, tenant), nil
+}
+
+// The answers to a call without a usable Authorization header.
+const (
+	missingKeyMessage   = "missing API key: send the header 'authorization: Bearer <api key>'"
+	malformedKeyMessage = "malformed authorization header: expected 'Bearer <api key>'"
+)
+
+// bearerKey returns the key of an "authorization: Bearer <key>" value.
+func bearerKey(value string) (string, bool) {
+	scheme, key, ok := strings.Cut(value, " ")
+	key = strings.TrimSpace(key)
+	if !ok || !strings.EqualFold(scheme, "bearer") || key == "" {
+		return "", false
+	}
+	return key, true
 }
 
 // incomingRequestID keeps a caller's well-formed request id (so one id

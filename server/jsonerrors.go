@@ -3,9 +3,14 @@ package server
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"reflect"
+	"slices"
+	"strings"
+	"unicode"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -23,7 +28,11 @@ type fieldNamingJSON struct {
 }
 
 // NewDecoder reads the whole body (the gateway bounds it) and, when it does
-// not decode, finds the field at fault.
+// not decode, finds the field at fault. Its errors read `field "<path>":
+// <what is wrong>`, with path (quoted: unknown names may hold anything) the field's full path in the request
+// ("subscription.webhook.timeout"); the gateway wraps them in an
+// INVALID_ARGUMENT status by their text only, and httpError turns that back
+// into a google.rpc.BadRequest naming the field.
 func (m fieldNamingJSON) NewDecoder(r io.Reader) runtime.Decoder {
 	return runtime.DecoderFunc(func(v any) error {
 		raw, err := io.ReadAll(r)
@@ -37,38 +46,114 @@ func (m fieldNamingJSON) NewDecoder(r io.Reader) runtime.Decoder {
 		if err == nil {
 			return nil
 		}
-		if desc := messageDescriptor(v); desc != nil {
-			if path := badField(m.UnmarshalOptions, desc, raw); path != "" {
-				return fmt.Errorf("field %s: %w", path, err)
-			}
+		desc := messageDescriptor(v)
+		if desc == nil {
+			return err
 		}
-		return err
+		prefix := bodyField(desc)
+		path, cause := badField(m.UnmarshalOptions, desc, raw)
+		if path == "" {
+			path, cause = oneofConflict(desc, raw), err
+		}
+		if path == "" {
+			path = strings.TrimSuffix(prefix, ".")
+			if path == "" {
+				path = "body"
+			}
+			return fmt.Errorf("field %q: not a JSON object of the expected form: %w", path, err)
+		}
+		return fmt.Errorf("field %q: %w", prefix+path, cause)
 	})
 }
 
-// badField returns the path of the first field of a JSON object that does
-// not decode into a message of type desc, descending into nested messages;
-// "" when the object itself is malformed or every field decodes alone.
-func badField(opts protojson.UnmarshalOptions, desc protoreflect.MessageDescriptor, raw []byte) string {
-	var fields map[string]json.RawMessage
-	if json.Unmarshal(raw, &fields) != nil {
+// bodyField is the path prefix of fields decoded into a message of type
+// desc: "subscription." for the Subscription a create or update carries
+// as its body, "" for a whole request message (body "*").
+func bodyField(desc protoreflect.MessageDescriptor) string {
+	name := string(desc.Name())
+	if strings.HasSuffix(name, "Request") {
 		return ""
 	}
-	for name, value := range fields {
+	var b strings.Builder
+	for i, r := range name {
+		if unicode.IsUpper(r) {
+			if i > 0 {
+				b.WriteByte('_')
+			}
+			r = unicode.ToLower(r)
+		}
+		b.WriteRune(r)
+	}
+	return b.String() + "."
+}
+
+// badField returns the path of the first field of a JSON object that does
+// not decode into a message of type desc, and why, descending into nested
+// messages and maps of messages; "" when the object itself is malformed or
+// every field decodes alone.
+func badField(opts protojson.UnmarshalOptions, desc protoreflect.MessageDescriptor, raw []byte) (string, error) {
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(raw, &fields) != nil {
+		return "", nil
+	}
+	for _, name := range slices.Sorted(maps.Keys(fields)) {
+		value := fields[name]
 		one, _ := json.Marshal(map[string]json.RawMessage{name: value})
-		if opts.Unmarshal(one, newMessage(desc)) == nil {
+		err := opts.Unmarshal(one, newMessage(desc))
+		if err == nil {
 			continue
 		}
 		fd := desc.Fields().ByJSONName(name)
 		if fd == nil {
 			fd = desc.Fields().ByName(protoreflect.Name(name))
 		}
-		if fd != nil && fd.Message() != nil && !fd.IsMap() && !fd.IsList() {
-			if inner := badField(opts, fd.Message(), value); inner != "" {
-				return name + "." + inner
+		switch {
+		case fd == nil:
+			return name, errors.New("no such field")
+		case fd.IsMap() && fd.MapValue().Message() != nil:
+			var entries map[string]json.RawMessage
+			if json.Unmarshal(value, &entries) == nil {
+				for _, key := range slices.Sorted(maps.Keys(entries)) {
+					if inner, ierr := badField(opts, fd.MapValue().Message(), entries[key]); inner != "" {
+						return name + "." + key + "." + inner, ierr
+					}
+					if json.Unmarshal(entries[key], new(map[string]json.RawMessage)) != nil {
+						return name + "." + key, errors.New("must be a JSON object")
+					}
+				}
+			}
+		case fd.Message() != nil && !fd.IsMap() && !fd.IsList():
+			if inner, ierr := badField(opts, fd.Message(), value); inner != "" {
+				return name + "." + inner, ierr
 			}
 		}
-		return name
+		return string(fd.Name()), err
+	}
+	return "", nil
+}
+
+// oneofConflict returns the name of a oneof of desc that the JSON object
+// raw sets more than one member of ("target": both webhook and stream), or
+// "".
+func oneofConflict(desc protoreflect.MessageDescriptor, raw []byte) string {
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(raw, &fields) != nil {
+		return ""
+	}
+	set := map[protoreflect.FullName]int{}
+	for name, value := range fields {
+		fd := desc.Fields().ByJSONName(name)
+		if fd == nil {
+			fd = desc.Fields().ByName(protoreflect.Name(name))
+		}
+		if fd == nil || fd.ContainingOneof() == nil || string(value) == "null" {
+			continue
+		}
+		if o := fd.ContainingOneof(); !o.IsSynthetic() {
+			if set[o.FullName()]++; set[o.FullName()] > 1 {
+				return string(o.Name())
+			}
+		}
 	}
 	return ""
 }

@@ -61,7 +61,7 @@ func TestReplaysAPI(t *testing.T) {
 		{"malformed replay id", func() error {
 			_, err := b.subs.GetReplay(as(b.keyA), &outflowv1.GetReplayRequest{SubscriptionId: id, ReplayId: "dlv_x"})
 			return err
-		}, codes.InvalidArgument},
+		}, codes.NotFound}, // issue 11: ids are opaque, a malformed one is unknown
 		{"another tenant", func() error {
 			_, err := b.subs.GetReplay(as(b.keyB), &outflowv1.GetReplayRequest{SubscriptionId: id, ReplayId: "rpl_one"})
 			return err

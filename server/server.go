@@ -51,6 +51,29 @@ type Config struct {
 	// ShutdownTimeout bounds the graceful part of shutdown, after which open
 	// calls and streams are cut. Defaults to 30s.
 	ShutdownTimeout time.Duration
+
+	// RequestsPerSecond bounds each tenant's API calls (gRPC and REST alike,
+	// on this replica), with bursts of RequestBurst; a call over it gets
+	// RESOURCE_EXHAUSTED / 429 with Retry-After. Defaults to 50 per second;
+	// negative means no limit.
+	RequestsPerSecond float64
+	// RequestBurst is how many calls a tenant may make at once above the
+	// steady rate. Defaults to 100.
+	RequestBurst int
+	// TestEventsPerSecond bounds the SendTestEvent calls of each
+	// subscription (on this replica), with bursts of TestEventBurst; the
+	// subscription's own webhook rate_limit applies too when it is lower,
+	// and its max_in_flight bounds the test events sent at once. Test events
+	// are for checking a receiver by hand, so the default is low: 1 per
+	// second; negative means no limit of the server's own.
+	TestEventsPerSecond float64
+	// TestEventBurst is how many test events a subscription may send at
+	// once above the steady rate. Defaults to 5.
+	TestEventBurst int
+	// MaxLimitedKeys bounds how many tenants, and separately how many
+	// subscriptions, the rate limiters remember; the least recently seen
+	// idle one is forgotten beyond it. Defaults to 100000 (a few MiB).
+	MaxLimitedKeys int
 }
 
 // WithDefaults returns c with its zero fields set to their defaults.
@@ -66,6 +89,21 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = 30 * time.Second
+	}
+	if c.RequestsPerSecond == 0 {
+		c.RequestsPerSecond = 50
+	}
+	if c.RequestBurst <= 0 {
+		c.RequestBurst = 100
+	}
+	if c.TestEventsPerSecond == 0 {
+		c.TestEventsPerSecond = 1
+	}
+	if c.TestEventBurst <= 0 {
+		c.TestEventBurst = 5
+	}
+	if c.MaxLimitedKeys <= 0 {
+		c.MaxLimitedKeys = 100_000
 	}
 	return c
 }
@@ -110,6 +148,10 @@ type Server struct {
 	sender     *webhook.Sender
 	ready      func() error
 	streams    Streams
+	// tenantCalls limits each tenant's API calls; testEvents each
+	// subscription's test events.
+	tenantCalls *limiters
+	testEvents  *limiters
 }
 
 type metrics struct {
@@ -147,16 +189,18 @@ func New(ctx context.Context, p Params) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:        cfg,
-		store:      p.Store,
-		logger:     logger,
-		registry:   registry,
-		validator:  &validator{filters: filters, guard: guard},
-		pageTokens: pageTokens{key: key},
-		health:     health.NewServer(),
-		sender:     p.Sender,
-		ready:      p.Ready,
-		streams:    p.Streams,
+		cfg:         cfg,
+		store:       p.Store,
+		logger:      logger,
+		registry:    registry,
+		validator:   &validator{filters: filters, guard: guard},
+		pageTokens:  pageTokens{key: key},
+		health:      health.NewServer(),
+		sender:      p.Sender,
+		ready:       p.Ready,
+		streams:     p.Streams,
+		tenantCalls: newLimiters(cfg.MaxLimitedKeys),
+		testEvents:  newLimiters(cfg.MaxLimitedKeys),
 		metrics: metrics{requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outflow_api_requests_total",
 			Help: "API calls by gRPC method and status code (REST calls included).",

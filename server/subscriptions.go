@@ -135,12 +135,9 @@ func (s *subscriptionService) UpdateSubscription(ctx context.Context, req *outfl
 	if err := checkID("subscription.id", id, "sub_"); err != nil {
 		return nil, err
 	}
-	var wantRevision int64
-	if patch.GetEtag() != "" {
-		if wantRevision, err = parseEtag(patch.GetEtag()); err != nil {
-			return nil, invalidField("subscription.etag", "%s", err)
-		}
-	}
+	// A foreign etag (parseEtag's -1) matches no revision: ABORTED when
+	// the subscription exists, NOT_FOUND when it does not.
+	wantRevision := parseEtag(patch.GetEtag())
 	paths, err := maskPaths(req.GetUpdateMask())
 	if err != nil {
 		return nil, err
@@ -150,7 +147,7 @@ func (s *subscriptionService) UpdateSubscription(ctx context.Context, req *outfl
 		if err != nil {
 			return nil, s.toStatus(ctx, err, subscriptionName(id))
 		}
-		if wantRevision != 0 && current.Revision != wantRevision {
+		if patch.GetEtag() != "" && current.Revision != wantRevision {
 			return nil, status.Errorf(codes.Aborted, "subscription %q has changed since etag %q was read; read it again", id, patch.GetEtag())
 		}
 		merged := proto.CloneOf(current.Proto)
@@ -166,7 +163,7 @@ func (s *subscriptionService) UpdateSubscription(ctx context.Context, req *outfl
 		}
 		updated, err := s.store.UpdateSubscription(ctx, tenant, merged, current.Revision)
 		switch {
-		case errors.Is(err, store.ErrConflict) && wantRevision == 0 && attempt < maxUpdateAttempts:
+		case errors.Is(err, store.ErrConflict) && patch.GetEtag() == "" && attempt < maxUpdateAttempts:
 			continue // no etag: last writer wins, so apply the patch again on the new revision
 		case errors.Is(err, store.ErrAlreadyExists):
 			return nil, status.Errorf(codes.AlreadyExists, "a subscription named %q already exists", merged.Name)
@@ -185,11 +182,13 @@ func (s *subscriptionService) DeleteSubscription(ctx context.Context, req *outfl
 	if err := checkID("id", req.GetId(), "sub_"); err != nil {
 		return nil, err
 	}
-	var revision int64
-	if req.GetEtag() != "" {
-		if revision, err = parseEtag(req.GetEtag()); err != nil {
-			return nil, invalidField("etag", "%s", err)
+	revision := parseEtag(req.GetEtag())
+	if revision < 0 {
+		// An etag this server never issued matches no revision.
+		if _, err := s.store.GetSubscription(ctx, tenant, req.GetId()); err != nil {
+			return nil, s.toStatus(ctx, err, subscriptionName(req.GetId()))
 		}
+		return nil, s.toStatus(ctx, store.ErrConflict, subscriptionName(req.GetId()))
 	}
 	if err := s.store.DeleteSubscription(ctx, tenant, req.GetId(), revision); err != nil {
 		return nil, s.toStatus(ctx, err, subscriptionName(req.GetId()))
@@ -258,10 +257,16 @@ func pageSize(n int32) (int, error) {
 // the prefix keeps them from being mistaken for numbers.
 func formatEtag(revision int64) string { return "r" + strconv.FormatInt(revision, 10) }
 
-func parseEtag(etag string) (int64, error) {
+// parseEtag returns the revision of an etag: 0 for none, and -1 for one
+// this server never issued, which matches no revision (a mismatch, not a
+// malformed argument: clients cannot know the form).
+func parseEtag(etag string) int64 {
+	if etag == "" {
+		return 0
+	}
 	n, err := strconv.ParseInt(strings.TrimPrefix(etag, "r"), 10, 64)
 	if !strings.HasPrefix(etag, "r") || err != nil || n <= 0 {
-		return 0, fmt.Errorf("%q is not an etag this server issued", clip(etag))
+		return -1
 	}
-	return n, nil
+	return n
 }

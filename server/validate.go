@@ -8,6 +8,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/outflow-dev/outflow/filter"
@@ -111,6 +113,10 @@ func (v *validator) validate(sub *outflowv1.Subscription, prefix string, out *vi
 		out.add(p("name"), "at most %d characters", maxNameLen)
 	case strings.IndexFunc(sub.Name, unicode.IsControl) >= 0:
 		out.add(p("name"), "must not contain control characters")
+	case strings.TrimFunc(sub.Name, unicode.IsSpace) == "":
+		out.add(p("name"), "must not be only white space")
+	case strings.IndexFunc(sub.Name, invisible) >= 0:
+		out.add(p("name"), "must not contain invisible formatting characters (bidi overrides, zero-width characters)")
 	}
 
 	switch n := len(sub.FeatureViewNames); {
@@ -289,13 +295,25 @@ func checkIdentifier(name string) string {
 	return ""
 }
 
-// checkID validates a resource id from a request.
+// invisible reports format characters (Unicode category Cf: bidi
+// embeddings, overrides and isolates, zero-width spaces and joiners, the
+// byte order mark, …). In a name they make two labels look alike or text
+// display in an order other than the one stored, which is how spoofed names
+// are built; a human label needs none of them.
+func invisible(r rune) bool { return unicode.Is(unicode.Cf, r) }
+
+// idKinds names the resources behind id prefixes, for NOT_FOUND messages.
+var idKinds = map[string]string{"sub_": "subscription", "dlv_": "delivery", "rpl_": "replay"}
+
+// checkID validates a resource id from a request. An empty id is a missing
+// argument (INVALID_ARGUMENT); a malformed one is NOT_FOUND, like any other
+// id the server never issued: ids are opaque to clients (SPEC §3).
 func checkID(field, id, prefix string) error {
 	if id == "" {
 		return invalidField(field, "required")
 	}
 	if len(id) > maxIDLen || !strings.HasPrefix(id, prefix) || !identifier.MatchString(id) {
-		return invalidField(field, "%q is not a valid id (%s…)", clip(id), prefix)
+		return status.Errorf(codes.NotFound, "%s %q not found", idKinds[prefix], clip(id))
 	}
 	return nil
 }

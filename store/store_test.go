@@ -3,6 +3,9 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -126,5 +129,46 @@ func TestRotationKeepsThePreviousSecretForTheOverlap(t *testing.T) {
 	}
 	if got := rotated.Secrets.Active(now.Add(2 * time.Hour)); len(got) != 1 || got[0] != "whsec_new" {
 		t.Errorf("active secrets after the overlap = %v, want only the new one", got)
+	}
+}
+
+// TestConcurrentCreatesNeverExceedTheLimit races many creates of one tenant
+// at its subscription limit: however they interleave, the tenant ends with
+// exactly the limit, and every create past it fails with ErrLimitExceeded.
+// (Counting in the statement that waited for the tenant lock saw the
+// snapshot taken before the wait, so creates that committed meanwhile were
+// missed and the limit was overshot.)
+func TestConcurrentCreatesNeverExceedTheLimit(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	ctx := context.Background()
+	key, _, err := st.CreateAPIKey(ctx, "t", "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const limit, creates = 5, 60
+	for round := range 3 {
+		var wg sync.WaitGroup
+		var ok, refused atomic.Int32
+		for i := range creates {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				id := fmt.Sprintf("sub_r%d_%02d", round, i)
+				_, err := st.CreateSubscription(ctx, key.TenantID, newSub(id, id), "whsec_x", limit*(round+1))
+				switch {
+				case err == nil:
+					ok.Add(1)
+				case errors.Is(err, store.ErrLimitExceeded):
+					refused.Add(1)
+				default:
+					t.Errorf("create %s: %v", id, err)
+				}
+			}()
+		}
+		wg.Wait()
+		if ok.Load() != limit || refused.Load() != creates-limit {
+			t.Fatalf("round %d: %d created and %d refused; want %d and %d", round, ok.Load(), refused.Load(), limit, creates-limit)
+		}
 	}
 }

@@ -86,12 +86,17 @@ func (s *Store) CreateSubscription(ctx context.Context, tenantID string, sub *ou
 	}
 	var out *Subscription
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		// Serialise the tenant's creates so the count below stays true until
-		// commit.
+		// Serialise the tenant's creates on its row so the count stays true
+		// until commit. The count must be a statement of its own: under READ
+		// COMMITTED a statement that waited for the lock still reads with the
+		// snapshot it took before waiting, so it would miss the rows the
+		// creates it waited for committed. NO KEY UPDATE leaves the foreign
+		// keys' KEY SHARE locks (API keys, subscriptions) unblocked.
 		var n int
-		err := tx.QueryRow(ctx, `
-			SELECT (SELECT count(*) FROM subscriptions WHERE tenant_id = t.id)
-			FROM tenants t WHERE t.id = $1 FOR UPDATE`, tenantID).Scan(&n)
+		if err := tx.QueryRow(ctx, `SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE`, tenantID).Scan(&n); err != nil {
+			return interpretError(err) // no such tenant: ErrNotFound
+		}
+		err := tx.QueryRow(ctx, `SELECT count(*) FROM subscriptions WHERE tenant_id = $1`, tenantID).Scan(&n)
 		if err != nil {
 			return interpretError(err)
 		}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+	"golang.org/x/net/idna"
 )
 
 // FuzzParseSecret checks, for any input:
@@ -149,6 +150,8 @@ func FuzzCheckURL(f *testing.F) {
 		"https://127.0.0.1/", "https://[::ffff:10.0.0.1]:8443/", "https://[fe80::1%25eth0]/",
 		"https://2130706433/", "https://0x7f.1/", "https://localhost./", "https:///x",
 		"https://exa mple.com/?token=abc", "https://example.com:99999/", "javascript:alert(1)",
+		"https://127\u30020\u30020\u30021/", "https://\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54/",
+		"https://169\uff0e254\uff0e169\uff0e254/", "https://b\u00fccher.example/",
 	} {
 		f.Add(s)
 	}
@@ -177,6 +180,16 @@ func FuzzCheckURL(f *testing.F) {
 		}
 		if ip, err := netip.ParseAddr(u.Hostname()); err == nil && g.CheckAddr(ip) != nil {
 			t.Fatalf("accepted %q with a blocked address", raw)
+		}
+		// The host net/http will dial (a non-ASCII name goes through IDNA
+		// first) is no blocked literal either.
+		if dialled, err := idna.Lookup.ToASCII(u.Hostname()); err == nil {
+			if ip, err := netip.ParseAddr(dialled); err == nil && g.CheckAddr(ip) != nil {
+				t.Fatalf("accepted %q, which net/http dials as the blocked %s", raw, ip)
+			}
+			if d := strings.ToLower(strings.TrimSuffix(dialled, ".")); d == "localhost" || strings.HasSuffix(d, ".localhost") {
+				t.Fatalf("accepted %q, which net/http dials as %s", raw, d)
+			}
 		}
 	})
 }

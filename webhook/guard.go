@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"golang.org/x/net/idna"
 )
 
 // MaxURLLength bounds a webhook URL, in bytes, as the API documents
@@ -230,6 +232,17 @@ func (g *Guard) CheckURL(rawURL string) error {
 	if host == "" {
 		return fmt.Errorf("%w: no host", ErrInvalidURL)
 	}
+	if !isASCII(host) {
+		// Judge the host the way the HTTP client will dial it: net/http maps
+		// a non-ASCII name through IDNA (UTS #46, idna.Lookup) first, so "127。0。0。1" (ideographic
+		// full stops) or fullwidth "ｌｏｃａｌｈｏｓｔ" is the loopback
+		// address by the time it is dialled.
+		ascii, err := idna.Lookup.ToASCII(host)
+		if err != nil {
+			return fmt.Errorf("%w: host is not a valid internationalised domain name", ErrInvalidURL)
+		}
+		host = ascii
+	}
 	if len(host) > 253 {
 		return fmt.Errorf("%w: host longer than 253 bytes", ErrInvalidURL)
 	}
@@ -256,6 +269,15 @@ func (g *Guard) CheckURL(rawURL string) error {
 		return fmt.Errorf("%w: host is a numeric address in a non-standard form", ErrInvalidURL)
 	}
 	return nil
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // endsInNumber reports whether the last label of a host name is a decimal or

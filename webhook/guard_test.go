@@ -273,6 +273,19 @@ func TestCheckURL(t *testing.T) {
 		{"localhost upper-case with dot", "https://LOCALHOST./", false, nil, blocked},
 		{"sub.localhost", "https://api.localhost/", false, nil, blocked},
 		{"localhost allow-listed", "https://localhost:9000/", false, []string{"127.0.0.0/8"}, ""},
+		// IDNA (UTS #46) forms, judged as net/http will dial them.
+		{"ideographic full stops to loopback", "https://127\u30020\u30020\u30021/", false, nil, blocked},
+		{"fullwidth full stops to metadata", "https://169\uff0e254\uff0e169\uff0e254/", false, nil, blocked},
+		{"halfwidth ideographic full stops to private", "https://10\uff610\uff610\uff615/", false, nil, blocked},
+		{"fullwidth digits to loopback", "https://\uff11\uff12\uff17.0.0.1/", false, nil, blocked},
+		{"fullwidth localhost", "https://\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54/", false, nil, blocked},
+		{"ideographic full stop before localhost", "https://api\u3002localhost/", false, nil, blocked},
+		{"ideographic decimal IPv4", "https://2130706433\u3002/", false, nil, invalid},
+		{"IDNA to a short IPv4", "https://127\u30021/", false, nil, invalid},
+		{"bidi override in a name", "https://exa\u202emple.com/", false, nil, invalid},
+		{"unicode name", "https://b\u00fccher.example/", false, nil, ""},
+		{"ideographic full stops in a name", "https://example\u3002com/", false, nil, ""},
+		{"unicode name to an allow-listed loopback", "https://127\u30020\u30020\u30021:9000/", false, []string{"127.0.0.0/8"}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

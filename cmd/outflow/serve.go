@@ -73,6 +73,10 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	fs.DurationVar(&f.api.SecretOverlap, "secret-overlap", 24*time.Hour, "how long a rotated-out webhook secret keeps signing")
 	fs.BoolVar(&f.api.AllowInsecureURLs, "allow-insecure-urls", false, "accept http:// webhook URLs")
 	fs.DurationVar(&f.api.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long open calls get to finish on SIGTERM")
+	fs.Float64Var(&f.api.RequestsPerSecond, "api-rate-limit", 50, "API calls per second one tenant may make on this replica, beyond which it gets 429 / RESOURCE_EXHAUSTED with Retry-After; negative: no limit")
+	fs.IntVar(&f.api.RequestBurst, "api-rate-burst", 100, "API calls one tenant may make at once above --api-rate-limit")
+	fs.Float64Var(&f.api.TestEventsPerSecond, "test-event-rate-limit", 1, "test events (:test) per second one subscription may send on this replica; its webhook rate_limit and max_in_flight apply too; negative: no limit of the server's own")
+	fs.IntVar(&f.api.TestEventBurst, "test-event-burst", 5, "test events one subscription may send at once above --test-event-rate-limit")
 
 	fs.StringVar(&f.kafkaBrokers, "kafka-brokers", "", "comma-separated Kafka bootstrap brokers; without them the gateway serves the API and retries only")
 	fs.StringVar(&f.kafkaTopics, "kafka-topics", "fv-output", "comma-separated output-stream topics to consume")

@@ -7,6 +7,7 @@
 package outflowv1
 
 import (
+	_ "github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2/options"
 	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
@@ -206,9 +207,9 @@ var File_outflow_v1_event_service_proto protoreflect.FileDescriptor
 const file_outflow_v1_event_service_proto_rawDesc = "" +
 	"\n" +
 	"\x1eoutflow/v1/event_service.proto\x12\n" +
-	"outflow.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16outflow/v1/event.proto\"\x8a\x01\n" +
-	"\x13StreamEventsRequest\x12'\n" +
-	"\x0fsubscription_id\x18\x01 \x01(\tR\x0esubscriptionId\x12!\n" +
+	"outflow.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16outflow/v1/event.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"\xa4\x01\n" +
+	"\x13StreamEventsRequest\x12A\n" +
+	"\x0fsubscription_id\x18\x01 \x01(\tB\x18\x92A\x15\x8a\x01\x12^sub_[a-z2-7]{26}$R\x0esubscriptionId\x12!\n" +
 	"\fresume_token\x18\x02 \x01(\tR\vresumeToken\x12'\n" +
 	"\x05shard\x18\x03 \x01(\v2\x11.outflow.v1.ShardR\x05shard\"3\n" +
 	"\x05Shard\x12\x14\n" +
@@ -216,9 +217,12 @@ const file_outflow_v1_event_service_proto_rawDesc = "" +
 	"\x05count\x18\x02 \x01(\x05R\x05count\"\x82\x01\n" +
 	"\x14StreamEventsResponse\x12'\n" +
 	"\x05event\x18\x01 \x01(\v2\x11.outflow.v1.EventR\x05event\x12A\n" +
-	"\x0eheartbeat_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\rheartbeatTime2\x9f\x01\n" +
-	"\fEventService\x12\x8e\x01\n" +
-	"\fStreamEvents\x12\x1f.outflow.v1.StreamEventsRequest\x1a .outflow.v1.StreamEventsResponse\"9\x82\xd3\xe4\x93\x023\x121/v1/subscriptions/{subscription_id}/events:stream0\x01B;Z9github.com/outflow-dev/outflow/proto/outflow/v1;outflowv1b\x06proto3"
+	"\x0eheartbeat_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\rheartbeatTime2\xad\x02\n" +
+	"\fEventService\x12\x9c\x02\n" +
+	"\fStreamEvents\x12\x1f.outflow.v1.StreamEventsRequest\x1a .outflow.v1.StreamEventsResponse\"\xc6\x01\x92A\x89\x01J\x86\x01\n" +
+	"\x03404\x12\x7f\n" +
+	"eNOT_FOUND: no such resource for this tenant (also another tenant's, and ids the server never issued).\x12\x16\n" +
+	"\x14\x1a\x12.google.rpc.Status\x82\xd3\xe4\x93\x023\x121/v1/subscriptions/{subscription_id}/events:stream0\x01B;Z9github.com/outflow-dev/outflow/proto/outflow/v1;outflowv1b\x06proto3"
 
 var (
 	file_outflow_v1_event_service_proto_rawDescOnce sync.Once

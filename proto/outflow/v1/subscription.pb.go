@@ -7,6 +7,7 @@
 package outflowv1
 
 import (
+	_ "github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2/options"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -200,6 +201,8 @@ func (Enrichment_Backend) EnumDescriptor() ([]byte, []int) {
 type Subscription struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Server-assigned identifier, "sub_" followed by random characters. Immutable.
+	// (As a path parameter, of UpdateSubscription, it is named "id" like the
+	// other methods' ids: OpenAPI tools cannot fill in "{subscription.id}".)
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// Human label, unique within the tenant. 1 to 200 characters.
 	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
@@ -735,9 +738,9 @@ var File_outflow_v1_subscription_proto protoreflect.FileDescriptor
 const file_outflow_v1_subscription_proto_rawDesc = "" +
 	"\n" +
 	"\x1doutflow/v1/subscription.proto\x12\n" +
-	"outflow.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd2\x06\n" +
-	"\fSubscription\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"outflow.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"\xaa\t\n" +
+	"\fSubscription\x120\n" +
+	"\x02id\x18\x01 \x01(\tB \x92A\x1d\x8a\x01\x12^sub_[a-z2-7]{26}$\xca>\x05\xfa\x02\x02idR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12,\n" +
 	"\x12feature_view_names\x18\x03 \x03(\tR\x10featureViewNames\x12O\n" +
 	"\rentity_filter\x18\x04 \x03(\v2*.outflow.v1.Subscription.EntityFilterEntryR\fentityFilter\x12\x16\n" +
@@ -766,7 +769,7 @@ const file_outflow_v1_subscription_proto_rawDesc = "" +
 	"\x06ACTIVE\x10\x01\x12\n" +
 	"\n" +
 	"\x06PAUSED\x10\x02\x12\f\n" +
-	"\bDISABLED\x10\x03B\b\n" +
+	"\bDISABLED\x10\x03:\xb3\x02\x92A\xaf\x022\xac\x02{\"name\": \"promo cart stream\", \"feature_view_names\": [\"user_items_added_to_cart\"], \"entity_filter\": {\"user_id\": {\"values\": [\"u1\", \"u2\"]}}, \"filter\": \"record.entity_keys.user_id.startsWith(\\\"u\\\")\", \"webhook\": {\"url\": \"https://receiver.example.invalid/hooks/cart\", \"rate_limit\": 50, \"max_in_flight\": 8}}B\b\n" +
 	"\x06target\"&\n" +
 	"\fEntityValues\x12\x16\n" +
 	"\x06values\x18\x01 \x03(\tR\x06values\"\xbf\x04\n" +

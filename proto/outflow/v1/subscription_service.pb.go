@@ -7,6 +7,7 @@
 package outflowv1
 
 import (
+	_ "github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2/options"
 	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
@@ -1118,61 +1119,67 @@ var File_outflow_v1_subscription_service_proto protoreflect.FileDescriptor
 const file_outflow_v1_subscription_service_proto_rawDesc = "" +
 	"\n" +
 	"%outflow/v1/subscription_service.proto\x12\n" +
-	"outflow.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19outflow/v1/delivery.proto\x1a\x16outflow/v1/event.proto\x1a\x1doutflow/v1/subscription.proto\"Y\n" +
+	"outflow.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19outflow/v1/delivery.proto\x1a\x16outflow/v1/event.proto\x1a\x1doutflow/v1/subscription.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"Y\n" +
 	"\x19CreateSubscriptionRequest\x12<\n" +
-	"\fsubscription\x18\x01 \x01(\v2\x18.outflow.v1.SubscriptionR\fsubscription\"(\n" +
-	"\x16GetSubscriptionRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\x82\x01\n" +
-	"\x18ListSubscriptionsRequest\x12\x1b\n" +
-	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\fsubscription\x18\x01 \x01(\v2\x18.outflow.v1.SubscriptionR\fsubscription\"B\n" +
+	"\x16GetSubscriptionRequest\x12(\n" +
+	"\x02id\x18\x01 \x01(\tB\x18\x92A\x15\x8a\x01\x12^sub_[a-z2-7]{26}$R\x02id\"\xf1\x01\n" +
+	"\x18ListSubscriptionsRequest\x12[\n" +
+	"\tpage_size\x18\x01 \x01(\x05B>\x92A;Y\x00\x00\x00\x00\x00@\x8f@\x82\x03\x16\n" +
+	"\tx-maximum\x12\t\x11\x00\x00\x00\x00\x00@\x8f@\x82\x03\x16\n" +
+	"\tx-minimum\x12\t\x11\x00\x00\x00\x00\x00\x00\x00\x00R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tR\tpageToken\x12*\n" +
-	"\x11feature_view_name\x18\x03 \x01(\tR\x0ffeatureViewName\"\x83\x01\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\x12Y\n" +
+	"\x11feature_view_name\x18\x03 \x01(\tB-\x92A*\x8a\x01'^([A-Za-z0-9_][A-Za-z0-9_.:-]{0,255})?$R\x0ffeatureViewName\"\x83\x01\n" +
 	"\x19ListSubscriptionsResponse\x12>\n" +
 	"\rsubscriptions\x18\x01 \x03(\v2\x18.outflow.v1.SubscriptionR\rsubscriptions\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x96\x01\n" +
 	"\x19UpdateSubscriptionRequest\x12<\n" +
 	"\fsubscription\x18\x01 \x01(\v2\x18.outflow.v1.SubscriptionR\fsubscription\x12;\n" +
 	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
-	"updateMask\"?\n" +
-	"\x19DeleteSubscriptionRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
-	"\x04etag\x18\x02 \x01(\tR\x04etag\"1\n" +
-	"\x1fRotateSubscriptionSecretRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"&\n" +
-	"\x14SendTestEventRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"w\n" +
+	"updateMask\"Y\n" +
+	"\x19DeleteSubscriptionRequest\x12(\n" +
+	"\x02id\x18\x01 \x01(\tB\x18\x92A\x15\x8a\x01\x12^sub_[a-z2-7]{26}$R\x02id\x12\x12\n" +
+	"\x04etag\x18\x02 \x01(\tR\x04etag\"K\n" +
+	"\x1fRotateSubscriptionSecretRequest\x12(\n" +
+	"\x02id\x18\x01 \x01(\tB\x18\x92A\x15\x8a\x01\x12^sub_[a-z2-7]{26}$R\x02id\"@\n" +
+	"\x14SendTestEventRequest\x12(\n" +
+	"\x02id\x18\x01 \x01(\tB\x18\x92A\x15\x8a\x01\x12^sub_[a-z2-7]{26}$R\x02id\"w\n" +
 	"\x15SendTestEventResponse\x12'\n" +
 	"\x05event\x18\x01 \x01(\v2\x11.outflow.v1.EventR\x05event\x12\x1f\n" +
 	"\vstatus_code\x18\x02 \x01(\x05R\n" +
 	"statusCode\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\tR\x05error\"\xb1\x01\n" +
-	"\x15ListDeliveriesRequest\x12'\n" +
-	"\x0fsubscription_id\x18\x01 \x01(\tR\x0esubscriptionId\x123\n" +
-	"\x06status\x18\x02 \x01(\x0e2\x1b.outflow.v1.Delivery.StatusR\x06status\x12\x1b\n" +
-	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"\x8b\x02\n" +
+	"\x15ListDeliveriesRequest\x12A\n" +
+	"\x0fsubscription_id\x18\x01 \x01(\tB\x18\x92A\x15\x8a\x01\x12^sub_[a-z2-7]{26}$R\x0esubscriptionId\x123\n" +
+	"\x06status\x18\x02 \x01(\x0e2\x1b.outflow.v1.Delivery.StatusR\x06status\x12[\n" +
+	"\tpage_size\x18\x03 \x01(\x05B>\x92A;Y\x00\x00\x00\x00\x00@\x8f@\x82\x03\x16\n" +
+	"\tx-maximum\x12\t\x11\x00\x00\x00\x00\x00@\x8f@\x82\x03\x16\n" +
+	"\tx-minimum\x12\t\x11\x00\x00\x00\x00\x00\x00\x00\x00R\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\x04 \x01(\tR\tpageToken\"v\n" +
 	"\x16ListDeliveriesResponse\x124\n" +
 	"\n" +
 	"deliveries\x18\x01 \x03(\v2\x14.outflow.v1.DeliveryR\n" +
 	"deliveries\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"`\n" +
-	"\x14RetryDeliveryRequest\x12'\n" +
-	"\x0fsubscription_id\x18\x01 \x01(\tR\x0esubscriptionId\x12\x1f\n" +
-	"\vdelivery_id\x18\x02 \x01(\tR\n" +
-	"deliveryId\"\x9d\x01\n" +
-	"\x19ReplaySubscriptionRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\x129\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x94\x01\n" +
+	"\x14RetryDeliveryRequest\x12A\n" +
+	"\x0fsubscription_id\x18\x01 \x01(\tB\x18\x92A\x15\x8a\x01\x12^sub_[a-z2-7]{26}$R\x0esubscriptionId\x129\n" +
+	"\vdelivery_id\x18\x02 \x01(\tB\x18\x92A\x15\x8a\x01\x12^dlv_[a-z2-7]{26}$R\n" +
+	"deliveryId\"\xb7\x01\n" +
+	"\x19ReplaySubscriptionRequest\x12(\n" +
+	"\x02id\x18\x01 \x01(\tB\x18\x92A\x15\x8a\x01\x12^sub_[a-z2-7]{26}$R\x02id\x129\n" +
 	"\n" +
 	"start_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
-	"\bend_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\"X\n" +
-	"\x10GetReplayRequest\x12'\n" +
-	"\x0fsubscription_id\x18\x01 \x01(\tR\x0esubscriptionId\x12\x1b\n" +
-	"\treplay_id\x18\x02 \x01(\tR\breplayId\"Z\n" +
-	"\x12ListReplaysRequest\x12'\n" +
-	"\x0fsubscription_id\x18\x01 \x01(\tR\x0esubscriptionId\x12\x1b\n" +
-	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\"C\n" +
+	"\bend_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\"\x8c\x01\n" +
+	"\x10GetReplayRequest\x12A\n" +
+	"\x0fsubscription_id\x18\x01 \x01(\tB\x18\x92A\x15\x8a\x01\x12^sub_[a-z2-7]{26}$R\x0esubscriptionId\x125\n" +
+	"\treplay_id\x18\x02 \x01(\tB\x18\x92A\x15\x8a\x01\x12^rpl_[a-z2-7]{26}$R\breplayId\"\xb4\x01\n" +
+	"\x12ListReplaysRequest\x12A\n" +
+	"\x0fsubscription_id\x18\x01 \x01(\tB\x18\x92A\x15\x8a\x01\x12^sub_[a-z2-7]{26}$R\x0esubscriptionId\x12[\n" +
+	"\tpage_size\x18\x02 \x01(\x05B>\x92A;Y\x00\x00\x00\x00\x00\x00Y@\x82\x03\x16\n" +
+	"\tx-maximum\x12\t\x11\x00\x00\x00\x00\x00\x00Y@\x82\x03\x16\n" +
+	"\tx-minimum\x12\t\x11\x00\x00\x00\x00\x00\x00\x00\x00R\bpageSize\"C\n" +
 	"\x13ListReplaysResponse\x12,\n" +
 	"\areplays\x18\x01 \x03(\v2\x12.outflow.v1.ReplayR\areplays\"\xd1\x04\n" +
 	"\x06Replay\x12\x0e\n" +
@@ -1197,20 +1204,92 @@ const file_outflow_v1_subscription_service_proto_rawDesc = "" +
 	"\aRUNNING\x10\x01\x12\r\n" +
 	"\tSUCCEEDED\x10\x02\x12\n" +
 	"\n" +
-	"\x06FAILED\x10\x032\xc9\f\n" +
-	"\x13SubscriptionService\x12~\n" +
-	"\x12CreateSubscription\x12%.outflow.v1.CreateSubscriptionRequest\x1a\x18.outflow.v1.Subscription\"'\x82\xd3\xe4\x93\x02!:\fsubscription\"\x11/v1/subscriptions\x12o\n" +
-	"\x0fGetSubscription\x12\".outflow.v1.GetSubscriptionRequest\x1a\x18.outflow.v1.Subscription\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/subscriptions/{id}\x12{\n" +
-	"\x11ListSubscriptions\x12$.outflow.v1.ListSubscriptionsRequest\x1a%.outflow.v1.ListSubscriptionsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/subscriptions\x12\x90\x01\n" +
-	"\x12UpdateSubscription\x12%.outflow.v1.UpdateSubscriptionRequest\x1a\x18.outflow.v1.Subscription\"9\x82\xd3\xe4\x93\x023:\fsubscription2#/v1/subscriptions/{subscription.id}\x12s\n" +
-	"\x12DeleteSubscription\x12%.outflow.v1.DeleteSubscriptionRequest\x1a\x16.google.protobuf.Empty\"\x1e\x82\xd3\xe4\x93\x02\x18*\x16/v1/subscriptions/{id}\x12\x91\x01\n" +
-	"\x18RotateSubscriptionSecret\x12+.outflow.v1.RotateSubscriptionSecretRequest\x1a\x18.outflow.v1.Subscription\".\x82\xd3\xe4\x93\x02(:\x01*\"#/v1/subscriptions/{id}:rotateSecret\x12|\n" +
-	"\rSendTestEvent\x12 .outflow.v1.SendTestEventRequest\x1a!.outflow.v1.SendTestEventResponse\"&\x82\xd3\xe4\x93\x02 :\x01*\"\x1b/v1/subscriptions/{id}:test\x12\x8f\x01\n" +
-	"\x0eListDeliveries\x12!.outflow.v1.ListDeliveriesRequest\x1a\".outflow.v1.ListDeliveriesResponse\"6\x82\xd3\xe4\x93\x020\x12./v1/subscriptions/{subscription_id}/deliveries\x12\x96\x01\n" +
-	"\rRetryDelivery\x12 .outflow.v1.RetryDeliveryRequest\x1a\x14.outflow.v1.Delivery\"M\x82\xd3\xe4\x93\x02G:\x01*\"B/v1/subscriptions/{subscription_id}/deliveries/{delivery_id}:retry\x12y\n" +
-	"\x12ReplaySubscription\x12%.outflow.v1.ReplaySubscriptionRequest\x1a\x12.outflow.v1.Replay\"(\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/v1/subscriptions/{id}:replay\x12~\n" +
-	"\tGetReplay\x12\x1c.outflow.v1.GetReplayRequest\x1a\x12.outflow.v1.Replay\"?\x82\xd3\xe4\x93\x029\x127/v1/subscriptions/{subscription_id}/replays/{replay_id}\x12\x83\x01\n" +
-	"\vListReplays\x12\x1e.outflow.v1.ListReplaysRequest\x1a\x1f.outflow.v1.ListReplaysResponse\"3\x82\xd3\xe4\x93\x02-\x12+/v1/subscriptions/{subscription_id}/replaysB;Z9github.com/outflow-dev/outflow/proto/outflow/v1;outflowv1b\x06proto3"
+	"\x06FAILED\x10\x032\xdb\x1e\n" +
+	"\x13SubscriptionService\x12\xd6\x02\n" +
+	"\x12CreateSubscription\x12%.outflow.v1.CreateSubscriptionRequest\x1a\x18.outflow.v1.Subscription\"\xfe\x01\x92A\xd3\x01J{\n" +
+	"\x03409\x12t\n" +
+	"ZALREADY_EXISTS or ABORTED: a subscription of that name exists, or the etag is not current.\x12\x16\n" +
+	"\x14\x1a\x12.google.rpc.StatusJT\n" +
+	"\x03413\x12M\n" +
+	"3The request body is larger than the server's limit.\x12\x16\n" +
+	"\x14\x1a\x12.google.rpc.Status\x82\xd3\xe4\x93\x02!:\fsubscription\"\x11/v1/subscriptions\x12\xfd\x01\n" +
+	"\x0fGetSubscription\x12\".outflow.v1.GetSubscriptionRequest\x1a\x18.outflow.v1.Subscription\"\xab\x01\x92A\x89\x01J\x86\x01\n" +
+	"\x03404\x12\x7f\n" +
+	"eNOT_FOUND: no such resource for this tenant (also another tenant's, and ids the server never issued).\x12\x16\n" +
+	"\x14\x1a\x12.google.rpc.Status\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/subscriptions/{id}\x12{\n" +
+	"\x11ListSubscriptions\x12$.outflow.v1.ListSubscriptionsRequest\x1a%.outflow.v1.ListSubscriptionsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/subscriptions\x12\xf1\x03\n" +
+	"\x12UpdateSubscription\x12%.outflow.v1.UpdateSubscriptionRequest\x1a\x18.outflow.v1.Subscription\"\x99\x03\x92A\xdc\x02J\x86\x01\n" +
+	"\x03404\x12\x7f\n" +
+	"eNOT_FOUND: no such resource for this tenant (also another tenant's, and ids the server never issued).\x12\x16\n" +
+	"\x14\x1a\x12.google.rpc.StatusJ{\n" +
+	"\x03409\x12t\n" +
+	"ZALREADY_EXISTS or ABORTED: a subscription of that name exists, or the etag is not current.\x12\x16\n" +
+	"\x14\x1a\x12.google.rpc.StatusJT\n" +
+	"\x03413\x12M\n" +
+	"3The request body is larger than the server's limit.\x12\x16\n" +
+	"\x14\x1a\x12.google.rpc.Status\x82\xd3\xe4\x93\x023:\fsubscription2#/v1/subscriptions/{subscription.id}\x12\xfe\x02\n" +
+	"\x12DeleteSubscription\x12%.outflow.v1.DeleteSubscriptionRequest\x1a\x16.google.protobuf.Empty\"\xa8\x02\x92A\x86\x02J\x86\x01\n" +
+	"\x03404\x12\x7f\n" +
+	"eNOT_FOUND: no such resource for this tenant (also another tenant's, and ids the server never issued).\x12\x16\n" +
+	"\x14\x1a\x12.google.rpc.StatusJ{\n" +
+	"\x03409\x12t\n" +
+	"ZALREADY_EXISTS or ABORTED: a subscription of that name exists, or the etag is not current.\x12\x16\n" +
+	"\x14\x1a\x12.google.rpc.Status\x82\xd3\xe4\x93\x02\x18*\x16/v1/subscriptions/{id}\x12\xf5\x02\n" +
+	"\x18RotateSubscriptionSecret\x12+.outflow.v1.RotateSubscriptionSecretRequest\x1a\x18.outflow.v1.Subscription\"\x91\x02\x92A\xdf\x01J\x86\x01\n" +
+	"\x03404\x12\x7f\n" +
+	"eNOT_FOUND: no such resource for this tenant (also another tenant's, and ids the server never issued).\x12\x16\n" +
+	"\x14\x1a\x12.google.rpc.StatusJT\n" +
+	"\x03413\x12M\n" +
+	"3The request body is larger than the server's limit.\x12\x16\n" +
+	"\x14\x1a\x12.google.rpc.Status\x82\xd3\xe4\x93\x02(:\x01*\"#/v1/subscriptions/{id}:rotateSecret\x12\xe0\x02\n" +
+	"\rSendTestEvent\x12 .outflow.v1.SendTestEventRequest\x1a!.outflow.v1.SendTestEventResponse\"\x89\x02\x92A\xdf\x01J\x86\x01\n" +
+	"\x03404\x12\x7f\n" +
+	"eNOT_FOUND: no such resource for this tenant (also another tenant's, and ids the server never issued).\x12\x16\n" +
+	"\x14\x1a\x12.google.rpc.StatusJT\n" +
+	"\x03413\x12M\n" +
+	"3The request body is larger than the server's limit.\x12\x16\n" +
+	"\x14\x1a\x12.google.rpc.Status\x82\xd3\xe4\x93\x02 :\x01*\"\x1b/v1/subscriptions/{id}:test\x12\x9d\x02\n" +
+	"\x0eListDeliveries\x12!.outflow.v1.ListDeliveriesRequest\x1a\".outflow.v1.ListDeliveriesResponse\"\xc3\x01\x92A\x89\x01J\x86\x01\n" +
+	"\x03404\x12\x7f\n" +
+	"eNOT_FOUND: no such resource for this tenant (also another tenant's, and ids the server never issued).\x12\x16\n" +
+	"\x14\x1a\x12.google.rpc.Status\x82\xd3\xe4\x93\x020\x12./v1/subscriptions/{subscription_id}/deliveries\x12\xfa\x02\n" +
+	"\rRetryDelivery\x12 .outflow.v1.RetryDeliveryRequest\x1a\x14.outflow.v1.Delivery\"\xb0\x02\x92A\xdf\x01J\x86\x01\n" +
+	"\x03404\x12\x7f\n" +
+	"eNOT_FOUND: no such resource for this tenant (also another tenant's, and ids the server never issued).\x12\x16\n" +
+	"\x14\x1a\x12.google.rpc.StatusJT\n" +
+	"\x03413\x12M\n" +
+	"3The request body is larger than the server's limit.\x12\x16\n" +
+	"\x14\x1a\x12.google.rpc.Status\x82\xd3\xe4\x93\x02G:\x01*\"B/v1/subscriptions/{subscription_id}/deliveries/{delivery_id}:retry\x12\xdd\x02\n" +
+	"\x12ReplaySubscription\x12%.outflow.v1.ReplaySubscriptionRequest\x1a\x12.outflow.v1.Replay\"\x8b\x02\x92A\xdf\x01J\x86\x01\n" +
+	"\x03404\x12\x7f\n" +
+	"eNOT_FOUND: no such resource for this tenant (also another tenant's, and ids the server never issued).\x12\x16\n" +
+	"\x14\x1a\x12.google.rpc.StatusJT\n" +
+	"\x03413\x12M\n" +
+	"3The request body is larger than the server's limit.\x12\x16\n" +
+	"\x14\x1a\x12.google.rpc.Status\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/v1/subscriptions/{id}:replay\x12\x8c\x02\n" +
+	"\tGetReplay\x12\x1c.outflow.v1.GetReplayRequest\x1a\x12.outflow.v1.Replay\"\xcc\x01\x92A\x89\x01J\x86\x01\n" +
+	"\x03404\x12\x7f\n" +
+	"eNOT_FOUND: no such resource for this tenant (also another tenant's, and ids the server never issued).\x12\x16\n" +
+	"\x14\x1a\x12.google.rpc.Status\x82\xd3\xe4\x93\x029\x127/v1/subscriptions/{subscription_id}/replays/{replay_id}\x12\x91\x02\n" +
+	"\vListReplays\x12\x1e.outflow.v1.ListReplaysRequest\x1a\x1f.outflow.v1.ListReplaysResponse\"\xc0\x01\x92A\x89\x01J\x86\x01\n" +
+	"\x03404\x12\x7f\n" +
+	"eNOT_FOUND: no such resource for this tenant (also another tenant's, and ids the server never issued).\x12\x16\n" +
+	"\x14\x1a\x12.google.rpc.Status\x82\xd3\xe4\x93\x02-\x12+/v1/subscriptions/{subscription_id}/replaysB\xc0\x04\x92A\x81\x04\x12\x11\n" +
+	"\vOutflow API2\x02v1R\xae\x01\n" +
+	"\x03400\x12\xa6\x01\n" +
+	"\x8b\x01INVALID_ARGUMENT or FAILED_PRECONDITION: the request is malformed or not possible now; a google.rpc.BadRequest detail names each bad field.\x12\x16\n" +
+	"\x14\x1a\x12.google.rpc.StatusRi\n" +
+	"\x03401\x12b\n" +
+	"HUNAUTHENTICATED: no API key, a malformed one, or one unknown or revoked.\x12\x16\n" +
+	"\x14\x1a\x12.google.rpc.StatusR\x81\x01\n" +
+	"\x03429\x12z\n" +
+	"`RESOURCE_EXHAUSTED: a rate or quota limit was hit; retry after the Retry-After header's seconds.\x12\x16\n" +
+	"\x14\x1a\x12.google.rpc.StatusZ>\n" +
+	"<\n" +
+	"\x06bearer\x122\b\x02\x12\x1dAn API key: 'Bearer ofk_...'.\x1a\rAuthorization \x02b\f\n" +
+	"\n" +
+	"\n" +
+	"\x06bearer\x12\x00Z9github.com/outflow-dev/outflow/proto/outflow/v1;outflowv1b\x06proto3"
 
 var (
 	file_outflow_v1_subscription_service_proto_rawDescOnce sync.Once
