@@ -21,6 +21,10 @@ import (
 type requestIDKey struct{}
 type tenantKey struct{}
 
+// keyIDKey holds the id of the API key that authenticated a call, for
+// ending its streams once it is revoked.
+type keyIDKey struct{}
+
 // requestIDHeader carries a request id in and out (gRPC metadata and, through
 // the gateway, the HTTP header X-Request-Id).
 const requestIDHeader = "x-request-id"
@@ -111,7 +115,7 @@ func (s *Server) authenticate(ctx context.Context) (context.Context, error) {
 	if !ok || !strings.EqualFold(scheme, "bearer") || strings.TrimSpace(key) == "" {
 		return ctx, status.Error(codes.Unauthenticated, "malformed authorization header: expected 'Bearer <api key>'")
 	}
-	tenant, err := s.store.Authenticate(ctx, strings.TrimSpace(key))
+	k, err := s.store.AuthenticateKey(ctx, strings.TrimSpace(key))
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return ctx, status.Error(codes.Unauthenticated, "invalid or revoked API key")
@@ -120,7 +124,7 @@ func (s *Server) authenticate(ctx context.Context) (context.Context, error) {
 		s.logger.ErrorContext(ctx, "authenticating a request", slog.String("request_id", id), slog.Any("error", err))
 		return ctx, status.Errorf(codes.Unavailable, "cannot check the API key right now; retry (request id %s)", id)
 	}
-	return context.WithValue(ctx, tenantKey{}, tenant), nil
+	return context.WithValue(context.WithValue(ctx, tenantKey{}, k.TenantID), keyIDKey{}, k.ID), nil
 }
 
 // incomingRequestID keeps a caller's well-formed request id (so one id

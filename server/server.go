@@ -51,6 +51,20 @@ type Config struct {
 	// ShutdownTimeout bounds the graceful part of shutdown, after which open
 	// calls and streams are cut. Defaults to 30s.
 	ShutdownTimeout time.Duration
+	// MaxStreamsPerSubscription bounds the StreamEvents clients of one
+	// subscription open at once on this server (each replica counts its
+	// own); more are refused with RESOURCE_EXHAUSTED and Retry-After. Each
+	// stream reads every partition itself, so streams cost broker
+	// connections and memory. Defaults to 64, room for a worker pool of 64
+	// shards.
+	MaxStreamsPerSubscription int
+	// MaxStreamsPerTenant bounds the StreamEvents clients of one tenant open
+	// at once on this server, all subscriptions together. Defaults to 256.
+	MaxStreamsPerTenant int
+	// KeyCheckInterval is how often the API keys of open streams are checked
+	// again, so that revoking a key ends its streams within about this long.
+	// Defaults to 2s: one query per interval for all streams of the server.
+	KeyCheckInterval time.Duration
 }
 
 // WithDefaults returns c with its zero fields set to their defaults.
@@ -66,6 +80,15 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = 30 * time.Second
+	}
+	if c.MaxStreamsPerSubscription <= 0 {
+		c.MaxStreamsPerSubscription = 64
+	}
+	if c.MaxStreamsPerTenant <= 0 {
+		c.MaxStreamsPerTenant = 256
+	}
+	if c.KeyCheckInterval <= 0 {
+		c.KeyCheckInterval = 2 * time.Second
 	}
 	return c
 }
@@ -110,6 +133,10 @@ type Server struct {
 	sender     *webhook.Sender
 	ready      func() error
 	streams    Streams
+	// streamSlots bounds open streams; keyWatch ends those whose key is
+	// revoked.
+	streamSlots *streamSlots
+	keyWatch    *keyWatch
 }
 
 type metrics struct {
@@ -147,16 +174,18 @@ func New(ctx context.Context, p Params) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:        cfg,
-		store:      p.Store,
-		logger:     logger,
-		registry:   registry,
-		validator:  &validator{filters: filters, guard: guard},
-		pageTokens: pageTokens{key: key},
-		health:     health.NewServer(),
-		sender:     p.Sender,
-		ready:      p.Ready,
-		streams:    p.Streams,
+		cfg:         cfg,
+		store:       p.Store,
+		logger:      logger,
+		registry:    registry,
+		validator:   &validator{filters: filters, guard: guard},
+		pageTokens:  pageTokens{key: key},
+		health:      health.NewServer(),
+		sender:      p.Sender,
+		ready:       p.Ready,
+		streams:     p.Streams,
+		streamSlots: newStreamSlots(cfg.MaxStreamsPerSubscription, cfg.MaxStreamsPerTenant),
+		keyWatch:    newKeyWatch(p.Store, cfg.KeyCheckInterval, logger),
 		metrics: metrics{requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outflow_api_requests_total",
 			Help: "API calls by gRPC method and status code (REST calls included).",
@@ -213,6 +242,9 @@ func (s *Server) Serve(ctx context.Context, grpcLis, httpLis net.Listener) error
 
 	errc := make(chan error, 2)
 	var wg sync.WaitGroup
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	wg.Go(func() { s.keyWatch.run(watchCtx) })
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
@@ -253,6 +285,7 @@ func (s *Server) Serve(ctx context.Context, grpcLis, httpLis net.Listener) error
 		s.grpc.Stop()
 		<-stopped
 	}
+	stopWatch()
 	wg.Wait()
 	s.logger.InfoContext(ctx, "API stopped")
 	return serveErr

@@ -69,6 +69,8 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	fs.DurationVar(&f.api.SecretOverlap, "secret-overlap", 24*time.Hour, "how long a rotated-out webhook secret keeps signing")
 	fs.BoolVar(&f.api.AllowInsecureURLs, "allow-insecure-urls", false, "accept http:// webhook URLs")
 	fs.DurationVar(&f.api.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long open calls get to finish on SIGTERM")
+	fs.IntVar(&f.api.MaxStreamsPerSubscription, "max-streams-per-subscription", 64, "most StreamEvents clients of one subscription open at once on this replica; more get 429/RESOURCE_EXHAUSTED with Retry-After")
+	fs.IntVar(&f.api.MaxStreamsPerTenant, "max-streams-per-tenant", 256, "most StreamEvents clients of one tenant open at once on this replica, all subscriptions together")
 
 	fs.StringVar(&f.kafkaBrokers, "kafka-brokers", "", "comma-separated Kafka bootstrap brokers; without them the gateway serves the API and retries only")
 	fs.StringVar(&f.kafkaTopics, "kafka-topics", "fv-output", "comma-separated output-stream topics to consume")

@@ -59,7 +59,7 @@ func (s *streamSource) Open(ctx context.Context, sub *store.Subscription, req se
 	}
 	if e := sub.Proto.GetEnrichment(); e != nil {
 		if s.enricher == nil {
-			return nil, errors.New("the subscription asks for enrichment but no feature store is configured")
+			return nil, fmt.Errorf("%w: it asks for enrichment but this gateway has no feature store configured", server.ErrEnrichmentFailed)
 		}
 		r.Enrich = func(ctx context.Context, rec *record.Record) (*outflowv1.FeatureVector, error) {
 			res, err := s.enricher.Enrich(ctx, rec, e)
@@ -92,6 +92,9 @@ func (e eventStream) Next(ctx context.Context) ([]byte, string, error) {
 	ev, err := e.s.Next(ctx)
 	if errors.Is(err, stream.ErrSlowClient) {
 		return nil, "", fmt.Errorf("%w: %w", server.ErrSlowClient, err)
+	}
+	if enrichErr, ok := errors.AsType[*stream.EnrichError](err); ok {
+		return nil, "", fmt.Errorf("%w: %w", server.ErrEnrichmentFailed, enrichErr.Err)
 	}
 	if err != nil {
 		return nil, "", err
