@@ -157,7 +157,9 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 		logger.WarnContext(ctx, "no --tecton-url: deliveries of subscriptions with enrichment will wait in the retry queue")
 	}
 
-	matcher, err := match.New(match.Config{Store: st, Logger: logger})
+	// Stream subscriptions are matched by their clients' own readers, only
+	// while a client is connected.
+	matcher, err := match.New(match.Config{Store: st, Logger: logger, WebhooksOnly: true})
 	if err != nil {
 		return err
 	}
