@@ -51,6 +51,9 @@ type serveFlags struct {
 	tectonURL string
 	tectonKey string
 
+	// secretKeys encrypt webhook secrets at rest; never logged.
+	secretKeys string
+
 	dispatch   dispatcher.Config
 	replayPoll time.Duration
 }
@@ -83,6 +86,7 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 
 	fs.StringVar(&f.tectonURL, "tecton-url", "", "base URL of the GetFeatures API (Tecton, or `outflow featureserver`); enrichment fails without it")
 	fs.StringVar(&f.tectonKey, "tecton-api-key", "", "Tecton API key, required with --tecton-url (prefer the environment variable)")
+	fs.StringVar(&f.secretKeys, "secret-keys", "", secretKeysUsage+" (required)")
 
 	fs.IntVar(&f.dispatch.LaneQueue, "lane-queue", 256, "events one delivery lane may hold before further events spill to the retry queue")
 	fs.DurationVar(&f.dispatch.DrainTimeout, "drain-timeout", 10*time.Second, "on SIGTERM, how long in-flight deliveries get before they are parked in the retry queue")
@@ -97,10 +101,13 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	if err := noArgs(fs); err != nil {
 		return err
 	}
-	if err := requireFlags(fs, "database-url"); err != nil {
+	if err := requireFlags(fs, "database-url", "secret-keys"); err != nil {
 		return err
 	}
 	var err error
+	if _, err := store.ParseSecretKeys(f.secretKeys); err != nil {
+		return fmt.Errorf("--secret-keys: %w", err)
+	}
 	if f.api.AllowCIDRs, err = parseCIDRs(f.cidrs); err != nil {
 		return err
 	}
@@ -121,12 +128,16 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 			return err
 		}
 	}
+	keys, err := store.ParseSecretKeys(f.secretKeys)
+	if err != nil {
+		return fmt.Errorf("--secret-keys: %w", err)
+	}
 	pool, err := store.Open(ctx, f.databaseURL)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	st := store.New(pool)
+	st := store.New(pool, store.WithSecretKeys(keys))
 
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
