@@ -167,10 +167,24 @@ func (s *Server) serveStream(ctx context.Context, req *outflowv1.StreamEventsReq
 	// unblocks the pending write.
 	out := newSender()
 	defer out.stop(abort)
+	// The first message is a heartbeat, sent once the stream reads the
+	// source: a client then knows that records written from now on reach
+	// it, and an NDJSON client gets its status line without waiting for an
+	// event.
+	opened := true
 	for {
-		nctx, ncancel := context.WithTimeout(ctx, heartbeatInterval)
-		envelope, token, err := es.Next(nctx)
-		ncancel()
+		var (
+			envelope []byte
+			token    string
+			err      error
+		)
+		if opened {
+			err, opened = context.DeadlineExceeded, false
+		} else {
+			nctx, ncancel := context.WithTimeout(ctx, heartbeatInterval)
+			envelope, token, err = es.Next(nctx)
+			ncancel()
+		}
 		var msg streamMessage
 		switch {
 		case err == nil:

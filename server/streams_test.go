@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -131,6 +132,10 @@ func TestNDJSONLinesAreTheWebhookJSON(t *testing.T) {
 		t.Fatalf("= %d %s %s", resp.StatusCode, resp.Header.Get("Content-Type"), body)
 	}
 	lines := bufio.NewScanner(resp.Body)
+	// The first line is a heartbeat: the stream is open.
+	if !lines.Scan() || !strings.HasPrefix(lines.Text(), `{"heartbeat_time":"`) {
+		t.Fatalf("first line = %s, %v; want a heartbeat", lines.Text(), lines.Err())
+	}
 	for i, pos := range fakeRecords {
 		if !lines.Scan() {
 			t.Fatalf("line %d: %v", i+1, lines.Err())
