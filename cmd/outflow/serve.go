@@ -205,10 +205,13 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		if streams, err = newStreamSource(stream.Config{Brokers: kcfg.Brokers, Topics: kcfg.Topics, Tokens: tokens,
-			Dialer: dialer, Logger: logger}, matcher, enricher); err != nil {
+		ss, err := newStreamSource(stream.Config{Brokers: kcfg.Brokers, Topics: kcfg.Topics, Tokens: tokens,
+			Dialer: dialer, Logger: logger}, matcher, enricher)
+		if err != nil {
 			return err
 		}
+		defer ss.Close() // after the API, and so every stream, has stopped
+		streams = ss
 		if replays, err = replay.New(replay.Config{Store: st, Subscriptions: matcher, Deliverer: disp,
 			Kafka: stream.Config{Brokers: kcfg.Brokers, Topics: kcfg.Topics, Dialer: dialer, Logger: logger},
 			Poll:  f.replayPoll, Logger: logger}); err != nil {

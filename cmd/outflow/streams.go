@@ -33,6 +33,9 @@ func newStreamSource(cfg stream.Config, matcher *match.Matcher, enricher dispatc
 	if err != nil {
 		return nil, err
 	}
+	// One transport for all streams: they share the metadata connection
+	// and reuse each other's idle fetch connections.
+	cfg.Transport = cfg.NewTransport()
 	cfg.Envelope = func(subID string, pos source.Position, raw []byte, fv *outflowv1.FeatureVector) ([]byte, error) {
 		return dispatcher.Envelope(subID, pos, raw, fv, time.Now())
 	}
@@ -84,6 +87,10 @@ func (s *streamSource) Open(ctx context.Context, sub *store.Subscription, req se
 	}
 	return eventStream{st}, nil
 }
+
+// Close closes the broker connections the streams left idle; call it once
+// no stream is open.
+func (s *streamSource) Close() { s.cfg.Transport.CloseIdleConnections() }
 
 // eventStream adapts a *stream.Stream to server.EventStream.
 type eventStream struct{ s *stream.Stream }
