@@ -13,9 +13,11 @@ import (
 	"unicode/utf8"
 
 	"cel.dev/cel-go/cel"
+	"cel.dev/cel-go/common/cost"
 	"cel.dev/cel-go/interpreter"
 
 	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
+	"github.com/outflow-dev/outflow/record"
 )
 
 // Limits bounding what one filter may cost, so a tenant cannot make record
@@ -28,6 +30,16 @@ const (
 	// maxCost bounds the work of one evaluation, in CEL cost units (about
 	// one per operation, plus string lengths for string functions).
 	maxCost = 100_000
+	// MaxEstimatedCost bounds a filter's worst-case cost per record as
+	// CEL's estimator computes it at compile time, with every string of the
+	// record as long as a whole record may be (1 MiB), entity_keys and
+	// feature_values as large as the decoder allows (64 and 1024 entries).
+	// Those sizes are never all reached at once, so the bound is ten times
+	// maxCost: it accepts a regular expression over an entity key, and
+	// refuses what would exceed maxCost on ordinary records (nested
+	// comprehensions), which would otherwise be accepted and then never
+	// match.
+	MaxEstimatedCost = 10 * maxCost
 )
 
 // ErrInvalid is returned (wrapped) for an expression that does not compile,
@@ -78,11 +90,43 @@ func (e *Env) Compile(expr string) (*Filter, error) {
 	if !ast.OutputType().IsExactType(cel.BoolType) {
 		return nil, fmt.Errorf("%w: the expression yields %s, not bool", ErrInvalid, cel.FormatCELType(ast.OutputType()))
 	}
+	est, err := e.env.EstimateCost(ast, recordSizes{})
+	if err != nil {
+		return nil, fmt.Errorf("%w: estimating its cost: %s", ErrInvalid, err)
+	}
+	if est.Max > MaxEstimatedCost {
+		return nil, fmt.Errorf("%w: the expression may cost up to %d steps per record, more than the limit of %d; avoid nested comprehensions over lists and maps", ErrInvalid, est.Max, MaxEstimatedCost)
+	}
 	prg, err := e.env.Program(ast, cel.CostLimit(maxCost), cel.EvalOptions(cel.OptOptimize))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s", ErrInvalid, err)
 	}
 	return &Filter{expr: expr, prg: prg}, nil
+}
+
+// recordSizes tells CEL's cost estimator how large the parts of a record
+// can be (see MaxEstimatedCost); other nodes get CEL's own estimates.
+type recordSizes struct{}
+
+func (recordSizes) EstimateSize(n cost.AstNode) *cost.SizeEstimate {
+	p := n.Path()
+	if len(p) < 2 || p[0] != "record" {
+		return nil
+	}
+	var size cost.SizeEstimate
+	switch {
+	case len(p) == 2 && p[1] == "entity_keys":
+		size = cost.RangedSizeEstimate(1, record.DefaultMaxEntityKeys)
+	case len(p) == 2 && p[1] == "feature_values":
+		size = cost.RangedSizeEstimate(0, record.DefaultMaxFeatureValues)
+	default: // a string: a field, or a map's key or value
+		size = cost.RangedSizeEstimate(0, record.DefaultMaxBytes)
+	}
+	return &size
+}
+
+func (recordSizes) EstimateCallCost(string, string, *cost.AstNode, []cost.AstNode) *cost.CallEstimate {
+	return nil
 }
 
 // String returns the source expression.

@@ -2,6 +2,7 @@ package filter
 
 import (
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -78,6 +79,9 @@ func TestCompileRejects(t *testing.T) {
 		{"too long", `record.producer == "` + strings.Repeat("a", MaxLength) + `"`, "limit"},
 		{"too deep", strings.Repeat("(", 200) + "true" + strings.Repeat(")", 200), "recursion"},
 		{"invalid utf8", "record.producer == \"\xff\"", "UTF-8"},
+		// About 10^9 steps: accepted, it would never match.
+		{"too costly", nestedAll(9), "may cost up to"},
+		{"too costly over the record", `record.feature_values.all(k, record.feature_values.all(j, record.feature_values[k] == record.feature_values[j]))`, "may cost up to"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -90,6 +94,38 @@ func TestCompileRejects(t *testing.T) {
 				t.Errorf("error %q does not mention %q", err, tt.wantInMessage)
 			}
 		})
+	}
+}
+
+// nestedAll returns n comprehensions over ten elements nested in each other:
+// 10^n iterations.
+func nestedAll(n int) string {
+	list := "[1,2,3,4,5,6,7,8,9,10]"
+	expr := "true"
+	for i := range n {
+		expr = list + ".all(v" + strconv.Itoa(i) + ", " + expr + ")"
+	}
+	return expr
+}
+
+// TestCompileAcceptsOrdinaryCosts: filters a tenant would write stay under
+// the estimated cost limit, even at the record's worst-case sizes.
+func TestCompileAcceptsOrdinaryCosts(t *testing.T) {
+	t.Parallel()
+	env, err := NewEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, expr := range []string{
+		`record.entity_keys.user_id.startsWith("vip_")`,
+		`record.entity_keys.user_id.matches("^vip_[0-9]+$")`,
+		`record.feature_values.exists(k, k.startsWith("cart_") && record.feature_values[k] == "1")`,
+		`"user_id" in record.entity_keys && record.feature_view_name in ["a", "b", "c"]`,
+		nestedAll(3),
+	} {
+		if _, err := env.Compile(expr); err != nil {
+			t.Errorf("Compile(%q) = %v", expr, err)
+		}
 	}
 }
 
@@ -114,8 +150,10 @@ func TestCostLimitStopsRunawayExpressions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Quadratic in the size of the list: far over the cost limit.
-	f, err := env.Compile(`[` + strings.Repeat("1,", 600) + `1].all(x, [` + strings.Repeat("1,", 600) + `1].all(y, x == y))`)
+	// Quadratic in the size of the list: over the cost limit of one
+	// evaluation, yet under the compile-time estimate's limit (ten times
+	// more), so the evaluation limit is what stops it.
+	f, err := env.Compile(`[` + strings.Repeat("1,", 350) + `1].all(x, [` + strings.Repeat("1,", 350) + `1].all(y, x == y))`)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,8 @@ type Index struct {
 	onFilterError func(subID string, err error)
 	// toProto converts a record for CEL; tests count its calls.
 	toProto func(*record.Record) *outflowv1.Record
+	// webhooksOnly leaves stream subscriptions out of views.
+	webhooksOnly bool
 }
 
 // view is one feature view's share of an Index.
@@ -46,6 +48,13 @@ type IndexOptions struct {
 	// and safe for concurrent use, like incrementing a counter. Default: the
 	// errors are dropped.
 	OnFilterError func(subID string, err error)
+	// WebhooksOnly leaves stream subscriptions out of matching (Get still
+	// returns them): the dispatcher delivers only webhooks, and each stream
+	// client's own reader matches its subscription's records, so evaluating
+	// a stream subscription's filter on every record here would cost CPU
+	// whether or not a client is connected. Default: false, every
+	// subscription matches.
+	WebhooksOnly bool
 }
 
 // NewIndex builds an Index over subs. When subs holds one ID several times,
@@ -57,6 +66,7 @@ func NewIndex(subs []*Subscription, opts IndexOptions) *Index {
 		byID:          make(map[string]*Subscription, len(subs)),
 		onFilterError: opts.OnFilterError,
 		toProto:       (*record.Record).Proto,
+		webhooksOnly:  opts.WebhooksOnly,
 	}
 	for _, s := range subs {
 		if cur, ok := ix.byID[s.ID]; ok && cur.Revision > s.Revision {
@@ -66,7 +76,7 @@ func NewIndex(subs []*Subscription, opts IndexOptions) *Index {
 	}
 	byView := make(map[string][]*Subscription)
 	for _, s := range ix.byID {
-		if !s.Matchable() {
+		if !ix.indexed(s) {
 			continue
 		}
 		for _, name := range s.FeatureViews {
@@ -77,6 +87,12 @@ func NewIndex(subs []*Subscription, opts IndexOptions) *Index {
 		ix.views[name] = newView(subs)
 	}
 	return ix
+}
+
+// indexed reports whether s belongs in the views: it can match, and is not
+// left out as a stream subscription.
+func (ix *Index) indexed(s *Subscription) bool {
+	return s.Matchable() && !(ix.webhooksOnly && s.Proto.GetStream() != nil)
 }
 
 // newView sorts subs by ID and records whether any of them filters.
@@ -167,6 +183,7 @@ func (ix *Index) with(changes map[string]*Subscription) *Index {
 		byID:          maps.Clone(ix.byID),
 		onFilterError: ix.onFilterError,
 		toProto:       ix.toProto,
+		webhooksOnly:  ix.webhooksOnly,
 	}
 	if next.byID == nil {
 		next.byID = make(map[string]*Subscription, len(changes))
@@ -206,7 +223,7 @@ func (ix *Index) with(changes map[string]*Subscription) *Index {
 		}
 		for id := range changes {
 			s := next.byID[id]
-			if s != nil && s != ix.byID[id] && s.Matchable() {
+			if s != nil && s != ix.byID[id] && ix.indexed(s) {
 				if _, found := slices.BinarySearch(s.FeatureViews, name); found {
 					subs = append(subs, s)
 				}

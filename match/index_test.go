@@ -480,3 +480,43 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 }
+
+// TestWebhooksOnlyLeavesStreamsOut: with WebhooksOnly, a stream
+// subscription's filter never runs on the dispatcher's records (its clients'
+// readers match for it), before or after an incremental change; a webhook
+// subscription still matches, and Get still finds both.
+func TestWebhooksOnlyLeavesStreamsOut(t *testing.T) {
+	t.Parallel()
+	env := testEnv(t)
+	webhook := spec{id: "hook", views: []string{"fv"}, cel: `record.entity_keys["user_id"] == "u1"`}.stored()
+	webhook.Proto.Target = &outflowv1.Subscription_Webhook{Webhook: &outflowv1.WebhookTarget{Url: "https://example.com/"}}
+	subs := []*Subscription{
+		Compile(env, webhook),
+		Compile(env, spec{id: "stream", views: []string{"fv"}, cel: `record.entity_keys["user_id"].startsWith("u")`}.stored()),
+	}
+	var conversions int
+	ix := NewIndex(subs, IndexOptions{WebhooksOnly: true})
+	ix.toProto = func(r *record.Record) *outflowv1.Record { conversions++; return r.Proto() }
+	changed := ix.with(map[string]*Subscription{"stream2": Compile(env, spec{id: "stream2", views: []string{"fv"}, cel: "true"}.stored())})
+	for name, ix := range map[string]*Index{"built": ix, "changed": changed} {
+		if got := ids(ix.Match(rec("fv", map[string]string{"user_id": "u1"}))); !slices.Equal(got, []string{"hook"}) {
+			t.Errorf("%s: Match = %v, want only the webhook subscription", name, got)
+		}
+		if ix.Get("stream") == nil {
+			t.Errorf("%s: Get(stream) = nil", name)
+		}
+	}
+	if conversions != 2 {
+		t.Errorf("%d conversions for CEL in two Match calls, want 2 (the webhook's filter only)", conversions)
+	}
+	// Stream subscriptions alone cost nothing per record.
+	streams := NewIndex(subs[1:], IndexOptions{WebhooksOnly: true})
+	streams.toProto = func(r *record.Record) *outflowv1.Record { t.Error("a stream filter ran"); return r.Proto() }
+	if got := streams.Match(rec("fv", map[string]string{"user_id": "u1"})); got != nil {
+		t.Errorf("stream subscriptions only: Match = %v, want nil", ids(got))
+	}
+	// Without the option, streams match as before.
+	if got := ids(NewIndex(subs, IndexOptions{}).Match(rec("fv", map[string]string{"user_id": "u1"}))); !slices.Equal(got, []string{"hook", "stream"}) {
+		t.Errorf("without WebhooksOnly: Match = %v", got)
+	}
+}

@@ -68,6 +68,9 @@ type Config struct {
 	// Matcher publishes: called on the hot path for each CEL evaluation
 	// error, so it must be fast and safe for concurrent use. Default: none.
 	OnFilterError func(subID string, err error)
+	// WebhooksOnly is IndexOptions.WebhooksOnly for every Index the Matcher
+	// publishes. Default: false.
+	WebhooksOnly bool
 }
 
 // WithDefaults returns a copy of c with its zero fields set to their
@@ -136,7 +139,7 @@ func New(cfg Config) (*Matcher, error) {
 		load:   cfg.Store.AllSubscriptions,
 		ready:  make(chan struct{}),
 	}
-	m.index.Store(NewIndex(nil, IndexOptions{OnFilterError: cfg.OnFilterError}))
+	m.index.Store(NewIndex(nil, IndexOptions{OnFilterError: cfg.OnFilterError, WebhooksOnly: cfg.WebhooksOnly}))
 	return m, nil
 }
 
@@ -351,7 +354,7 @@ func (m *Matcher) reload(ctx context.Context) error {
 	for _, s := range all {
 		subs = append(subs, m.compile(ctx, cur, s))
 	}
-	next := NewIndex(subs, IndexOptions{OnFilterError: m.cfg.OnFilterError})
+	next := NewIndex(subs, IndexOptions{OnFilterError: m.cfg.OnFilterError, WebhooksOnly: m.cfg.WebhooksOnly})
 	next.toProto = cur.toProto
 	m.index.Store(next)
 	m.log.DebugContext(ctx, "loaded subscriptions", slog.Int("count", next.Len()))

@@ -173,8 +173,6 @@ func (s *Subscription) Matches(rec *record.Record) (bool, error) {
 func (s *Subscription) sameAs(sub *store.Subscription) bool {
 	return s.Revision == sub.Revision &&
 		s.TenantID == sub.TenantID &&
-		s.Secrets.Current == sub.Secrets.Current &&
-		s.Secrets.Previous == sub.Secrets.Previous &&
-		s.Secrets.PreviousExpireTime.Equal(sub.Secrets.PreviousExpireTime) &&
+		s.Secrets.Equal(sub.Secrets) &&
 		proto.Equal(s.Proto, sub.Proto)
 }

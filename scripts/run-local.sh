@@ -11,6 +11,8 @@ go build -o .cache/bin/outflow ./cmd/outflow
 outflow=.cache/bin/outflow
 "$outflow" migrate
 key=$("$outflow" apikey create --tenant demo --name local 2>/dev/null)
+# A throwaway key for the throwaway database's webhook secrets.
+export OUTFLOW_SECRET_KEYS=${OUTFLOW_SECRET_KEYS:-$("$outflow" secrets generate-key --id local)}
 http=${OUTFLOW_HTTP_ADDR:-127.0.0.1:8080}
 cat >&2 <<MSG
 

@@ -62,6 +62,8 @@ func (s *Server) httpHandler(ctx context.Context, grpcAddr string) (http.Handler
 
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", rs.methodNotAllowed(s.requireKey(rs, limitBody(gw, int64(s.cfg.MaxRequestBytes))), jsonMarshaler))
+	// StreamEvents' NDJSON carries the webhook's JSON, not the gateway's.
+	mux.HandleFunc("GET /v1/subscriptions/{subscription_id}/events:stream", s.ndjsonStream)
 	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(openapi.JSON)

@@ -21,6 +21,10 @@ import (
 type requestIDKey struct{}
 type tenantKey struct{}
 
+// keyIDKey holds the id of the API key that authenticated a call, for
+// ending its streams once it is revoked.
+type keyIDKey struct{}
+
 // requestIDHeader carries a request id in and out (gRPC metadata and, through
 // the gateway, the HTTP header X-Request-Id).
 const requestIDHeader = "x-request-id"
@@ -130,7 +134,7 @@ func (s *Server) authenticate(ctx context.Context) (context.Context, error) {
 	if !ok {
 		return ctx, status.Error(codes.Unauthenticated, malformedKeyMessage)
 	}
-	tenant, err := s.store.Authenticate(ctx, key)
+	k, err := s.store.AuthenticateKey(ctx, key)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return ctx, status.Error(codes.Unauthenticated, "invalid or revoked API key")
@@ -139,7 +143,7 @@ func (s *Server) authenticate(ctx context.Context) (context.Context, error) {
 		s.logger.ErrorContext(ctx, "authenticating a request", slog.String("request_id", id), slog.Any("error", err))
 		return ctx, status.Errorf(codes.Unavailable, "cannot check the API key right now; retry (request id %s)", id)
 	}
-	return context.WithValue(ctx, tenantKey{}, tenant), nil
+	return context.WithValue(context.WithValue(ctx, tenantKey{}, k.TenantID), keyIDKey{}, k.ID), nil
 }
 
 // The answers to a call without a usable Authorization header.

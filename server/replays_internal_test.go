@@ -64,6 +64,7 @@ func TestStreamStatus(t *testing.T) {
 		{fmt.Errorf("%w: offset 3 < 10", ErrResumeTokenTooOld), codes.OutOfRange},
 		{ErrSlowClient, codes.ResourceExhausted},
 		{fmt.Errorf("%w: unknown topic", ErrSourceUnavailable), codes.Unavailable},
+		{fmt.Errorf("%w: feature service not found", ErrEnrichmentFailed), codes.FailedPrecondition},
 		{errors.New("something else"), codes.Internal},
 	} {
 		if got := status.Code(s.streamStatus(context.Background(), tc.err, "sub_x")); got != tc.want {

@@ -74,6 +74,20 @@ type Config struct {
 	// subscriptions, the rate limiters remember; the least recently seen
 	// idle one is forgotten beyond it. Defaults to 100000 (a few MiB).
 	MaxLimitedKeys int
+	// MaxStreamsPerSubscription bounds the StreamEvents clients of one
+	// subscription open at once on this server (each replica counts its
+	// own); more are refused with RESOURCE_EXHAUSTED and Retry-After. Each
+	// stream reads every partition itself, so streams cost broker
+	// connections and memory. Defaults to 64, room for a worker pool of 64
+	// shards.
+	MaxStreamsPerSubscription int
+	// MaxStreamsPerTenant bounds the StreamEvents clients of one tenant open
+	// at once on this server, all subscriptions together. Defaults to 256.
+	MaxStreamsPerTenant int
+	// KeyCheckInterval is how often the API keys of open streams are checked
+	// again, so that revoking a key ends its streams within about this long.
+	// Defaults to 2s: one query per interval for all streams of the server.
+	KeyCheckInterval time.Duration
 }
 
 // WithDefaults returns c with its zero fields set to their defaults.
@@ -104,6 +118,15 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.MaxLimitedKeys <= 0 {
 		c.MaxLimitedKeys = 100_000
+	}
+	if c.MaxStreamsPerSubscription <= 0 {
+		c.MaxStreamsPerSubscription = 64
+	}
+	if c.MaxStreamsPerTenant <= 0 {
+		c.MaxStreamsPerTenant = 256
+	}
+	if c.KeyCheckInterval <= 0 {
+		c.KeyCheckInterval = 2 * time.Second
 	}
 	return c
 }
@@ -152,6 +175,10 @@ type Server struct {
 	// subscription's test events.
 	tenantCalls *limiters
 	testEvents  *limiters
+	// streamSlots bounds open streams; keyWatch ends those whose key is
+	// revoked.
+	streamSlots *streamSlots
+	keyWatch    *keyWatch
 }
 
 type metrics struct {
@@ -201,6 +228,8 @@ func New(ctx context.Context, p Params) (*Server, error) {
 		streams:     p.Streams,
 		tenantCalls: newLimiters(cfg.MaxLimitedKeys),
 		testEvents:  newLimiters(cfg.MaxLimitedKeys),
+		streamSlots: newStreamSlots(cfg.MaxStreamsPerSubscription, cfg.MaxStreamsPerTenant),
+		keyWatch:    newKeyWatch(p.Store, cfg.KeyCheckInterval, logger),
 		metrics: metrics{requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outflow_api_requests_total",
 			Help: "API calls by gRPC method and status code (REST calls included).",
@@ -257,6 +286,9 @@ func (s *Server) Serve(ctx context.Context, grpcLis, httpLis net.Listener) error
 
 	errc := make(chan error, 2)
 	var wg sync.WaitGroup
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	wg.Go(func() { s.keyWatch.run(watchCtx) })
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
@@ -297,6 +329,7 @@ func (s *Server) Serve(ctx context.Context, grpcLis, httpLis net.Listener) error
 		s.grpc.Stop()
 		<-stopped
 	}
+	stopWatch()
 	wg.Wait()
 	s.logger.InfoContext(ctx, "API stopped")
 	return serveErr

@@ -51,6 +51,12 @@ type bundle struct {
 // tests' receivers listen there) and the rate limits are off.
 func setup(t *testing.T, cfg server.Config) *bundle {
 	t.Helper()
+	return setupStreams(t, cfg, nil)
+}
+
+// setupStreams is setup with streams serving StreamEvents.
+func setupStreams(t *testing.T, cfg server.Config, streams server.Streams) *bundle {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	tdb := storetest.New(t)
@@ -84,10 +90,11 @@ func setup(t *testing.T, cfg server.Config) *bundle {
 	}
 	t.Cleanup(sender.CloseIdleConnections)
 	srv, err := server.New(ctx, server.Params{
-		Config: cfg,
-		Store:  st,
-		Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Sender: sender,
+		Config:  cfg,
+		Store:   st,
+		Logger:  slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Sender:  sender,
+		Streams: streams,
 	})
 	if err != nil {
 		t.Fatal(err)

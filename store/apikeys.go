@@ -117,17 +117,53 @@ func (s *Store) RevokeAPIKey(ctx context.Context, id string) error {
 // Authenticate returns the tenant id of a valid (unrevoked) key, or
 // ErrNotFound.
 func (s *Store) Authenticate(ctx context.Context, plaintext string) (string, error) {
+	k, err := s.AuthenticateKey(ctx, plaintext)
+	return k.TenantID, err
+}
+
+// KeyIdentity is what a valid API key stands for.
+type KeyIdentity struct {
+	// ID is the key's id ("key_…"), for checking later whether it is still
+	// valid (ValidAPIKeys) without keeping its plaintext.
+	ID string
+	// TenantID owns the key.
+	TenantID string
+}
+
+// AuthenticateKey returns the id and tenant of a valid (unrevoked) key, or
+// ErrNotFound.
+func (s *Store) AuthenticateKey(ctx context.Context, plaintext string) (KeyIdentity, error) {
 	if !strings.HasPrefix(plaintext, APIKeyPrefix) {
-		return "", ErrNotFound
+		return KeyIdentity{}, ErrNotFound
 	}
-	var tenantID string
+	var k KeyIdentity
 	err := s.pool.QueryRow(ctx,
-		`SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoke_time IS NULL`,
-		hashKey(plaintext)).Scan(&tenantID)
+		`SELECT id, tenant_id FROM api_keys WHERE key_hash = $1 AND revoke_time IS NULL`,
+		hashKey(plaintext)).Scan(&k.ID, &k.TenantID)
 	if err != nil {
-		return "", fmt.Errorf("authenticating an API key: %w", interpretError(err))
+		return KeyIdentity{}, fmt.Errorf("authenticating an API key: %w", interpretError(err))
 	}
-	return tenantID, nil
+	return k, nil
+}
+
+// ValidAPIKeys returns which of the key ids are still valid: not revoked, and
+// not deleted with their tenant. The API server asks it periodically for the
+// keys of its open streams.
+func (s *Store) ValidAPIKeys(ctx context.Context, ids []string) (map[string]struct{}, error) {
+	rows, err := s.pool.Query(ctx,
+		`SELECT id FROM api_keys WHERE id = ANY($1) AND revoke_time IS NULL`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("checking API keys: %w", interpretError(err))
+	}
+	valid, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("checking API keys: %w", interpretError(err))
+	}
+	out := make(map[string]struct{}, len(valid))
+	for _, id := range valid {
+		out[id] = struct{}{}
+	}
+	return out, nil
 }
 
 func hashKey(plaintext string) []byte {

@@ -31,11 +31,28 @@ var (
 // Store reads and writes Outflow's tables through a pgx connection pool.
 type Store struct {
 	pool *pgxpool.Pool
+	// keys encrypt webhook secrets at rest; nil stores them in plaintext.
+	keys *SecretKeys
+}
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithSecretKeys encrypts the webhook secrets the Store writes with keys,
+// and decrypts those it reads. Without it secrets are written in plaintext
+// and encrypted ones cannot be read (ErrSecretKey): the gateway always
+// passes it; it is optional for tools and tests that never touch secrets.
+func WithSecretKeys(keys *SecretKeys) Option {
+	return func(s *Store) { s.keys = keys }
 }
 
 // New returns a Store over pool. The pool stays the caller's to close.
-func New(pool *pgxpool.Pool) *Store {
-	return &Store{pool: pool}
+func New(pool *pgxpool.Pool, opts ...Option) *Store {
+	s := &Store{pool: pool}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // Open connects a pool to the database at url and checks it answers.

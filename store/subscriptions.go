@@ -3,7 +3,9 @@ package store
 import (
 	"context"
 	"encoding/base32"
+	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -27,27 +29,50 @@ type Subscription struct {
 	TenantID string
 	// Revision increases by one on every change; etags are made from it.
 	Revision int64
-	// Secrets sign the webhook requests.
+	// Secrets sign the webhook requests, decrypted.
 	Secrets Secrets
 }
+
+// MaxPreviousSecrets bounds the rotated-out secrets that still sign, so that
+// a burst of rotations cannot grow every request's signature header without
+// bound: a rotation beyond it fails with ErrLimitExceeded until the oldest
+// overlap ends, rather than cutting a secret's overlap short.
+const MaxPreviousSecrets = 10
 
 // Secrets are a subscription's webhook signing secrets ("whsec_…").
 type Secrets struct {
 	// Current signs every request.
 	Current string
-	// Previous also signs requests until PreviousExpireTime, so receivers
-	// can roll over after a rotation. Empty when there is none.
-	Previous           string
-	PreviousExpireTime time.Time
+	// Previous are the secrets replaced by rotations, newest first, each
+	// signing requests until its ExpireTime so that receivers can roll over
+	// (SPEC §5); every secret rotated out keeps its whole overlap, however
+	// many rotations follow it.
+	Previous []PreviousSecret
+}
+
+// PreviousSecret is a rotated-out secret and the end of its overlap.
+type PreviousSecret struct {
+	Secret     string    `json:"secret"`
+	ExpireTime time.Time `json:"expire_time"`
 }
 
 // Active returns the secrets that sign a request sent at now: the current
-// one, and the previous one while its overlap lasts.
+// one, then the previous ones whose overlap lasts.
 func (s Secrets) Active(now time.Time) []string {
-	if s.Previous != "" && now.Before(s.PreviousExpireTime) {
-		return []string{s.Current, s.Previous}
+	out := []string{s.Current}
+	for _, p := range s.Previous {
+		if p.Secret != "" && now.Before(p.ExpireTime) {
+			out = append(out, p.Secret)
+		}
 	}
-	return []string{s.Current}
+	return out
+}
+
+// Equal reports whether s and o hold the same secrets and expiry times.
+func (s Secrets) Equal(o Secrets) bool {
+	return s.Current == o.Current && slices.EqualFunc(s.Previous, o.Previous, func(a, b PreviousSecret) bool {
+		return a.Secret == b.Secret && a.ExpireTime.Equal(b.ExpireTime)
+	})
 }
 
 // ListQuery selects a page of a tenant's subscriptions, oldest first.
@@ -68,7 +93,7 @@ type Cursor struct {
 }
 
 const subscriptionColumns = `id, tenant_id, name, feature_view_names, spec, state, state_reason,
-	secret, previous_secret, previous_secret_expire_time, revision, create_time, update_time`
+	secret, previous_secrets, revision, create_time, update_time`
 
 var (
 	specMarshal   = protojson.MarshalOptions{UseProtoNames: true}
@@ -81,6 +106,10 @@ var (
 // tenant already has maxPerTenant subscriptions.
 func (s *Store) CreateSubscription(ctx context.Context, tenantID string, sub *outflowv1.Subscription, secret string, maxPerTenant int) (*Subscription, error) {
 	spec, err := marshalSpec(sub)
+	if err != nil {
+		return nil, err
+	}
+	sealed, err := s.keys.seal(sub.GetId(), secret)
 	if err != nil {
 		return nil, err
 	}
@@ -108,8 +137,8 @@ func (s *Store) CreateSubscription(ctx context.Context, tenantID string, sub *ou
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 			RETURNING `+subscriptionColumns,
 			sub.GetId(), tenantID, sub.GetName(), sub.GetFeatureViewNames(), spec,
-			sub.GetState().String(), sub.GetStateReason(), secret)
-		out, err = scanSubscription(row)
+			sub.GetState().String(), sub.GetStateReason(), sealed)
+		out, err = s.scanSubscription(row)
 		return interpretError(err)
 	})
 	if err != nil {
@@ -123,7 +152,7 @@ func (s *Store) CreateSubscription(ctx context.Context, tenantID string, sub *ou
 func (s *Store) GetSubscription(ctx context.Context, tenantID, id string) (*Subscription, error) {
 	row := s.pool.QueryRow(ctx,
 		`SELECT `+subscriptionColumns+` FROM subscriptions WHERE tenant_id = $1 AND id = $2`, tenantID, id)
-	sub, err := scanSubscription(row)
+	sub, err := s.scanSubscription(row)
 	if err != nil {
 		return nil, fmt.Errorf("reading subscription %s: %w", id, interpretError(err))
 	}
@@ -149,7 +178,7 @@ func (s *Store) ListSubscriptions(ctx context.Context, tenantID string, q ListQu
 		return nil, fmt.Errorf("listing subscriptions: %w", interpretError(err))
 	}
 	subs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*Subscription, error) {
-		return scanSubscription(row)
+		return s.scanSubscription(row)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("listing subscriptions: %w", interpretError(err))
@@ -174,7 +203,7 @@ func (s *Store) UpdateSubscription(ctx context.Context, tenantID string, sub *ou
 		RETURNING `+subscriptionColumns,
 		tenantID, sub.GetId(), expectedRevision, sub.GetName(), sub.GetFeatureViewNames(), spec,
 		sub.GetState().String(), sub.GetStateReason())
-	out, err := scanSubscription(row)
+	out, err := s.scanSubscription(row)
 	if err != nil {
 		return nil, fmt.Errorf("updating subscription %s: %w", sub.GetId(), s.missingOrConflict(ctx, tenantID, sub.GetId(), interpretError(err)))
 	}
@@ -197,19 +226,57 @@ func (s *Store) DeleteSubscription(ctx context.Context, tenantID, id string, exp
 	return nil
 }
 
-// RotateSecret makes secret the subscription's signing secret; the one it
-// replaces keeps signing for overlap.
+// RotateSecret makes secret the subscription's signing secret. The one it
+// replaces keeps signing for overlap, and so does every secret rotated out
+// earlier whose overlap has not ended; a rotation that would leave more than
+// MaxPreviousSecrets of them fails with ErrLimitExceeded.
 func (s *Store) RotateSecret(ctx context.Context, tenantID, id, secret string, overlap time.Duration) (*Subscription, error) {
-	row := s.pool.QueryRow(ctx, `
-		UPDATE subscriptions
-		SET previous_secret = secret,
-		    previous_secret_expire_time = now() + make_interval(secs => $4),
-		    secret = $3, revision = revision + 1, update_time = now()
-		WHERE tenant_id = $1 AND id = $2
-		RETURNING `+subscriptionColumns, tenantID, id, secret, overlap.Seconds())
-	out, err := scanSubscription(row)
+	sealed, err := s.keys.seal(id, secret)
 	if err != nil {
-		return nil, fmt.Errorf("rotating the secret of subscription %s: %w", id, interpretError(err))
+		return nil, err
+	}
+	var out *Subscription
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var (
+			current string
+			raw     []byte
+			now     time.Time
+		)
+		err := tx.QueryRow(ctx, `
+			SELECT secret, previous_secrets, now() FROM subscriptions
+			WHERE tenant_id = $1 AND id = $2 FOR UPDATE`, tenantID, id).Scan(&current, &raw, &now)
+		if err != nil {
+			return interpretError(err)
+		}
+		var previous []PreviousSecret
+		if err := json.Unmarshal(raw, &previous); err != nil {
+			return fmt.Errorf("decoding the previous secrets: %w", err)
+		}
+		// Stored forms move as they are: they stay encrypted, bound to id.
+		kept := []PreviousSecret{{Secret: current, ExpireTime: now.Add(overlap)}}
+		for _, p := range previous {
+			if now.Before(p.ExpireTime) {
+				kept = append(kept, p)
+			}
+		}
+		if len(kept) > MaxPreviousSecrets {
+			return fmt.Errorf("%w: at most %d rotated-out secrets may overlap; the oldest expires at %s",
+				ErrLimitExceeded, MaxPreviousSecrets, kept[len(kept)-1].ExpireTime.UTC().Format(time.RFC3339))
+		}
+		enc, err := json.Marshal(kept)
+		if err != nil {
+			return fmt.Errorf("encoding the previous secrets: %w", err)
+		}
+		row := tx.QueryRow(ctx, `
+			UPDATE subscriptions
+			SET previous_secrets = $3, secret = $4, revision = revision + 1, update_time = now()
+			WHERE tenant_id = $1 AND id = $2
+			RETURNING `+subscriptionColumns, tenantID, id, enc, sealed)
+		out, err = s.scanSubscription(row)
+		return interpretError(err)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("rotating the secret of subscription %s: %w", id, err)
 	}
 	return out, nil
 }
@@ -246,18 +313,17 @@ func marshalSpec(sub *outflowv1.Subscription) ([]byte, error) {
 	return b, nil
 }
 
-func scanSubscription(row pgx.Row) (*Subscription, error) {
+func (s *Store) scanSubscription(row pgx.Row) (*Subscription, error) {
 	var (
 		out                     Subscription
 		id, name, state, reason string
 		fvs                     []string
-		spec                    []byte
-		previous                *string
-		previousExpire          *time.Time
+		spec, previous          []byte
+		secret                  string
 		createTime, updateTime  time.Time
 	)
 	err := row.Scan(&id, &out.TenantID, &name, &fvs, &spec, &state, &reason,
-		&out.Secrets.Current, &previous, &previousExpire, &out.Revision, &createTime, &updateTime)
+		&secret, &previous, &out.Revision, &createTime, &updateTime)
 	if err != nil {
 		return nil, err
 	}
@@ -270,8 +336,17 @@ func scanSubscription(row pgx.Row) (*Subscription, error) {
 	sub.StateReason = reason
 	sub.CreateTime, sub.UpdateTime = timestamppb.New(createTime), timestamppb.New(updateTime)
 	out.Proto = sub
-	if previous != nil && previousExpire != nil {
-		out.Secrets.Previous, out.Secrets.PreviousExpireTime = *previous, *previousExpire
+	if out.Secrets.Current, err = s.keys.open(id, secret); err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(previous, &out.Secrets.Previous); err != nil {
+		return nil, fmt.Errorf("decoding stored subscription %s's previous secrets: %w", id, err)
+	}
+	for i := range out.Secrets.Previous {
+		p := &out.Secrets.Previous[i]
+		if p.Secret, err = s.keys.open(id, p.Secret); err != nil {
+			return nil, err
+		}
 	}
 	return &out, nil
 }
@@ -285,7 +360,7 @@ func (s *Store) AllSubscriptions(ctx context.Context) ([]*Subscription, error) {
 		return nil, fmt.Errorf("loading subscriptions: %w", interpretError(err))
 	}
 	subs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*Subscription, error) {
-		return scanSubscription(row)
+		return s.scanSubscription(row)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("loading subscriptions: %w", interpretError(err))
@@ -298,7 +373,7 @@ func (s *Store) AllSubscriptions(ctx context.Context) ([]*Subscription, error) {
 // change notifications that carry only ids.
 func (s *Store) SubscriptionByID(ctx context.Context, id string) (*Subscription, error) {
 	row := s.pool.QueryRow(ctx, `SELECT `+subscriptionColumns+` FROM subscriptions WHERE id = $1`, id)
-	sub, err := scanSubscription(row)
+	sub, err := s.scanSubscription(row)
 	if err != nil {
 		return nil, fmt.Errorf("reading subscription %s: %w", id, interpretError(err))
 	}

@@ -116,7 +116,20 @@ type Config struct {
 	// Logger receives retried broker failures (warn) and skipped records
 	// (debug), never record contents. Default: discard.
 	Logger *slog.Logger
+	// Transport, when set, is shared by every stream opened with this
+	// Config (make it with NewTransport): connections one stream leaves idle
+	// serve the next, and all streams share the metadata connection, so a
+	// stream costs about one broker connection per partition being fetched
+	// instead of that plus its own metadata connection. Streams then leave
+	// the idle connections open for others; the owner closes them
+	// (CloseIdleConnections) when no stream is left. Default: nil, each
+	// stream has its own transport and closes it on Close.
+	Transport *kafkago.Transport
 }
+
+// NewTransport returns a kafka-go transport configured from c (Dialer,
+// Topics, PartitionWatchInterval after defaults) for Config.Transport.
+func (c Config) NewTransport() *kafkago.Transport { return c.WithDefaults().transport() }
 
 // WithDefaults returns a copy of c with every unset optional field set to
 // its default. It does not validate: Open does that after applying defaults.

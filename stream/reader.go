@@ -141,27 +141,33 @@ func Open(ctx context.Context, cfg Config, req Request) (*Stream, error) {
 	if req.Shard != nil {
 		req.Shard = new(*req.Shard)
 	}
-	transport := cfg.transport()
+	transport, ownTransport := cfg.Transport, false
+	if transport == nil {
+		transport, ownTransport = cfg.transport(), true
+	}
 	streamCtx, cancel := context.WithCancel(context.Background())
 	s := &Stream{
-		cfg:       cfg,
-		req:       req,
-		subID:     req.Subscription.ID,
-		log:       cfg.Logger.With(slog.String("subscription_id", req.Subscription.ID)),
-		transport: transport,
-		client:    &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Transport: transport, Timeout: requestTimeout},
-		events:    make(chan item, cfg.BufferSize),
-		ctx:       streamCtx,
-		cancel:    cancel,
-		done:      make(chan struct{}),
-		born:      time.Now(),
-		parts:     make(map[topicPartition]*partition),
-		pos:       make(Position),
+		cfg:          cfg,
+		req:          req,
+		subID:        req.Subscription.ID,
+		log:          cfg.Logger.With(slog.String("subscription_id", req.Subscription.ID)),
+		transport:    transport,
+		ownTransport: ownTransport,
+		client:       &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Transport: transport, Timeout: requestTimeout},
+		events:       make(chan item, cfg.BufferSize),
+		ctx:          streamCtx,
+		cancel:       cancel,
+		done:         make(chan struct{}),
+		born:         time.Now(),
+		parts:        make(map[topicPartition]*partition),
+		pos:          make(Position),
 	}
 	parts, err := s.resolveRetrying(ctx, req.From)
 	if err != nil {
 		cancel()
-		transport.CloseIdleConnections()
+		if ownTransport {
+			transport.CloseIdleConnections()
+		}
 		return nil, err
 	}
 	for _, p := range parts {

@@ -52,7 +52,10 @@ type Stream struct {
 	subID     string
 	log       *slog.Logger
 	transport *kafkago.Transport
-	client    *kafkago.Client
+	// ownTransport: Close closes the transport's connections (it is not
+	// Config.Transport, shared with other streams).
+	ownTransport bool
+	client       *kafkago.Client
 
 	events chan item
 	// ctx ends when the stream ends (end): it stops every goroutine.
@@ -177,15 +180,17 @@ func (s *Stream) end(err error) {
 }
 
 // Close ends the stream and returns once all its goroutines have stopped and
-// its connections are closed, which may take up to MaxWait while a fetch is
-// held by the broker. It is idempotent and safe to call concurrently with
-// Next, which then returns ErrClosed (or the reason the stream had already
-// ended).
+// its connections are closed (left idle for other streams, with a shared
+// Config.Transport), which may take up to MaxWait while a fetch is held by
+// the broker. It is idempotent and safe to call concurrently with Next,
+// which then returns ErrClosed (or the reason the stream had already ended).
 func (s *Stream) Close() {
 	s.end(ErrClosed)
 	s.closeOnce.Do(func() {
 		s.wg.Wait()
-		s.transport.CloseIdleConnections()
+		if s.ownTransport {
+			s.transport.CloseIdleConnections()
+		}
 	})
 }
 

@@ -4,15 +4,19 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 	"unicode/utf8"
 )
@@ -116,21 +120,94 @@ type DeliveryError struct {
 	Err error
 }
 
-// Error describes the failure on one line.
-func (e *DeliveryError) Error() string {
+// Error describes the failure on one line, in words safe to show the
+// tenant: the status, the kind of failure and the body excerpt. It never
+// holds the resolver's address, what the webhook host resolved to or the
+// names in a refused certificate: a tenant could otherwise point webhooks at
+// internal names and read the operator's network off last_error (a DNS
+// oracle). [DeliveryError.Detail] has the full cause, for the operator's
+// logs.
+func (e *DeliveryError) Error() string { return e.describe(safeCause(e.Err)) }
+
+// Detail describes the failure with the full cause (addresses included),
+// for the operator's logs only; never show it to a tenant.
+func (e *DeliveryError) Detail() string {
+	if e.Err == nil {
+		return e.describe("")
+	}
+	return e.describe(e.Err.Error())
+}
+
+func (e *DeliveryError) describe(cause string) string {
 	var b strings.Builder
 	b.WriteString("webhook attempt failed")
 	if e.StatusCode != 0 {
 		fmt.Fprintf(&b, ": HTTP %d %s", e.StatusCode, http.StatusText(e.StatusCode))
 	}
-	if e.Err != nil {
+	if cause != "" {
 		b.WriteString(": ")
-		b.WriteString(e.Err.Error())
+		b.WriteString(cause)
 	}
 	if e.Body != "" {
 		fmt.Fprintf(&b, ": body %q", e.Body)
 	}
 	return b.String()
+}
+
+// safeCause names the kind of a failed attempt's cause without the
+// addresses and names that transport errors carry.
+func safeCause(err error) string {
+	var dnsErr *net.DNSError
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, ErrBlocked):
+		return "the webhook host resolves to an address this gateway may not reach (SSRF guard)"
+	case errors.Is(err, ErrTimeout):
+		return ErrTimeout.Error()
+	case errors.Is(err, context.Canceled):
+		return "attempt cancelled (the gateway is stopping)"
+	case errors.Is(err, ErrInvalidURL), errors.Is(err, ErrInvalidHeader), errors.Is(err, ErrNoSecret), errors.Is(err, ErrRedirect):
+		// Ours, and built never to repeat the URL, a secret or a header value.
+		return err.Error()
+	case errors.As(err, &dnsErr):
+		switch {
+		case dnsErr.IsNotFound:
+			return "DNS lookup of the webhook host failed: no such host"
+		case dnsErr.IsTimeout:
+			return "DNS lookup of the webhook host failed: timeout"
+		}
+		return "DNS lookup of the webhook host failed"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "connection reset"
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return "webhook host unreachable"
+	case isCertificateError(err):
+		return "TLS: the webhook host's certificate was not accepted"
+	case errors.As(err, new(tls.RecordHeaderError)):
+		return "TLS handshake failed: the webhook host did not answer with TLS"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "the connection closed before an answer"
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return "network timeout"
+	}
+	return "the connection to the webhook host failed"
+}
+
+// isCertificateError reports a refused server certificate. Their messages
+// name the certificate's hosts and addresses, so they are never shown.
+func isCertificateError(err error) bool {
+	var (
+		verify    *tls.CertificateVerificationError
+		unknown   x509.UnknownAuthorityError
+		hostname  x509.HostnameError
+		invalid   x509.CertificateInvalidError
+		systemErr x509.SystemRootsError
+	)
+	return errors.As(err, &verify) || errors.As(err, &unknown) || errors.As(err, &hostname) ||
+		errors.As(err, &invalid) || errors.As(err, &systemErr)
 }
 
 // Unwrap returns the cause.
@@ -343,14 +420,19 @@ func (s *Sender) Send(ctx context.Context, req Request) Result {
 	start := time.Now()
 	res := s.send(ctx, req)
 	res.Duration = time.Since(start)
-	s.cfg.Logger.LogAttrs(ctx, slog.LevelDebug, "webhook attempt",
+	attrs := []slog.Attr{
 		slog.String("event_id", req.EventID),
 		slog.String("host", hostOf(req.URL)),
 		slog.Int("attempt", max(req.Attempt, 1)),
 		slog.String("outcome", res.Outcome.String()),
 		slog.Int("status", res.StatusCode),
 		slog.Duration("duration", res.Duration),
-	)
+	}
+	if derr, ok := errors.AsType[*DeliveryError](res.Err); ok {
+		// The full cause is for the operator only; the tenant sees Error().
+		attrs = append(attrs, slog.String("error_detail", derr.Detail()))
+	}
+	s.cfg.Logger.LogAttrs(ctx, slog.LevelDebug, "webhook attempt", attrs...)
 	return res
 }
 

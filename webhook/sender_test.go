@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -501,5 +502,49 @@ func TestOutcomeString(t *testing.T) {
 	var zero webhook.Result
 	if zero.Outcome != webhook.OutcomeRetry {
 		t.Error("the zero Outcome is not OutcomeRetry")
+	}
+}
+
+// TestDeliveryErrorIsNoDNSOracle: the error a tenant sees (last_error, the
+// :test answer) never carries the resolver's address or what the webhook
+// host resolved to; Detail, for the operator's logs, keeps them.
+func TestDeliveryErrorIsNoDNSOracle(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	_ = ln.Close() // nothing listens there now
+	address := regexp.MustCompile(`\b\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\b|\[?::1\]?|:53\b`)
+	for _, tt := range []struct {
+		name       string
+		guard      webhook.GuardConfig
+		url        string
+		want       string // in Error()
+		wantDetail string // in Detail()
+	}{
+		{"resolves to a blocked address", webhook.GuardConfig{}, "https://localhost:" + port + "/hook",
+			"may not reach", "127.0.0.1"},
+		{"connection refused after resolving", webhook.GuardConfig{AllowCIDRs: prefixes("127.0.0.0/8", "::1/128")}, "https://localhost:" + port + "/hook",
+			"connection refused", "127.0.0.1"},
+		{"unknown host", webhook.GuardConfig{}, "https://outflow-no-such-host.invalid/hook",
+			"DNS lookup of the webhook host failed", "outflow-no-such-host.invalid"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s, _ := newSender(t, nil, webhook.SenderConfig{Guard: mustGuard(t, tt.guard)})
+			res := s.Send(t.Context(), testRequest(t, tt.url))
+			var de *webhook.DeliveryError
+			if !errors.As(res.Err, &de) {
+				t.Fatalf("Send = %+v, want a DeliveryError", res)
+			}
+			if got := res.Err.Error(); !strings.Contains(got, tt.want) || address.MatchString(got) {
+				t.Errorf("Error() = %q, want %q and no address", got, tt.want)
+			}
+			if got := de.Detail(); !strings.Contains(got, tt.wantDetail) {
+				t.Errorf("Detail() = %q, want %q", got, tt.wantDetail)
+			}
+		})
 	}
 }

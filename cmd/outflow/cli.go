@@ -38,6 +38,7 @@ func commands() []command {
 		{"demo-producer", "write demo output-stream records (feature view user_items_added_to_cart) to Kafka", runDemoProducer},
 		{"migrate", "apply or undo database migrations: migrate [up|down N|status]", runMigrate},
 		{"apikey", "manage API keys: apikey create|list|revoke", runAPIKey},
+		{"secrets", "manage the keys that encrypt webhook secrets: secrets generate-key|rotate-key", runSecrets},
 		{"replay", "replay a subscription's events of a time range: replay start|get|list", runReplay},
 		{"version", "print the version", runVersion},
 	}

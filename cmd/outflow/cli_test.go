@@ -11,7 +11,7 @@ import (
 // commandLines returns every command line that has flags of its own: each
 // command, and each subcommand of those that have them.
 func commandLines() [][]string {
-	subcommands := map[string][]string{"apikey": {"create", "list", "revoke"}, "replay": {"start", "get", "list"}}
+	subcommands := map[string][]string{"apikey": {"create", "list", "revoke"}, "replay": {"start", "get", "list"}, "secrets": {"generate-key", "rotate-key"}}
 	var out [][]string
 	for _, c := range commands() {
 		if subs, ok := subcommands[c.name]; ok {

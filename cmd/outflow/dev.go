@@ -44,6 +44,7 @@ type devFlags struct {
 	newUsers     float64
 	lag          time.Duration
 	lagJitter    time.Duration
+	secretKeys   string
 }
 
 // devReadyTimeout bounds the start of everything, PostgreSQL's initdb
@@ -82,14 +83,24 @@ func runDev(ctx context.Context, env *environment, args []string) error {
 	fs.Float64Var(&f.newUsers, "new-users", DefaultDemoNewUsers, "share of demo events from first-time shoppers (user_id new1, new2, ...), whose first record the feature store has never seen (0 to 1)")
 	fs.DurationVar(&f.lag, "lag", 500*time.Millisecond, "the feature server's materialisation lag: a record's values become visible this long after it is read")
 	fs.DurationVar(&f.lagJitter, "lag-jitter", time.Second, "random extra materialisation lag per record, uniform from 0 to this")
+	fs.StringVar(&f.secretKeys, "secret-keys", "", "keys that encrypt webhook secrets at rest, as for serve (default: a new random key each run; set it to keep subscriptions of a --database-url readable across runs)")
 	if err := parseFlags(env, fs, args); err != nil {
 		return err
 	}
 	if err := noArgs(fs); err != nil {
 		return err
 	}
+	var err error
 	if f.databaseURL == "" {
 		f.databaseURL = env.getenv("DATABASE_URL")
+	}
+	if f.secretKeys == "" {
+		if f.secretKeys, err = store.GenerateSecretKey("dev"); err != nil {
+			return err
+		}
+	}
+	if _, err := store.ParseSecretKeys(f.secretKeys); err != nil {
+		return fmt.Errorf("--secret-keys: %w", err)
 	}
 	switch {
 	case f.rate < 0:
@@ -291,7 +302,11 @@ func (d *devRun) run(ctx context.Context) (err error) {
 	if pool, err = store.Open(ctx, info.DatabaseURL); err != nil {
 		return err
 	}
-	st := store.New(pool)
+	keys, err := store.ParseSecretKeys(d.f.secretKeys)
+	if err != nil {
+		return err
+	}
+	st := store.New(pool, store.WithSecretKeys(keys))
 	key, plaintext, err := st.CreateAPIKey(ctx, devTenant, "outflow dev")
 	if err != nil {
 		return err
@@ -369,6 +384,7 @@ func (d *devRun) serveFlags(info devInfo, featureKey string) *serveFlags {
 		kafkaStart:   "earliest",
 		tectonURL:    info.FeatureURL,
 		tectonKey:    featureKey,
+		secretKeys:   d.f.secretKeys,
 		dispatch: dispatcher.Config{
 			DrainTimeout: 2 * time.Second,
 			Breaker:      dispatcher.BreakerConfig{Cooldown: 5 * time.Second, DisableAfter: 72 * time.Hour},

@@ -299,7 +299,12 @@ func TestDevQuickstart(t *testing.T) {
 	if !strings.HasPrefix(streamSub, "sub_") {
 		t.Fatalf("the printed SUB=$(...) line echoed %q, want a subscription id", streamSub)
 	}
-	checkStreamEvent(t, []byte(devNextLine(t, lines, 15*time.Second)), streamSub)
+	// The first line is the heartbeat that says the stream reads the source.
+	streamLine := devNextLine(t, lines, 15*time.Second)
+	if strings.HasPrefix(streamLine, `{"heartbeat_time":`) {
+		streamLine = devNextLine(t, lines, 15*time.Second)
+	}
+	checkStreamEvent(t, []byte(streamLine), streamSub)
 
 	// The printed grpcurl, with the grpcurl pinned in tools/go.mod standing
 	// in for one on PATH.
@@ -470,27 +475,23 @@ func devNextLine(t *testing.T, lines <-chan string, timeout time.Duration) strin
 // enriched, consistent event of the subscription.
 func checkStreamEvent(t *testing.T, line []byte, subID string) {
 	t.Helper()
-	var msg struct {
-		Result struct {
-			Event struct {
-				ID             string `json:"id"`
-				SubscriptionID string `json:"subscription_id"`
-				Record         struct {
-					Version         string            `json:"version"`
-					FeatureViewName string            `json:"feature_view_name"`
-					EntityKeys      map[string]string `json:"entity_keys"`
-				} `json:"record"`
-				FeatureVector *struct {
-					Consistent bool `json:"consistent"`
-				} `json:"feature_vector"`
-				ResumeToken string `json:"resume_token"`
-			} `json:"event"`
-		} `json:"result"`
+	// The webhook body's JSON plus resume_token (SPEC §5), no wrapper.
+	var ev struct {
+		ID             string `json:"id"`
+		SubscriptionID string `json:"subscription_id"`
+		Record         struct {
+			Version         string            `json:"version"`
+			FeatureViewName string            `json:"feature_view_name"`
+			EntityKeys      map[string]string `json:"entity_keys"`
+		} `json:"record"`
+		FeatureVector *struct {
+			Consistent bool `json:"consistent"`
+		} `json:"feature_vector"`
+		ResumeToken string `json:"resume_token"`
 	}
-	if err := json.Unmarshal(line, &msg); err != nil {
+	if err := json.Unmarshal(line, &ev); err != nil {
 		t.Fatalf("stream line %s: %v", line, err)
 	}
-	ev := msg.Result.Event
 	switch {
 	case !strings.HasPrefix(ev.ID, "evt_"), ev.SubscriptionID != subID, ev.ResumeToken == "":
 		t.Errorf("stream line %s: not an event of %s with a resume token", line, subID)

@@ -113,7 +113,13 @@ type loadEnv struct {
 
 func newLoadEnv(t *testing.T, gatewayArgs ...string) *loadEnv {
 	t.Helper()
-	env := &loadEnv{databaseURL: testenv.Postgres(t), brokers: testenv.KafkaBrokers(t), topic: testenv.NewTopic(t, 3)}
+	return newLoadEnvPartitions(t, 3, gatewayArgs...)
+}
+
+// newLoadEnvPartitions is newLoadEnv with a topic of the given partitions.
+func newLoadEnvPartitions(t *testing.T, partitions int, gatewayArgs ...string) *loadEnv {
+	t.Helper()
+	env := &loadEnv{databaseURL: testenv.Postgres(t), brokers: testenv.KafkaBrokers(t), topic: testenv.NewTopic(t, partitions)}
 	runOutflow(t, env.databaseURL, "migrate")
 	env.key = runOutflow(t, env.databaseURL, "apikey", "create", "--tenant", "e2e")
 

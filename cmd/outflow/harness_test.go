@@ -72,6 +72,10 @@ func runOutflow(t *testing.T, databaseURL string, args ...string) string {
 	return strings.TrimSpace(stdout.String())
 }
 
+// testSecretKeys encrypts webhook secrets in the gateways tests start: a
+// fixed key, so that every gateway of a test reads what another wrote.
+const testSecretKeys = "e2e:ZTJlLXRlc3Qtd2ViaG9vay1zZWNyZXQta2V5LTMyYnk="
+
 // freeAddr returns a loopback address that was free a moment ago.
 func freeAddr(t *testing.T) string {
 	t.Helper()
@@ -97,7 +101,7 @@ type gateway struct {
 
 func startGateway(t *testing.T, databaseURL string, args ...string) *gateway {
 	t.Helper()
-	g := &gateway{t: t, env: append(os.Environ(), "OUTFLOW_DATABASE_URL="+databaseURL), logs: &lockedBuffer{}}
+	g := &gateway{t: t, env: append(os.Environ(), "OUTFLOW_DATABASE_URL="+databaseURL, "OUTFLOW_SECRET_KEYS="+testSecretKeys), logs: &lockedBuffer{}}
 	g.args = args
 	g.start()
 	t.Cleanup(func() {

@@ -25,7 +25,7 @@ const (
 // configured are the command lines whose flags the README documents.
 var configured = [][]string{
 	{"serve"}, {"dev"}, {"featureserver"}, {"demo-producer"}, {"migrate"},
-	{"apikey", "create"}, {"replay", "start"},
+	{"apikey", "create"}, {"replay", "start"}, {"secrets", "rotate-key"},
 }
 
 // configTable renders the flags of the configured commands as markdown,

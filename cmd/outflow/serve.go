@@ -55,6 +55,9 @@ type serveFlags struct {
 	feastURL   string
 	feastToken string
 
+	// secretKeys encrypt webhook secrets at rest; never logged.
+	secretKeys string
+
 	dispatch   dispatcher.Config
 	replayPoll time.Duration
 }
@@ -77,6 +80,8 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	fs.IntVar(&f.api.RequestBurst, "api-rate-burst", 100, "API calls one tenant may make at once above --api-rate-limit")
 	fs.Float64Var(&f.api.TestEventsPerSecond, "test-event-rate-limit", 1, "test events (:test) per second one subscription may send on this replica; its webhook rate_limit and max_in_flight apply too; negative: no limit of the server's own")
 	fs.IntVar(&f.api.TestEventBurst, "test-event-burst", 5, "test events one subscription may send at once above --test-event-rate-limit")
+	fs.IntVar(&f.api.MaxStreamsPerSubscription, "max-streams-per-subscription", 64, "most StreamEvents clients of one subscription open at once on this replica; more get 429/RESOURCE_EXHAUSTED with Retry-After")
+	fs.IntVar(&f.api.MaxStreamsPerTenant, "max-streams-per-tenant", 256, "most StreamEvents clients of one tenant open at once on this replica, all subscriptions together")
 
 	fs.StringVar(&f.kafkaBrokers, "kafka-brokers", "", "comma-separated Kafka bootstrap brokers; without them the gateway serves the API and retries only")
 	fs.StringVar(&f.kafkaTopics, "kafka-topics", "fv-output", "comma-separated output-stream topics to consume")
@@ -92,6 +97,7 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	fs.StringVar(&f.feastURL, "feast-url", "", "base URL of a Feast feature server (feast serve) for subscriptions with enrichment backend FEAST; they wait in the retry queue without it")
 	fs.StringVar(&f.feastToken, "feast-token", "", "bearer token for --feast-url when the feature server has auth enabled (prefer the environment variable)")
 	fs.DurationVar(&f.dispatch.MisconfigBackoff, "misconfig-backoff", 5*time.Second, "first wait before retrying an event the gateway's own configuration failed (feature-store credentials refused, backend not configured); doubles up to 5m, never spends the retry policy")
+	fs.StringVar(&f.secretKeys, "secret-keys", "", secretKeysUsage+" (required)")
 
 	fs.IntVar(&f.dispatch.LaneQueue, "lane-queue", 256, "events one delivery lane may hold before further events spill to the retry queue")
 	fs.DurationVar(&f.dispatch.DrainTimeout, "drain-timeout", 10*time.Second, "on SIGTERM, how long in-flight deliveries get before they are parked in the retry queue")
@@ -106,10 +112,13 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	if err := noArgs(fs); err != nil {
 		return err
 	}
-	if err := requireFlags(fs, "database-url"); err != nil {
+	if err := requireFlags(fs, "database-url", "secret-keys"); err != nil {
 		return err
 	}
 	var err error
+	if _, err := store.ParseSecretKeys(f.secretKeys); err != nil {
+		return fmt.Errorf("--secret-keys: %w", err)
+	}
 	if f.api.AllowCIDRs, err = parseCIDRs(f.cidrs); err != nil {
 		return err
 	}
@@ -130,12 +139,16 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 			return err
 		}
 	}
+	keys, err := store.ParseSecretKeys(f.secretKeys)
+	if err != nil {
+		return fmt.Errorf("--secret-keys: %w", err)
+	}
 	pool, err := store.Open(ctx, f.databaseURL)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	st := store.New(pool)
+	st := store.New(pool, store.WithSecretKeys(keys))
 
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -157,7 +170,9 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 	}
 	var enricher dispatcher.Enricher = backends
 
-	matcher, err := match.New(match.Config{Store: st, Logger: logger})
+	// Stream subscriptions are matched by their clients' own readers, only
+	// while a client is connected.
+	matcher, err := match.New(match.Config{Store: st, Logger: logger, WebhooksOnly: true})
 	if err != nil {
 		return err
 	}
@@ -192,10 +207,13 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		if streams, err = newStreamSource(stream.Config{Brokers: kcfg.Brokers, Topics: kcfg.Topics, Tokens: tokens,
-			Dialer: dialer, Logger: logger}, matcher, enricher); err != nil {
+		ss, err := newStreamSource(stream.Config{Brokers: kcfg.Brokers, Topics: kcfg.Topics, Tokens: tokens,
+			Dialer: dialer, Logger: logger}, matcher, enricher)
+		if err != nil {
 			return err
 		}
+		defer ss.Close() // after the API, and so every stream, has stopped
+		streams = ss
 		if replays, err = replay.New(replay.Config{Store: st, Subscriptions: matcher, Deliverer: disp,
 			Kafka: stream.Config{Brokers: kcfg.Brokers, Topics: kcfg.Topics, Dialer: dialer, Logger: logger},
 			Poll:  f.replayPoll, Logger: logger}); err != nil {

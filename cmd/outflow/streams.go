@@ -33,6 +33,9 @@ func newStreamSource(cfg stream.Config, matcher *match.Matcher, enricher dispatc
 	if err != nil {
 		return nil, err
 	}
+	// One transport for all streams: they share the metadata connection
+	// and reuse each other's idle fetch connections.
+	cfg.Transport = cfg.NewTransport()
 	cfg.Envelope = func(subID string, pos source.Position, raw []byte, fv *outflowv1.FeatureVector) ([]byte, error) {
 		return dispatcher.Envelope(subID, pos, raw, fv, time.Now())
 	}
@@ -59,7 +62,7 @@ func (s *streamSource) Open(ctx context.Context, sub *store.Subscription, req se
 	}
 	if e := sub.Proto.GetEnrichment(); e != nil {
 		if s.enricher == nil {
-			return nil, errors.New("the subscription asks for enrichment but no feature store is configured")
+			return nil, fmt.Errorf("%w: it asks for enrichment but this gateway has no feature store configured", server.ErrEnrichmentFailed)
 		}
 		r.Enrich = func(ctx context.Context, rec *record.Record) (*outflowv1.FeatureVector, error) {
 			res, err := s.enricher.Enrich(ctx, rec, e)
@@ -85,6 +88,10 @@ func (s *streamSource) Open(ctx context.Context, sub *store.Subscription, req se
 	return eventStream{st}, nil
 }
 
+// Close closes the broker connections the streams left idle; call it once
+// no stream is open.
+func (s *streamSource) Close() { s.cfg.Transport.CloseIdleConnections() }
+
 // eventStream adapts a *stream.Stream to server.EventStream.
 type eventStream struct{ s *stream.Stream }
 
@@ -92,6 +99,9 @@ func (e eventStream) Next(ctx context.Context) ([]byte, string, error) {
 	ev, err := e.s.Next(ctx)
 	if errors.Is(err, stream.ErrSlowClient) {
 		return nil, "", fmt.Errorf("%w: %w", server.ErrSlowClient, err)
+	}
+	if enrichErr, ok := errors.AsType[*stream.EnrichError](err); ok {
+		return nil, "", fmt.Errorf("%w: %w", server.ErrEnrichmentFailed, enrichErr.Err)
 	}
 	if err != nil {
 		return nil, "", err

@@ -152,19 +152,18 @@ func TestStreamEvents(t *testing.T) {
 	lines.Buffer(make([]byte, 1<<20), 1<<20)
 	parsed := 0
 	for parsed < 100 && lines.Scan() {
-		var line struct {
-			Result struct {
-				Event *struct {
-					ID     string         `json:"id"`
-					Record map[string]any `json:"record"`
-				} `json:"event"`
-			} `json:"result"`
+		// Each line is the webhook's JSON plus resume_token (SPEC §5);
+		// heartbeats carry no id.
+		var ev struct {
+			ID          string         `json:"id"`
+			Record      map[string]any `json:"record"`
+			ResumeToken string         `json:"resume_token"`
 		}
-		if err := json.Unmarshal(lines.Bytes(), &line); err != nil {
+		if err := json.Unmarshal(lines.Bytes(), &ev); err != nil {
 			t.Fatalf("line %d is not JSON: %v: %s", parsed+1, err, lines.Text())
 		}
-		if ev := line.Result.Event; ev != nil {
-			if !strings.HasPrefix(ev.ID, "evt_") || ev.Record["feature_view_name"] != fvClicks {
+		if ev.ID != "" {
+			if !strings.HasPrefix(ev.ID, "evt_") || ev.Record["feature_view_name"] != fvClicks || ev.ResumeToken == "" {
 				t.Fatalf("line %d = %s", parsed+1, lines.Text())
 			}
 			parsed++

@@ -20,8 +20,13 @@ type DB struct {
 	URL string
 	// Conn is a direct connection, for tests that check rows themselves.
 	Conn *pgx.Conn
-	// Store reads and writes through a pool of its own.
+	// Store reads and writes through a pool of its own, encrypting webhook
+	// secrets with Keys as the gateway does.
 	Store *store.Store
+	// Keys is a random key ring of one key, "test"; KeySpec writes it as
+	// store.ParseSecretKeys reads it.
+	Keys    *store.SecretKeys
+	KeySpec string
 }
 
 // New creates the database, applies every migration and opens a Store;
@@ -44,5 +49,13 @@ func New(t testing.TB) *DB {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	return &DB{URL: url, Conn: conn, Store: store.New(pool)}
+	spec, err := store.GenerateSecretKey("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := store.ParseSecretKeys(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &DB{URL: url, Conn: conn, Store: store.New(pool, store.WithSecretKeys(keys)), Keys: keys, KeySpec: spec}
 }
