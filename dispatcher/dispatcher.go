@@ -8,20 +8,50 @@
 // the retry queue. A crash before that re-reads it; re-delivered events carry
 // the same id, and re-queued ones are stored once per (subscription, event).
 //
-// # No receiver slows the others
+// # Backpressure, not parking
 //
 // Each webhook subscription has its own lanes (goroutines) fed by bounded
-// queues. An event whose lane queue is full, or whose subscription's circuit
-// breaker is open, is not waited for: it goes straight to the retry queue in
-// PostgreSQL, and the source moves on. A failed first attempt goes there too.
+// queues (Config.LaneQueue). A busy but healthy receiver is the happy path,
+// a backlog too: when its lane is full, the consumer waits for room, so the
+// source reads no faster than the receivers take events, and nothing is
+// written to PostgreSQL. The retry queue holds only events whose attempt
+// failed (SPEC §5):
+//
+//	source ──Handle──▶ lane queue ──lane──▶ receiver
+//	   ▲  waits ≤ LaneWait │full            │ failed
+//	   └────────────────────┘               ▼
+//	                    writers (fixed set) ──▶ retry queue ──▶ retry workers
+//
+// A subscription must not hold the others back for long, though: when one
+// wait for its lane lasts longer than Config.LaneWait, the subscription is
+// shed — its further events go to the retry queue without waiting, until its
+// lane has drained to half — and while its circuit breaker is open its
+// events go there too. (The design this leads to detaches such a
+// subscription onto its own cursor instead; until then, shedding parks.)
+//
+// # Bounded writes
+//
+// Every write of the delivery path (a failed or shed delivery, a poison
+// record) goes through a fixed set of writers with a bounded queue; a full
+// queue makes the caller wait. While PostgreSQL is down the consumer is
+// therefore held back instead of starting a goroutine per event, and
+// failures are logged at a bounded rate.
+//
+// # Fair retries
+//
+// The retry workers claim due deliveries fairly across subscriptions (every
+// subscription's oldest before any one's second) and run at most
+// RetryConfig.PerSubscription of one subscription's retries at once, so one
+// slow or failing receiver never holds all the workers.
 //
 // # Ordering
 //
 // An event's lane is chosen by the hash of its entity keys, and a lane sends
 // one event at a time, so on the happy path a subscription receives one
-// entity's events in source order. Once an event fails it leaves the hot
-// path: later events of the same entity may be delivered before its retry
-// succeeds. Receivers that need order use the record's feature_timestamp.
+// entity's events in source order. Once an event fails (or is shed) it leaves
+// the hot path: later events of the same entity may be delivered before its
+// retry succeeds. Receivers that need order use the record's
+// feature_timestamp.
 package dispatcher
 
 import (
@@ -47,9 +77,22 @@ import (
 // Config tunes the dispatcher. The zero value, with defaults, is what
 // production uses.
 type Config struct {
-	// LaneQueue is how many events one lane of a subscription may hold
-	// before further events spill to the retry queue. Defaults to 256.
+	// LaneQueue is how many events one lane of a subscription may hold;
+	// when it is full the consumer waits (see LaneWait). Defaults to 256.
 	LaneQueue int
+	// LaneWait bounds one wait of the consumer for room in a subscription's
+	// lane. A wait that runs out sheds the subscription: its events go to
+	// the retry queue without waiting until its lane has drained to half.
+	// Half a second is far above what a healthy receiver takes to free a
+	// slot (one request), and short enough that a slow receiver costs the
+	// others little. Defaults to 500ms.
+	LaneWait time.Duration
+	// Writers is how many goroutines write to PostgreSQL for the delivery
+	// path (parked and failed deliveries, poison records). Defaults to 4.
+	Writers int
+	// WriteQueue is how many writes may wait for a writer before their
+	// callers wait too. Defaults to 1024.
+	WriteQueue int
 	// MaxRawPoison is how many bytes of a poison record are kept. Defaults
 	// to 4 KiB.
 	MaxRawPoison int
@@ -63,7 +106,8 @@ type Config struct {
 	// Retry tunes the retry worker.
 	Retry RetryConfig
 	// DrainTimeout bounds how long Stop waits for in-flight attempts before
-	// parking them in the retry queue. Defaults to 10s.
+	// parking them in the retry queue, and then again for those writes.
+	// Defaults to 10s.
 	DrainTimeout time.Duration
 	// UserAgent is sent with every webhook ("outflow/<version>").
 	UserAgent string
@@ -73,6 +117,15 @@ type Config struct {
 func (c Config) WithDefaults() Config {
 	if c.LaneQueue <= 0 {
 		c.LaneQueue = 256
+	}
+	if c.LaneWait <= 0 {
+		c.LaneWait = 500 * time.Millisecond
+	}
+	if c.Writers <= 0 {
+		c.Writers = 4
+	}
+	if c.WriteQueue <= 0 {
+		c.WriteQueue = 1024
 	}
 	if c.MaxRawPoison <= 0 {
 		c.MaxRawPoison = 4 << 10
@@ -91,13 +144,41 @@ type Enricher interface {
 	Enrich(ctx context.Context, rec *record.Record, cfg *outflowv1.Enrichment) (*enrich.Result, error)
 }
 
+// Store is what the dispatcher writes and reads in PostgreSQL; *store.Store
+// is one.
+type Store interface {
+	EnqueueDelivery(ctx context.Context, d *store.Delivery) (bool, error)
+	RequeueDelivery(ctx context.Context, d *store.Delivery) (bool, error)
+	ClaimFair(ctx context.Context, p store.ClaimParams) ([]*store.Delivery, error)
+	FinishAttempt(ctx context.Context, id string, r store.AttemptResult) error
+	SetSubscriptionState(ctx context.Context, id, state, reason string) error
+	InsertPoison(ctx context.Context, p store.Poison) error
+}
+
+// Sender sends one webhook attempt; *webhook.Sender is one.
+type Sender interface {
+	Send(ctx context.Context, req webhook.Request) webhook.Result
+}
+
+// Subscriptions is the current set of subscriptions; *match.Matcher is one.
+type Subscriptions interface {
+	Index() *match.Index
+	Get(id string) *match.Subscription
+}
+
+var (
+	_ Store         = (*store.Store)(nil)
+	_ Sender        = (*webhook.Sender)(nil)
+	_ Subscriptions = (*match.Matcher)(nil)
+)
+
 // Params are what New needs.
 type Params struct {
 	Config   Config
-	Store    *store.Store
-	Matcher  *match.Matcher
+	Store    Store
+	Matcher  Subscriptions
 	Enricher Enricher
-	Sender   *webhook.Sender
+	Sender   Sender
 	Metrics  *Metrics
 	Logger   *slog.Logger
 	// Now is the clock; time.Now by default.
@@ -107,12 +188,13 @@ type Params struct {
 // Dispatcher routes source messages to subscriptions and delivers them.
 type Dispatcher struct {
 	cfg      Config
-	store    *store.Store
-	matcher  *match.Matcher
+	store    Store
+	matcher  Subscriptions
 	enricher Enricher
-	sender   *webhook.Sender
+	sender   Sender
 	metrics  *Metrics
 	logger   *slog.Logger
+	warn     *limitedLog
 	now      func() time.Time
 
 	mu      sync.Mutex
@@ -120,17 +202,16 @@ type Dispatcher struct {
 	rnd     *rand.Rand         // guarded by mu
 
 	// lanesCtx ends the lanes when the dispatcher stops; work cut short is
-	// parked with parkCtx-bounded writes.
-	lanesCtx    context.Context
-	stopLanes   context.CancelFunc
-	lanes       sync.WaitGroup
-	accepting   atomic.Bool
-	inFlight    sync.WaitGroup
-	stopOnce    sync.Once
-	stopTimeout time.Duration
+	// parked, each write then tried once.
+	lanesCtx  context.Context
+	stopLanes context.CancelFunc
+	lanes     sync.WaitGroup
+	writers   *writers
+	accepting atomic.Bool
+	stopOnce  sync.Once
 }
 
-// New builds a dispatcher.
+// New builds a dispatcher. Its writers start at once; Stop ends them.
 func New(p Params) (*Dispatcher, error) {
 	if p.Store == nil || p.Matcher == nil || p.Sender == nil {
 		return nil, errors.New("dispatcher: a store, a matcher and a sender are required")
@@ -149,12 +230,14 @@ func New(p Params) (*Dispatcher, error) {
 		metrics = NewMetrics(nil)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	warn := newLimitedLog(logger)
 	d := &Dispatcher{
 		cfg: cfg, store: p.Store, matcher: p.Matcher, enricher: p.Enricher, sender: p.Sender,
-		metrics: metrics, logger: logger, now: now,
+		metrics: metrics, logger: logger, warn: warn, now: now,
 		targets:  map[string]*target{},
 		rnd:      rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0x6f7574666c6f77)),
-		lanesCtx: ctx, stopLanes: cancel, stopTimeout: cfg.DrainTimeout,
+		lanesCtx: ctx, stopLanes: cancel,
+		writers: newWriters(cfg.Writers, cfg.WriteQueue, ctx, warn),
 	}
 	d.accepting.Store(true)
 	return d, nil
@@ -172,8 +255,12 @@ type job struct {
 }
 
 // Handle is the source.Handler: it decodes the message, matches it and
-// hands each webhook delivery to its subscription's lane. It returns at
-// once; the message is Done when every delivery is settled.
+// hands each webhook delivery to its subscription's lane, waiting (at most
+// Config.LaneWait per subscription) while a lane is full: that wait is the
+// backpressure that keeps a backlog out of PostgreSQL. The message is Done
+// when every delivery is settled. When ctx ends during a wait (the
+// partition was revoked), the deliveries not yet handed on stay unsettled,
+// so the message is read again by the partition's next owner.
 func (d *Dispatcher) Handle(ctx context.Context, m *source.Message) {
 	d.metrics.consumed.Inc()
 	rec, err := record.Decode(m.Value, d.cfg.Decode)
@@ -201,8 +288,11 @@ func (d *Dispatcher) Handle(ctx context.Context, m *source.Message) {
 	}
 	now := d.now()
 	for _, s := range webhooks {
+		if ctx.Err() != nil {
+			return
+		}
 		j := &job{msg: m, rec: rec, sub: s, env: newEnvelope(s.ID, m.Position, rec.Raw, now), done: done}
-		d.dispatch(j)
+		d.dispatch(ctx, j, d.cfg.LaneWait)
 	}
 }
 
@@ -211,36 +301,45 @@ func (d *Dispatcher) Handle(ctx context.Context, m *source.Message) {
 // settled: delivered, dead-lettered, or queued for retry. The event is the
 // live one (its id derives from subscription and position), so receivers
 // de-duplicate it. It shares the subscription's lanes, rate limit and
-// breaker with live events and never blocks: the caller bounds how many
-// replayed events it has in flight, so a replay holds at most that many
-// lane slots ahead of live events. A replayed event that fails re-arms a
-// dead or delivered row of the same event (store.RequeueDelivery).
+// breaker with live events and does not wait for a full lane (the event is
+// parked instead): the caller bounds how many replayed events it has in
+// flight, so a replay holds at most that many lane slots ahead of live
+// events. A replayed event that fails re-arms a dead or delivered row of the
+// same event (store.RequeueDelivery).
 func (d *Dispatcher) Replay(m *source.Message, rec *record.Record, sub *match.Subscription) {
 	j := &job{msg: m, rec: rec, sub: sub, env: newEnvelope(sub.ID, m.Position, rec.Raw, d.now()), done: m.Done, replay: true}
-	d.dispatch(j)
+	d.dispatch(context.Background(), j, 0)
 }
 
-// dispatch queues j on its lane, or parks it in the retry queue when the
-// subscription is paused, its breaker is open, or its lane is full.
-func (d *Dispatcher) dispatch(j *job) {
+// dispatch queues j on its lane, waiting up to wait for room, or parks it in
+// the retry queue when the subscription is paused, its breaker is open, it
+// is shed, or the dispatcher is stopping. When ctx ends first, j stays
+// unsettled.
+func (d *Dispatcher) dispatch(ctx context.Context, j *job, wait time.Duration) {
 	if j.sub.Proto.GetState() == outflowv1.Subscription_PAUSED {
-		d.park(j, "subscription paused", d.now())
+		d.park(ctx, j, "subscription paused", d.now())
 		return
 	}
 	t := d.target(j.sub)
 	if until, open := t.breaker.open(d.now()); open {
-		d.park(j, "circuit open: the receiver has been failing", until)
+		d.park(ctx, j, "circuit open: the receiver has been failing", until)
 		return
 	}
-	if !d.accepting.Load() || !t.enqueue(d, j) {
-		d.park(j, "delivery queue full", d.now())
+	switch t.enqueue(ctx, d, j, wait) {
+	case queued:
+	case full:
+		d.park(ctx, j, "the receiver is not keeping up: its delivery queue stayed full", d.now())
+	case refused:
+		d.park(ctx, j, "gateway shutting down", d.now())
+	case cancelled:
 	}
 }
 
 // keepPoison stores a record that does not decode and marks the message
 // done; the record is skipped, never retried. A database failure is retried
-// until the record is kept or the dispatcher stops (then the message stays
-// not Done and is read again after a restart: nothing is lost).
+// (by a writer) until the record is kept or the dispatcher stops (then the
+// message stays not Done and is read again after a restart: nothing is
+// lost).
 func (d *Dispatcher) keepPoison(ctx context.Context, m *source.Message, err error) {
 	reason := "invalid"
 	var perr *record.PoisonError
@@ -256,73 +355,61 @@ func (d *Dispatcher) keepPoison(ctx context.Context, m *source.Message, err erro
 		Shard: m.Position.Shard, SequenceNumber: m.Position.Sequence,
 		Reason: reason, Error: err.Error(), Raw: raw, RawSize: len(m.Value),
 	}
-	d.inFlight.Add(1)
-	go func() {
-		defer d.inFlight.Done()
-		// Bounded: a record that cannot be kept (a permanent database error)
-		// must not stall its partition; the poison itself carries no event
-		// anyone is owed, so giving up loses only the inspection copy.
-		err := d.retryWrite(ctx, "keeping a poison record", poisonWriteAttempts, func(ctx context.Context) error {
-			return d.store.InsertPoison(ctx, p)
-		})
-		switch {
-		case err == nil:
-			m.Done()
-		case d.lanesCtx.Err() == nil:
-			d.metrics.poison.WithLabelValues("not_kept").Inc()
-			d.logger.ErrorContext(ctx, "a poison record could not be kept; skipping it",
-				slog.String("position", m.Position.Key()), slog.Any("error", err))
-			m.Done()
-		}
-	}()
+	// Bounded: a record that cannot be kept (a permanent database error)
+	// must not stall its partition; the poison itself carries no event
+	// anyone is owed, so giving up loses only the inspection copy.
+	d.writers.submit(ctx, write{what: "keeping a poison record", attempts: poisonWriteAttempts,
+		fn: func(ctx context.Context) error { return d.store.InsertPoison(ctx, p) },
+		done: func(err error) {
+			switch {
+			case err == nil:
+				m.Done()
+			case d.lanesCtx.Err() == nil:
+				d.metrics.poison.WithLabelValues("not_kept").Inc()
+				d.logger.Error("a poison record could not be kept; skipping it",
+					slog.String("position", m.Position.Key()), slog.Any("error", err))
+				m.Done()
+			}
+		}})
 }
 
 // poisonWriteAttempts bounds the tries to keep one poison record (about a
 // minute of backoff).
 const poisonWriteAttempts = 15
 
-// durably runs write until it succeeds, backing off between failures, and
-// reports whether it did before the dispatcher stopped. Deliveries are
-// written this way: while PostgreSQL is down their messages stay not Done,
-// so the consumer pauses rather than loses them.
-func (d *Dispatcher) durably(ctx context.Context, what string, write func(context.Context) error) bool {
-	return d.retryWrite(ctx, what, 0, write) == nil
-}
-
-// retryWrite runs write until it succeeds, the dispatcher stops, or
-// attempts (0: no bound) have failed, and returns the last error.
-func (d *Dispatcher) retryWrite(ctx context.Context, what string, attempts int, write func(context.Context) error) error {
-	backoff := 100 * time.Millisecond
-	for n := 1; ; n++ {
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		err := write(wctx)
-		cancel()
-		if err == nil || (attempts > 0 && n >= attempts) {
-			return err
-		}
-		d.logger.WarnContext(ctx, what+" failed; retrying", slog.Any("error", err))
-		select {
-		case <-d.lanesCtx.Done():
-			return err
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 5*time.Second)
-	}
-}
-
 // target is a webhook subscription's delivery state: its lanes, limiter and
 // breaker. It lives while the dispatcher does; its configuration is read
 // from each job's subscription, so updates apply to the next event.
 type target struct {
-	id      string
-	mu      sync.Mutex
-	lanes   []chan *job
+	id string
+
+	// lanesMu guards lanes and closed. Senders hold it for reading, also
+	// while they wait for room, so that lanes are never closed under them;
+	// whoever replaces or ends the lanes first retires them (which wakes
+	// the waiting senders) and then takes it for writing.
+	lanesMu sync.RWMutex
+	lanes   *laneSet
+	// closed is set when the subscription went away; enqueue then refuses.
+	closed bool
+	// shed is set when a wait for room ran past LaneWait; until the lane has
+	// drained to half, events do not wait for it.
+	shed atomic.Bool
+
+	mu      sync.Mutex // guards limiter and limit
 	limiter *rate.Limiter
 	limit   float64
 	breaker breaker
-	// closed is set when the subscription went away; enqueue then refuses.
-	closed bool
 }
+
+// laneSet is one generation of a target's lanes.
+type laneSet struct {
+	chans []chan *job
+	// quit is closed when the set is being replaced or ended.
+	quit chan struct{}
+	once sync.Once
+}
+
+func (ls *laneSet) retire() { ls.once.Do(func() { close(ls.quit) }) }
 
 func (d *Dispatcher) target(s *match.Subscription) *target {
 	d.mu.Lock()
@@ -335,47 +422,140 @@ func (d *Dispatcher) target(s *match.Subscription) *target {
 	return t
 }
 
-// enqueue puts j on the lane of its entity, starting the lane if needed; it
-// reports false when the lane's queue is full.
-func (t *target) enqueue(d *Dispatcher, j *job) bool {
-	wh := j.sub.Proto.GetWebhook()
-	n := int(wh.GetMaxInFlight())
-	if n <= 0 {
-		n = 1
-	}
-	// The send happens under the lock, so a concurrent resize or Stop cannot
-	// close the lane under it; it never blocks.
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if !d.accepting.Load() || t.closed {
-		return false // stopping, or swept: the lanes are closed or will be
-	}
-	if len(t.lanes) != n {
-		// The subscription's max_in_flight changed (or this is its first
-		// event): new lanes; the old ones drain what they hold and exit.
-		for _, l := range t.lanes {
-			close(l)
+// enqueueResult is what enqueue came to.
+type enqueueResult int
+
+const (
+	queued    enqueueResult = iota // on its lane
+	full                           // no room within the wait, or shed
+	refused                        // stopping, or the subscription went away
+	cancelled                      // the caller's ctx ended while waiting
+)
+
+// enqueue puts j on the lane of its entity, starting or resizing the lanes
+// if needed, and waits up to wait for room (0: not at all). A wait that
+// runs out sheds the target.
+func (t *target) enqueue(ctx context.Context, d *Dispatcher, j *job, wait time.Duration) enqueueResult {
+	n := max(int(j.sub.Proto.GetWebhook().GetMaxInFlight()), 1)
+	t.updateLimit(j.sub.Proto.GetWebhook().GetRateLimit())
+	for {
+		t.lanesMu.RLock()
+		if !d.accepting.Load() || t.closed {
+			t.lanesMu.RUnlock()
+			return refused
 		}
-		t.lanes = make([]chan *job, n)
-		for i := range t.lanes {
-			t.lanes[i] = make(chan *job, d.cfg.LaneQueue)
-			d.lanes.Add(1)
-			go d.runLane(t, t.lanes[i])
+		ls := t.lanes
+		if ls == nil || len(ls.chans) != n {
+			t.lanesMu.RUnlock()
+			t.replaceLanes(d, ls, n)
+			continue
+		}
+		res, again := t.send(ctx, d, ls, ls.chans[j.rec.EntityHash()%uint64(n)], j, wait)
+		t.lanesMu.RUnlock()
+		if !again {
+			return res
 		}
 	}
-	if r := wh.GetRateLimit(); r != t.limit {
-		t.limit = r
-		if r > 0 {
-			t.limiter = rate.NewLimiter(rate.Limit(r), max(1, int(r)))
-		} else {
-			t.limiter = nil
+}
+
+// send is enqueue's attempt on one lane generation; again means the
+// generation was retired meanwhile. Callers hold lanesMu for reading.
+func (t *target) send(ctx context.Context, d *Dispatcher, ls *laneSet, lane chan *job, j *job, wait time.Duration) (res enqueueResult, again bool) {
+	if wait > 0 && t.shed.Load() {
+		if len(lane) > cap(lane)/2 {
+			return full, false
 		}
+		t.shed.Store(false)
 	}
 	select {
-	case t.lanes[j.rec.EntityHash()%uint64(n)] <- j:
-		return true
+	case lane <- j:
+		return queued, false
 	default:
-		return false
+	}
+	if wait <= 0 {
+		return full, false
+	}
+	start := time.Now()
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	defer func() { d.metrics.laneWait.Add(time.Since(start).Seconds()) }()
+	select {
+	case lane <- j:
+		return queued, false
+	case <-ls.quit:
+		return 0, true
+	case <-ctx.Done():
+		return cancelled, false
+	case <-timer.C:
+		if !t.shed.Swap(true) {
+			d.metrics.shed.Inc()
+			d.warn.warn(ctx, "a subscription's receiver is not keeping up; its events go to the retry queue until its lane drains",
+				slog.String("subscription_id", t.id), slog.Duration("waited", wait))
+		}
+		return full, false
+	}
+}
+
+// replaceLanes replaces the lane generation old (nil: none yet) with n new
+// lanes, unless another sender did so first or the target is ending. The
+// old lanes drain what they hold and exit.
+func (t *target) replaceLanes(d *Dispatcher, old *laneSet, n int) {
+	if old != nil {
+		old.retire()
+	}
+	t.lanesMu.Lock()
+	defer t.lanesMu.Unlock()
+	if t.lanes != old || t.closed || !d.accepting.Load() {
+		return
+	}
+	if old != nil {
+		for _, c := range old.chans {
+			close(c)
+		}
+	}
+	ls := &laneSet{chans: make([]chan *job, n), quit: make(chan struct{})}
+	for i := range ls.chans {
+		ls.chans[i] = make(chan *job, d.cfg.LaneQueue)
+		d.lanes.Add(1)
+		go d.runLane(t, ls.chans[i])
+	}
+	t.lanes = ls
+}
+
+// endLanes retires and closes the target's lanes; closed keeps it from
+// starting new ones (the subscription went away).
+func (t *target) endLanes(closed bool) {
+	t.lanesMu.RLock()
+	ls := t.lanes
+	t.lanesMu.RUnlock()
+	if ls != nil {
+		ls.retire()
+	}
+	t.lanesMu.Lock()
+	defer t.lanesMu.Unlock()
+	if t.lanes != nil {
+		t.lanes.retire() // replaced meanwhile: retire that one too
+		for _, c := range t.lanes.chans {
+			close(c)
+		}
+	}
+	t.lanes = nil
+	t.closed = t.closed || closed
+}
+
+// updateLimit follows the subscription's rate limit (events per second; 0:
+// none).
+func (t *target) updateLimit(r float64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if r == t.limit {
+		return
+	}
+	t.limit = r
+	if r > 0 {
+		t.limiter = rate.NewLimiter(rate.Limit(r), max(1, int(r)))
+	} else {
+		t.limiter = nil
 	}
 }
 
@@ -385,18 +565,18 @@ func (t *target) rateLimiter() *rate.Limiter {
 	return t.limiter
 }
 
-// runLane sends a lane's events one at a time until the lane is closed or
-// the dispatcher stops; what is left then is parked.
+// runLane sends a lane's events one at a time until the lane is closed;
+// once the dispatcher stops, what is left is parked.
 func (d *Dispatcher) runLane(t *target, lane chan *job) {
 	defer d.lanes.Done()
 	for j := range lane {
 		if d.lanesCtx.Err() != nil {
-			d.park(j, "gateway shutting down", d.now())
+			d.park(context.Background(), j, "gateway shutting down", d.now())
 			continue
 		}
 		if lim := t.rateLimiter(); lim != nil {
 			if err := lim.Wait(d.lanesCtx); err != nil {
-				d.park(j, "gateway shutting down", d.now())
+				d.park(context.Background(), j, "gateway shutting down", d.now())
 				continue
 			}
 		}
@@ -414,31 +594,22 @@ func (d *Dispatcher) sweepTargets() {
 		if s := d.matcher.Get(id); s != nil && s.Proto.GetWebhook() != nil {
 			continue
 		}
-		t.mu.Lock()
-		for _, l := range t.lanes {
-			close(l)
-		}
-		t.lanes, t.closed = nil, true
-		t.mu.Unlock()
+		t.endLanes(true)
 		delete(d.targets, id)
 	}
 }
 
 // Stop stops accepting messages, gives in-flight deliveries the drain
-// timeout to finish, then parks the rest in the retry queue. It is
-// idempotent. Messages whose deliveries could not be parked stay not Done,
-// so their positions are not committed.
+// timeout to finish, then parks the rest in the retry queue, giving those
+// writes the drain timeout again. It is idempotent. Messages whose
+// deliveries could not be parked stay not Done, so their positions are not
+// committed.
 func (d *Dispatcher) Stop() {
 	d.stopOnce.Do(func() {
 		d.accepting.Store(false)
 		d.mu.Lock()
 		for _, t := range d.targets {
-			t.mu.Lock()
-			for _, l := range t.lanes {
-				close(l)
-			}
-			t.lanes = nil
-			t.mu.Unlock()
+			t.endLanes(false)
 		}
 		d.mu.Unlock()
 		drained := make(chan struct{})
@@ -448,11 +619,22 @@ func (d *Dispatcher) Stop() {
 		}()
 		select {
 		case <-drained:
-		case <-time.After(d.stopTimeout):
-			d.stopLanes() // lanes park what they still hold
-			<-drained
+		case <-time.After(d.cfg.DrainTimeout):
 		}
-		d.stopLanes()
-		d.inFlight.Wait()
+		d.stopLanes() // lanes park what they still hold; writes are tried once
+		written := make(chan struct{})
+		go func() {
+			<-drained
+			d.writers.close()
+			d.writers.wait()
+			close(written)
+		}()
+		select {
+		case <-written:
+		case <-time.After(d.cfg.DrainTimeout):
+			d.writers.abort()
+			<-written
+		}
+		d.writers.abort()
 	})
 }

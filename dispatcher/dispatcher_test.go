@@ -1,6 +1,7 @@
 package dispatcher
 
 import (
+	"context"
 	"encoding/json"
 	"math/rand/v2"
 	"strings"
@@ -165,7 +166,7 @@ func TestSweepEndsTheLanesOfDeletedSubscriptions(t *testing.T) {
 	d := &Dispatcher{matcher: m, targets: map[string]*target{}}
 	d.accepting.Store(true)
 	lane := make(chan *job, 1)
-	gone := &target{id: "sub_gone", lanes: []chan *job{lane}}
+	gone := &target{id: "sub_gone", lanes: &laneSet{chans: []chan *job{lane}, quit: make(chan struct{})}}
 	d.targets["sub_gone"] = gone
 
 	d.sweepTargets()
@@ -179,7 +180,7 @@ func TestSweepEndsTheLanesOfDeletedSubscriptions(t *testing.T) {
 	// its caller) rather than starting new lanes nobody would close.
 	sub := match.Compile(nil, &store.Subscription{Proto: &outflowv1.Subscription{Id: "sub_gone",
 		Target: &outflowv1.Subscription_Webhook{Webhook: &outflowv1.WebhookTarget{MaxInFlight: 2}}}})
-	if gone.enqueue(d, &job{sub: sub}) {
+	if gone.enqueue(context.Background(), d, &job{sub: sub}, 0) != refused {
 		t.Error("a swept target accepted a job")
 	}
 }

@@ -16,6 +16,8 @@ type Metrics struct {
 	latency    prometheus.Histogram
 	calls      *prometheus.HistogramVec
 	retries    prometheus.Counter
+	laneWait   prometheus.Counter
+	shed       prometheus.Counter
 }
 
 // NewMetrics creates the series and registers them with reg (nil: not
@@ -30,7 +32,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"reason"}),
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outflow_deliveries_total",
-			Help: "Webhook deliveries by outcome: delivered, retry_queued, parked (not attempted: paused, circuit open, queue full), dead, gone.",
+			Help: "Webhook deliveries by outcome: delivered, retry_queued, parked (not attempted: paused, circuit open, shed, shutdown), dead, gone.",
 		}, []string{"outcome"}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "outflow_end_to_end_latency_seconds",
@@ -47,6 +49,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "outflow_consistency_retries_total",
 		Help: "GetFeatures calls repeated because the vector did not yet reflect the record.",
 	})
+	m.laneWait = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "outflow_lane_wait_seconds_total",
+		Help: "Time the consumer spent waiting for room in full delivery lanes (backpressure).",
+	})
+	m.shed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "outflow_subscriptions_shed_total",
+		Help: "Times a subscription whose lane stayed full past --lane-wait was shed to the retry queue.",
+	})
 	// Every label value starts at zero, so dashboards and alerts see a
 	// series before its first event.
 	for _, r := range record.Reasons() {
@@ -57,7 +67,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.deliveries.WithLabelValues(o)
 	}
 	if reg != nil {
-		reg.MustRegister(m.consumed, m.poison, m.deliveries, m.latency, m.calls, m.retries)
+		reg.MustRegister(m.consumed, m.poison, m.deliveries, m.latency, m.calls, m.retries, m.laneWait, m.shed)
 	}
 	return m
 }

@@ -167,3 +167,63 @@ func TestRequeueDelivery(t *testing.T) {
 		t.Fatalf("RequeueDelivery over a retrying row = %v, %v; want a no-op", ok, err)
 	}
 }
+
+// TestClaimFair: a subscription with a deep queue does not take every slot
+// of a claim; subscriptions take turns, Busy counts against the cap, and
+// rows of a PAUSED subscription wait.
+func TestClaimFair(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	ctx := context.Background()
+	key, _, _ := st.CreateAPIKey(ctx, "t", "k")
+	for _, id := range []string{"sub_deep", "sub_a", "sub_b", "sub_paused"} {
+		if _, err := st.CreateSubscription(ctx, key.TenantID, newSub(id, id), "whsec_"+id, 10); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.SetSubscriptionState(ctx, "sub_paused", "PAUSED", "test"); err != nil {
+		t.Fatal(err)
+	}
+	enqueue := func(sub string, n int) {
+		for i := range n {
+			if ok, err := st.EnqueueDelivery(ctx, queued(sub, key.TenantID, i)); err != nil || !ok {
+				t.Fatalf("enqueue %s %d = %v, %v", sub, i, ok, err)
+			}
+		}
+	}
+	enqueue("sub_deep", 50)
+	enqueue("sub_a", 2)
+	enqueue("sub_b", 1)
+	enqueue("sub_paused", 3)
+
+	count := func(ds []*store.Delivery) map[string]int {
+		m := map[string]int{}
+		for _, d := range ds {
+			m[d.SubscriptionID]++
+		}
+		return m
+	}
+	tests := []struct {
+		name string
+		p    store.ClaimParams
+		want map[string]int
+	}{
+		{"turns: one of each first", store.ClaimParams{Limit: 3, Lease: time.Minute, PerSubscription: 4},
+			map[string]int{"sub_deep": 1, "sub_a": 1, "sub_b": 1}},
+		{"the cap counts busy ones", store.ClaimParams{Limit: 10, Lease: time.Minute, PerSubscription: 4,
+			Busy: map[string]int{"sub_deep": 1, "sub_a": 1}}, map[string]int{"sub_deep": 3, "sub_a": 1}},
+		{"a full subscription gets none", store.ClaimParams{Limit: 10, Lease: time.Minute, PerSubscription: 4,
+			Busy: map[string]int{"sub_deep": 4}}, map[string]int{}},
+		{"the rest, capped", store.ClaimParams{Limit: 10, Lease: time.Minute, PerSubscription: 4},
+			map[string]int{"sub_deep": 4}},
+	}
+	for _, tt := range tests { // sequential: each claim leases what it took
+		ds, err := st.ClaimFair(ctx, tt.p)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if got := count(ds); fmt.Sprint(got) != fmt.Sprint(tt.want) {
+			t.Errorf("%s: claimed %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
