@@ -10,17 +10,20 @@
 //
 // # Backpressure, not parking
 //
-// Each webhook subscription has its own lanes (goroutines) fed by bounded
-// queues (Config.LaneQueue). A busy but healthy receiver is the happy path,
+// Each webhook subscription has its own lanes, max_in_flight bounded queues
+// (Config.LaneQueue), served one job at a time each by a fixed pool of
+// senders (Config.Senders) that take the lanes with work in turn, so the
+// number of goroutines and connections does not grow with the
+// subscriptions. A busy but healthy receiver is the happy path,
 // a backlog too: when its lane is full, the consumer waits for room, so the
 // source reads no faster than the receivers take events, and nothing is
 // written to PostgreSQL. The retry queue holds only events whose attempt
 // failed (SPEC §5):
 //
-//	source ──Handle──▶ lane queue ──lane──▶ receiver
-//	   ▲  waits ≤ LaneWait │full            │ failed
-//	   └────────────────────┘               ▼
-//	                    writers (fixed set) ──▶ retry queue ──▶ retry workers
+//	source ──Handle──▶ lane queues ──senders (fixed pool)──▶ receivers
+//	   ▲  waits ≤ LaneWait │full                  │ failed
+//	   └────────────────────┘                     ▼
+//	                  writers (fixed set) ──▶ retry queue ──▶ retry workers
 //
 // A subscription must not hold the others back for long, though: when one
 // wait for its lane lasts longer than Config.LaneWait, the subscription is
@@ -81,12 +84,20 @@ type Config struct {
 	// when it is full the consumer waits (see LaneWait). Defaults to 256.
 	LaneQueue int
 	// LaneWait bounds one wait of the consumer for room in a subscription's
-	// lane. A wait that runs out sheds the subscription: its events go to
-	// the retry queue without waiting until its lane has drained to half.
+	// lane. A wait that runs out sheds the subscription: until all its lanes
+	// have drained to half, an event whose lane is full goes to the retry
+	// queue without waiting.
 	// Half a second is far above what a healthy receiver takes to free a
 	// slot (one request), and short enough that a slow receiver costs the
 	// others little. Defaults to 500ms.
 	LaneWait time.Duration
+	// Senders is how many webhook attempts may be under way at once across
+	// all subscriptions: the fixed pool of goroutines that serve the lanes.
+	// Lanes are queues, not goroutines, so a thousand subscriptions with 16
+	// lanes each cost memory for what they hold, not 16,000 goroutines and
+	// connections. A subscription never has more than max_in_flight of them
+	// (one per lane). Defaults to 512.
+	Senders int
 	// Writers is how many goroutines write to PostgreSQL for the delivery
 	// path (parked and failed deliveries, poison records). Defaults to 4.
 	Writers int
@@ -120,6 +131,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.LaneWait <= 0 {
 		c.LaneWait = 500 * time.Millisecond
+	}
+	if c.Senders <= 0 {
+		c.Senders = 512
 	}
 	if c.Writers <= 0 {
 		c.Writers = 4
@@ -205,13 +219,19 @@ type Dispatcher struct {
 	// parked, each write then tried once.
 	lanesCtx  context.Context
 	stopLanes context.CancelFunc
-	lanes     sync.WaitGroup
+	// ready holds the lanes that have work and no sender; the senders
+	// take them in turn.
+	ready   *readyQueue
+	senders sync.WaitGroup
+	// queued counts jobs on lanes or being attempted, for Stop.
+	queued    sync.WaitGroup
 	writers   *writers
 	accepting atomic.Bool
 	stopOnce  sync.Once
 }
 
-// New builds a dispatcher. Its writers start at once; Stop ends them.
+// New builds a dispatcher. Its senders and writers start at once; Stop ends
+// them.
 func New(p Params) (*Dispatcher, error) {
 	if p.Store == nil || p.Matcher == nil || p.Sender == nil {
 		return nil, errors.New("dispatcher: a store, a matcher and a sender are required")
@@ -238,8 +258,13 @@ func New(p Params) (*Dispatcher, error) {
 		rnd:      rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0x6f7574666c6f77)),
 		lanesCtx: ctx, stopLanes: cancel,
 		writers: newWriters(cfg.Writers, cfg.WriteQueue, ctx, warn),
+		ready:   newReadyQueue(),
 	}
 	d.accepting.Store(true)
+	d.senders.Add(cfg.Senders)
+	for range cfg.Senders {
+		go d.runSender()
+	}
 	return d, nil
 }
 
@@ -287,11 +312,12 @@ func (d *Dispatcher) Handle(ctx context.Context, m *source.Message) {
 		}
 	}
 	now := d.now()
+	raw := compact(rec.Raw) // once per record, shared by its events
 	for _, s := range webhooks {
 		if ctx.Err() != nil {
 			return
 		}
-		j := &job{msg: m, rec: rec, sub: s, env: newEnvelope(s.ID, m.Position, rec.Raw, now), done: done}
+		j := &job{msg: m, rec: rec, sub: s, env: newCompactEnvelope(s.ID, m.Position, raw, now), done: done}
 		d.dispatch(ctx, j, d.cfg.LaneWait)
 	}
 }
@@ -384,15 +410,16 @@ type target struct {
 	id string
 
 	// lanesMu guards lanes and closed. Senders hold it for reading, also
-	// while they wait for room, so that lanes are never closed under them;
-	// whoever replaces or ends the lanes first retires them (which wakes
-	// the waiting senders) and then takes it for writing.
+	// while they wait for room; whoever replaces or ends the lanes first
+	// retires them (which wakes the waiting senders, who move to the new
+	// lanes) and then takes it for writing.
 	lanesMu sync.RWMutex
 	lanes   *laneSet
 	// closed is set when the subscription went away; enqueue then refuses.
 	closed bool
-	// shed is set when a wait for room ran past LaneWait; until the lane has
-	// drained to half, events do not wait for it.
+	// shed is set when a wait for room ran past LaneWait; until every lane
+	// has drained to half, events do not wait for room (an event whose lane
+	// is full is parked).
 	shed atomic.Bool
 
 	mu      sync.Mutex // guards limiter and limit
@@ -401,15 +428,43 @@ type target struct {
 	breaker breaker
 }
 
-// laneSet is one generation of a target's lanes.
+// laneSet is one generation of a target's lanes. A retired generation
+// takes no more jobs; the senders still deliver what it holds.
 type laneSet struct {
-	chans []chan *job
+	lanes []*lane
 	// quit is closed when the set is being replaced or ended.
 	quit chan struct{}
 	once sync.Once
 }
 
 func (ls *laneSet) retire() { ls.once.Do(func() { close(ls.quit) }) }
+
+// drained reports whether every lane is at most half full.
+func (ls *laneSet) drained() bool {
+	for _, l := range ls.lanes {
+		if len(l.q) > cap(l.q)/2 {
+			return false
+		}
+	}
+	return true
+}
+
+// lane is a bounded queue of one target's jobs, sent one at a time in
+// order: at most one sender serves a lane at once.
+type lane struct {
+	t *target
+	q chan *job
+	// scheduled is true while the lane is in the ready queue or being
+	// served; whoever sets it puts the lane in the ready queue.
+	scheduled atomic.Bool
+}
+
+// schedule puts l in the ready queue unless it is there or being served.
+func (d *Dispatcher) schedule(l *lane) {
+	if l.scheduled.CompareAndSwap(false, true) {
+		d.ready.push(l)
+	}
+}
 
 func (d *Dispatcher) target(s *match.Subscription) *target {
 	d.mu.Lock()
@@ -432,9 +487,9 @@ const (
 	cancelled                      // the caller's ctx ended while waiting
 )
 
-// enqueue puts j on the lane of its entity, starting or resizing the lanes
-// if needed, and waits up to wait for room (0: not at all). A wait that
-// runs out sheds the target.
+// enqueue puts j on the lane of its entity, making or resizing the lanes if
+// needed, and waits up to wait for room (0: not at all). A wait that runs
+// out sheds the target.
 func (t *target) enqueue(ctx context.Context, d *Dispatcher, j *job, wait time.Duration) enqueueResult {
 	n := max(int(j.sub.Proto.GetWebhook().GetMaxInFlight()), 1)
 	t.updateLimit(j.sub.Proto.GetWebhook().GetRateLimit())
@@ -445,13 +500,20 @@ func (t *target) enqueue(ctx context.Context, d *Dispatcher, j *job, wait time.D
 			return refused
 		}
 		ls := t.lanes
-		if ls == nil || len(ls.chans) != n {
+		if ls == nil || len(ls.lanes) != n {
 			t.lanesMu.RUnlock()
 			t.replaceLanes(d, ls, n)
 			continue
 		}
-		res, again := t.send(ctx, d, ls, ls.chans[j.rec.EntityHash()%uint64(n)], j, wait)
+		l := ls.lanes[j.rec.EntityHash()%uint64(n)]
+		d.queued.Add(1)
+		res, again := t.send(ctx, d, ls, l, j, wait)
 		t.lanesMu.RUnlock()
+		if res == queued && !again {
+			d.schedule(l)
+			return queued
+		}
+		d.queued.Done()
 		if !again {
 			return res
 		}
@@ -460,15 +522,19 @@ func (t *target) enqueue(ctx context.Context, d *Dispatcher, j *job, wait time.D
 
 // send is enqueue's attempt on one lane generation; again means the
 // generation was retired meanwhile. Callers hold lanesMu for reading.
-func (t *target) send(ctx context.Context, d *Dispatcher, ls *laneSet, lane chan *job, j *job, wait time.Duration) (res enqueueResult, again bool) {
+func (t *target) send(ctx context.Context, d *Dispatcher, ls *laneSet, l *lane, j *job, wait time.Duration) (res enqueueResult, again bool) {
 	if wait > 0 && t.shed.Load() {
-		if len(lane) > cap(lane)/2 {
-			return full, false
+		// Shed: take the event only if its lane has room now, until every
+		// lane has drained to half (checking one lane would let a full
+		// sibling lane stall the consumer again at once).
+		if ls.drained() {
+			t.shed.Store(false)
+		} else {
+			wait = 0
 		}
-		t.shed.Store(false)
 	}
 	select {
-	case lane <- j:
+	case l.q <- j:
 		return queued, false
 	default:
 	}
@@ -480,7 +546,7 @@ func (t *target) send(ctx context.Context, d *Dispatcher, ls *laneSet, lane chan
 	defer timer.Stop()
 	defer func() { d.metrics.laneWait.Add(time.Since(start).Seconds()) }()
 	select {
-	case lane <- j:
+	case l.q <- j:
 		return queued, false
 	case <-ls.quit:
 		return 0, true
@@ -498,7 +564,7 @@ func (t *target) send(ctx context.Context, d *Dispatcher, ls *laneSet, lane chan
 
 // replaceLanes replaces the lane generation old (nil: none yet) with n new
 // lanes, unless another sender did so first or the target is ending. The
-// old lanes drain what they hold and exit.
+// senders deliver what the old lanes hold.
 func (t *target) replaceLanes(d *Dispatcher, old *laneSet, n int) {
 	if old != nil {
 		old.retire()
@@ -508,22 +574,15 @@ func (t *target) replaceLanes(d *Dispatcher, old *laneSet, n int) {
 	if t.lanes != old || t.closed || !d.accepting.Load() {
 		return
 	}
-	if old != nil {
-		for _, c := range old.chans {
-			close(c)
-		}
-	}
-	ls := &laneSet{chans: make([]chan *job, n), quit: make(chan struct{})}
-	for i := range ls.chans {
-		ls.chans[i] = make(chan *job, d.cfg.LaneQueue)
-		d.lanes.Add(1)
-		go d.runLane(t, ls.chans[i])
+	ls := &laneSet{lanes: make([]*lane, n), quit: make(chan struct{})}
+	for i := range ls.lanes {
+		ls.lanes[i] = &lane{t: t, q: make(chan *job, d.cfg.LaneQueue)}
 	}
 	t.lanes = ls
 }
 
-// endLanes retires and closes the target's lanes; closed keeps it from
-// starting new ones (the subscription went away).
+// endLanes retires the target's lanes (what they hold is still delivered);
+// closed keeps it from making new ones (the subscription went away).
 func (t *target) endLanes(closed bool) {
 	t.lanesMu.RLock()
 	ls := t.lanes
@@ -535,9 +594,6 @@ func (t *target) endLanes(closed bool) {
 	defer t.lanesMu.Unlock()
 	if t.lanes != nil {
 		t.lanes.retire() // replaced meanwhile: retire that one too
-		for _, c := range t.lanes.chans {
-			close(c)
-		}
 	}
 	t.lanes = nil
 	t.closed = t.closed || closed
@@ -565,23 +621,95 @@ func (t *target) rateLimiter() *rate.Limiter {
 	return t.limiter
 }
 
-// runLane sends a lane's events one at a time until the lane is closed;
-// once the dispatcher stops, what is left is parked.
-func (d *Dispatcher) runLane(t *target, lane chan *job) {
-	defer d.lanes.Done()
-	for j := range lane {
-		if d.lanesCtx.Err() != nil {
-			d.park(context.Background(), j, "gateway shutting down", d.now())
-			continue
+// runSender serves ready lanes, one job of a lane at a time, until the
+// ready queue is closed. Taking one job per turn keeps the lanes fair; a
+// lane with more work goes back to the end of the queue. Once the
+// dispatcher stops, jobs are parked instead of attempted.
+func (d *Dispatcher) runSender() {
+	defer d.senders.Done()
+	for {
+		l, ok := d.ready.pop()
+		if !ok {
+			return
 		}
-		if lim := t.rateLimiter(); lim != nil {
-			if err := lim.Wait(d.lanesCtx); err != nil {
-				d.park(context.Background(), j, "gateway shutting down", d.now())
-				continue
-			}
-		}
-		d.firstAttempt(t, j)
+		d.serve(l)
 	}
+}
+
+func (d *Dispatcher) serve(l *lane) {
+	var j *job
+	select {
+	case j = <-l.q:
+	default: // cannot happen: only the sender serving a lane takes from it
+	}
+	if j != nil {
+		switch lim := l.t.rateLimiter(); {
+		case d.lanesCtx.Err() != nil:
+			d.park(context.Background(), j, "gateway shutting down", d.now())
+		case lim != nil && lim.Wait(d.lanesCtx) != nil:
+			d.park(context.Background(), j, "gateway shutting down", d.now())
+		default:
+			d.firstAttempt(l.t, j)
+		}
+		d.queued.Done()
+	}
+	l.scheduled.Store(false)
+	if len(l.q) > 0 {
+		d.schedule(l)
+	}
+}
+
+// readyQueue is a FIFO of lanes with work; it never blocks a push (a lane
+// is in it at most once, so it holds at most every lane).
+type readyQueue struct {
+	mu     sync.Mutex
+	cond   *sync.Cond
+	q      []*lane
+	head   int
+	closed bool
+}
+
+func newReadyQueue() *readyQueue {
+	r := &readyQueue{}
+	r.cond = sync.NewCond(&r.mu)
+	return r
+}
+
+func (r *readyQueue) push(l *lane) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.q = append(r.q, l)
+	r.cond.Signal()
+}
+
+// pop returns the next lane, waiting for one; false once closed.
+func (r *readyQueue) pop() (*lane, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for r.head == len(r.q) && !r.closed {
+		r.cond.Wait()
+	}
+	if r.head == len(r.q) {
+		return nil, false
+	}
+	l := r.q[r.head]
+	r.q[r.head] = nil
+	r.head++
+	if r.head == len(r.q) {
+		r.q, r.head = r.q[:0], 0
+	} else if r.head > 1024 && r.head*2 > len(r.q) {
+		n := copy(r.q, r.q[r.head:])
+		clear(r.q[n:])
+		r.q, r.head = r.q[:n], 0
+	}
+	return l, true
+}
+
+func (r *readyQueue) close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed = true
+	r.cond.Broadcast()
 }
 
 // sweepTargets ends the lanes of subscriptions that were deleted or are no
@@ -599,9 +727,9 @@ func (d *Dispatcher) sweepTargets() {
 	}
 }
 
-// Stop stops accepting messages, gives in-flight deliveries the drain
-// timeout to finish, then parks the rest in the retry queue, giving those
-// writes the drain timeout again. It is idempotent. Messages whose
+// Stop stops accepting messages, gives queued and in-flight deliveries the
+// drain timeout to finish, then parks the rest in the retry queue, giving
+// those writes the drain timeout again. It is idempotent. Messages whose
 // deliveries could not be parked stay not Done, so their positions are not
 // committed.
 func (d *Dispatcher) Stop() {
@@ -609,22 +737,24 @@ func (d *Dispatcher) Stop() {
 		d.accepting.Store(false)
 		d.mu.Lock()
 		for _, t := range d.targets {
-			t.endLanes(false)
+			t.endLanes(false) // waits for senders inside enqueue: no job is added after this
 		}
 		d.mu.Unlock()
 		drained := make(chan struct{})
 		go func() {
-			d.lanes.Wait()
+			d.queued.Wait()
 			close(drained)
 		}()
 		select {
 		case <-drained:
 		case <-time.After(d.cfg.DrainTimeout):
 		}
-		d.stopLanes() // lanes park what they still hold; writes are tried once
+		d.stopLanes() // senders park what is left; writes are tried once
 		written := make(chan struct{})
 		go func() {
 			<-drained
+			d.ready.close()
+			d.senders.Wait()
 			d.writers.close()
 			d.writers.wait()
 			close(written)

@@ -165,13 +165,18 @@ func TestSweepEndsTheLanesOfDeletedSubscriptions(t *testing.T) {
 	}
 	d := &Dispatcher{matcher: m, targets: map[string]*target{}}
 	d.accepting.Store(true)
-	lane := make(chan *job, 1)
-	gone := &target{id: "sub_gone", lanes: &laneSet{chans: []chan *job{lane}, quit: make(chan struct{})}}
+	lanes := &laneSet{lanes: []*lane{{q: make(chan *job, 1)}}, quit: make(chan struct{})}
+	gone := &target{id: "sub_gone", lanes: lanes}
 	d.targets["sub_gone"] = gone
 
 	d.sweepTargets()
-	if _, open := <-lane; open {
-		t.Error("the deleted subscription's lane is still open")
+	select {
+	case <-lanes.quit:
+	default:
+		t.Error("the deleted subscription's lanes were not retired")
+	}
+	if gone.lanes != nil {
+		t.Error("the deleted subscription still has lanes")
 	}
 	if len(d.targets) != 0 {
 		t.Errorf("targets = %v, want none", d.targets)

@@ -2,6 +2,7 @@ package dispatcher
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -165,6 +166,10 @@ type fakeSender struct {
 	sent    map[string]int // delivered, by URL
 	inside  map[string]int
 	maxIn   map[string]int
+	// total and maxTotal count attempts under way across URLs.
+	total, maxTotal int
+	// bodies keeps what ok receivers got, in arrival order.
+	bodies [][]byte
 }
 
 func newFakeSender() *fakeSender {
@@ -175,10 +180,13 @@ func (f *fakeSender) Send(ctx context.Context, req webhook.Request) webhook.Resu
 	f.mu.Lock()
 	f.inside[req.URL]++
 	f.maxIn[req.URL] = max(f.maxIn[req.URL], f.inside[req.URL])
+	f.total++
+	f.maxTotal = max(f.maxTotal, f.total)
 	f.mu.Unlock()
 	defer func() {
 		f.mu.Lock()
 		f.inside[req.URL]--
+		f.total--
 		f.mu.Unlock()
 	}()
 	switch req.URL {
@@ -193,6 +201,7 @@ func (f *fakeSender) Send(ctx context.Context, req webhook.Request) webhook.Resu
 	}
 	f.mu.Lock()
 	f.sent[req.URL]++
+	f.bodies = append(f.bodies, req.Body)
 	f.mu.Unlock()
 	return webhook.Result{StatusCode: 204, Outcome: webhook.OutcomeDelivered}
 }
@@ -469,5 +478,75 @@ func TestRetriesAreCappedPerSubscription(t *testing.T) {
 	cancel()
 	if err := <-ran; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSendersBoundAttemptsAcrossSubscriptions: however many subscriptions
+// and lanes there are, at most Senders attempts are under way at once, and
+// each subscription's at most its max_in_flight.
+func TestSendersBoundAttemptsAcrossSubscriptions(t *testing.T) {
+	t.Parallel()
+	var subs []*match.Subscription
+	for i := range 20 {
+		s := webhookSub(fmt.Sprintf("sub_%02d", i), "https://block.example.com")
+		s.Proto.GetWebhook().MaxInFlight = 4
+		subs = append(subs, s)
+	}
+	b := setup(t, Config{Senders: 3, LaneWait: time.Minute}, subs...)
+	var done atomic.Int64
+	const n = 30
+	for _, m := range msgs(n, &done) {
+		b.d.Handle(context.Background(), m)
+	}
+	eventually(t, "the senders busy", func() bool {
+		b.sender.mu.Lock()
+		defer b.sender.mu.Unlock()
+		return b.sender.total == 3
+	})
+	close(b.sender.release)
+	eventually(t, "every message Done", func() bool { return done.Load() == n })
+	if got := b.sender.maxTotal; got > 3 {
+		t.Errorf("%d attempts at once, want at most Senders=3", got)
+	}
+	if got := b.sender.delivered("https://block.example.com"); got != n*20 {
+		t.Errorf("delivered %d, want %d", got, n*20)
+	}
+}
+
+// TestLanesKeepEachEntitysOrder: with several lanes and senders, one
+// entity's events arrive in source order.
+func TestLanesKeepEachEntitysOrder(t *testing.T) {
+	t.Parallel()
+	sub := webhookSub("sub_ok", "https://ok.example.com")
+	sub.Proto.GetWebhook().MaxInFlight = 4
+	b := setup(t, Config{Senders: 8, LaneQueue: 4, LaneWait: time.Minute}, sub)
+	var done atomic.Int64
+	const n = 600
+	for i := range n {
+		raw := fmt.Appendf(nil, `{"version":"1","feature_view_name":"fv","feature_timestamp":"2026-01-01T00:00:00Z","entity_keys":{"user_id":"u%d"}}`, i%7)
+		b.d.Handle(context.Background(), source.NewMessage(source.Position{Kind: "kafka", Topic: "t", Offset: int64(i)}, nil, raw,
+			time.Now(), func() { done.Add(1) }))
+	}
+	eventually(t, "every message Done", func() bool { return done.Load() == n })
+	last := map[string]int64{}
+	b.sender.mu.Lock()
+	defer b.sender.mu.Unlock()
+	for _, body := range b.sender.bodies {
+		var ev struct {
+			Record struct {
+				EntityKeys map[string]string `json:"entity_keys"`
+			} `json:"record"`
+			Source struct {
+				Offset int64 `json:"offset"`
+			} `json:"source"`
+		}
+		if err := json.Unmarshal(body, &ev); err != nil {
+			t.Fatal(err)
+		}
+		u := ev.Record.EntityKeys["user_id"]
+		if prev, ok := last[u]; ok && ev.Source.Offset <= prev {
+			t.Fatalf("entity %s: offset %d after %d", u, ev.Source.Offset, prev)
+		}
+		last[u] = ev.Source.Offset
 	}
 }
