@@ -144,34 +144,34 @@ type scenario struct {
 var scenarios = []scenario{
 	{"raw-post", (*bench).rawPost},
 	{"backlog-plain", func(b *bench, ctx context.Context) (*result, error) {
-		r, err := b.backlog(ctx, backlogParams{label: "plain", records: 20000, subs: []subSpec{{url: "plain"}}})
+		r, err := b.backlog(ctx, backlogParams{label: "plain", records: 50000, subs: []subSpec{{url: "plain"}}})
 		if err == nil {
 			b.maxRate = r.PerSecond
 		}
 		return r, err
 	}},
 	{"backlog-strict", func(b *bench, ctx context.Context) (*result, error) {
-		return b.backlog(ctx, backlogParams{label: "strict", records: 10000, strict: true, subs: []subSpec{{url: "strict", strict: true}}})
+		return b.backlog(ctx, backlogParams{label: "strict", records: 20000, strict: true, subs: []subSpec{{url: "strict", strict: true}}})
 	}},
 	{"fanout-100", func(b *bench, ctx context.Context) (*result, error) {
-		return b.backlog(ctx, backlogParams{label: "fan100", records: 200, subs: repeat(subSpec{url: "fan100"}, 100)})
+		return b.backlog(ctx, backlogParams{label: "fan100", records: 500, subs: repeat(subSpec{url: "fan100"}, 100)})
 	}},
 	{"fanout-1000", func(b *bench, ctx context.Context) (*result, error) {
-		return b.backlog(ctx, backlogParams{label: "fan1000", records: 50, subs: repeat(subSpec{url: "fan1000"}, 1000)})
+		return b.backlog(ctx, backlogParams{label: "fan1000", records: 100, subs: repeat(subSpec{url: "fan1000"}, 1000)})
 	}},
 	{"many-subs-10k", func(b *bench, ctx context.Context) (*result, error) {
 		subs := []subSpec{{url: "many"}}
 		for i := range 9999 {
 			subs = append(subs, subSpec{url: "many-none", user: fmt.Sprintf("nobody%d", i)})
 		}
-		return b.backlog(ctx, backlogParams{label: "many", records: 20000, subs: subs})
+		return b.backlog(ctx, backlogParams{label: "many", records: 50000, subs: subs})
 	}},
 	{"slow-receiver-baseline", func(b *bench, ctx context.Context) (*result, error) {
-		return b.backlog(ctx, backlogParams{label: "healthy0", records: 3000, subs: repeat(subSpec{url: "healthy0"}, 8)})
+		return b.backlog(ctx, backlogParams{label: "healthy0", records: 10000, subs: repeat(subSpec{url: "healthy0"}, 8)})
 	}},
 	{"slow-receiver", func(b *bench, ctx context.Context) (*result, error) {
 		subs := append(repeat(subSpec{url: "healthy1"}, 8), subSpec{url: "slow", mode: "slow"}, subSpec{url: "fail", mode: "fail"})
-		return b.backlog(ctx, backlogParams{label: "healthy1", records: 3000, subs: subs})
+		return b.backlog(ctx, backlogParams{label: "healthy1", records: 10000, subs: subs})
 	}},
 	{"steady-latency", (*bench).steady},
 	{"crash-recover", (*bench).crash},
@@ -232,7 +232,7 @@ func (r *result) line() string {
 // receiver.
 func (b *bench) rawPost(ctx context.Context) (*result, error) {
 	const label = "raw"
-	n := int(20000 * b.scale)
+	n := int(50000 * b.scale)
 	if err := b.reset(); err != nil {
 		return nil, err
 	}

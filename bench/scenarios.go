@@ -53,6 +53,9 @@ func (b *bench) newEnv(ctx context.Context, name string, subs []subSpec) (*env, 
 		e.close(b)
 		return nil, err
 	}
+	// PostgreSQL publishes a backend's statistics at most once a second:
+	// let the setup's writes land before the scenario's counters are read.
+	time.Sleep(1500 * time.Millisecond)
 	return e, nil
 }
 

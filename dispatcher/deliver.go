@@ -195,16 +195,7 @@ func (d *Dispatcher) store1(ctx context.Context, j *job, status string, attempts
 		Status: status, Event: base, Attempts: attempts, NextAttemptTime: next,
 		FirstAttemptTime: first, LastError: truncate(res.err, 1024), LastStatusCode: res.statusCode,
 	}
-	d.writers.submit(ctx, write{what: "queueing a delivery",
-		fn: func(ctx context.Context) error {
-			var err error
-			if j.replay {
-				_, err = d.store.RequeueDelivery(ctx, dl)
-			} else {
-				_, err = d.store.EnqueueDelivery(ctx, dl)
-			}
-			return err
-		},
+	d.writers.submit(ctx, write{what: "queueing a delivery", delivery: dl, requeue: j.replay,
 		done: func(err error) {
 			if err == nil {
 				j.done()

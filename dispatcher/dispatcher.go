@@ -163,6 +163,7 @@ type Enricher interface {
 type Store interface {
 	EnqueueDelivery(ctx context.Context, d *store.Delivery) (bool, error)
 	RequeueDelivery(ctx context.Context, d *store.Delivery) (bool, error)
+	InsertDeliveries(ctx context.Context, ds []*store.Delivery, requeue []bool) error
 	ClaimFair(ctx context.Context, p store.ClaimParams) ([]*store.Delivery, error)
 	FinishAttempt(ctx context.Context, id string, r store.AttemptResult) error
 	SetSubscriptionState(ctx context.Context, id, state, reason string) error
@@ -257,7 +258,7 @@ func New(p Params) (*Dispatcher, error) {
 		targets:  map[string]*target{},
 		rnd:      rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0x6f7574666c6f77)),
 		lanesCtx: ctx, stopLanes: cancel,
-		writers: newWriters(cfg.Writers, cfg.WriteQueue, ctx, warn),
+		writers: newWriters(cfg.Writers, cfg.WriteQueue, ctx, warn, p.Store.InsertDeliveries),
 		ready:   newReadyQueue(),
 	}
 	d.accepting.Store(true)

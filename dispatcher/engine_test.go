@@ -72,6 +72,24 @@ func (s *fakeStore) EnqueueDelivery(ctx context.Context, d *store.Delivery) (boo
 	return true, nil
 }
 
+// InsertDeliveries is all or nothing, like the real one's transaction.
+func (s *fakeStore) InsertDeliveries(ctx context.Context, ds []*store.Delivery, requeue []bool) error {
+	defer s.enter()()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.writes++
+	if s.failing {
+		return errDown
+	}
+	for _, d := range ds {
+		k := d.SubscriptionID + "/" + d.EventID
+		if _, ok := s.rows[k]; !ok {
+			s.rows[k] = d
+		}
+	}
+	return nil
+}
+
 func (s *fakeStore) RequeueDelivery(ctx context.Context, d *store.Delivery) (bool, error) {
 	return s.EnqueueDelivery(ctx, d)
 }

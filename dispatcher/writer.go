@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/outflow-dev/outflow/store"
 )
 
 // write is one durable write to PostgreSQL: a parked or failed delivery, a
@@ -22,7 +24,15 @@ type write struct {
 	// done hears the outcome: nil once the write is confirmed, else the last
 	// error. It runs on the writer goroutine and must not block.
 	done func(error)
+	// delivery, when set, makes the write batchable: fn is not used, and the
+	// writer stores it together with other queued deliveries in one round
+	// trip (requeue: as a replayed event, see store.Store.RequeueDelivery).
+	delivery *store.Delivery
+	requeue  bool
 }
+
+// maxWriteBatch bounds the deliveries one writer stores in one round trip.
+const maxWriteBatch = 128
 
 // writers are the fixed set of goroutines that make every write of the
 // delivery path. A fixed set, rather than a goroutine per event, bounds what
@@ -33,8 +43,9 @@ type write struct {
 // is confirmed, so the commit rule (SPEC §5) holds whatever the database
 // does.
 type writers struct {
-	in  chan write
-	log *limitedLog
+	in    chan write
+	log   *limitedLog
+	batch func(ctx context.Context, ds []*store.Delivery, requeue []bool) error
 	// retrying ends the retry loops: after it, each write is tried once.
 	retrying context.Context
 	// abort ends every write at once (a Stop that ran out of time).
@@ -52,9 +63,10 @@ type writers struct {
 
 // newWriters starts n writers with a queue of size q. retrying ends their
 // retry loops (the dispatcher's lanes context).
-func newWriters(n, q int, retrying context.Context, log *limitedLog) *writers {
+func newWriters(n, q int, retrying context.Context, log *limitedLog,
+	batch func(ctx context.Context, ds []*store.Delivery, requeue []bool) error) *writers {
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &writers{in: make(chan write, q), log: log, retrying: retrying, abortCtx: ctx, abort: cancel,
+	w := &writers{in: make(chan write, q), log: log, batch: batch, retrying: retrying, abortCtx: ctx, abort: cancel,
 		closing: make(chan struct{})}
 	w.wg.Add(n)
 	for range n {
@@ -106,10 +118,50 @@ func (w *writers) wait() { w.wg.Wait() }
 
 func (w *writers) run() {
 	defer w.wg.Done()
-	for wr := range w.in {
-		err := w.do(wr)
-		w.pending.Add(-1)
-		wr.done(err)
+	var next *write // taken from the queue while batching, not batchable
+	for {
+		var wr write
+		if next != nil {
+			wr, next = *next, nil
+		} else {
+			var ok bool
+			if wr, ok = <-w.in; !ok {
+				return
+			}
+		}
+		if wr.delivery == nil {
+			err := w.do(wr)
+			w.pending.Add(-1)
+			wr.done(err)
+			continue
+		}
+		// Take the deliveries queued behind this one, without waiting.
+		group := []write{wr}
+	more:
+		for len(group) < maxWriteBatch {
+			select {
+			case o, ok := <-w.in:
+				if !ok {
+					break more
+				}
+				if o.delivery == nil {
+					next = &o
+					break more
+				}
+				group = append(group, o)
+			default:
+				break more
+			}
+		}
+		ds, requeue := make([]*store.Delivery, len(group)), make([]bool, len(group))
+		for i, g := range group {
+			ds[i], requeue[i] = g.delivery, g.requeue
+		}
+		err := w.do(write{what: "queueing deliveries", fn: func(ctx context.Context) error { return w.batch(ctx, ds, requeue) }})
+		w.pending.Add(-int64(len(group)))
+		for _, g := range group {
+			g.done(err)
+		}
 	}
 }
 

@@ -58,6 +58,42 @@ func (s *Store) RequeueDelivery(ctx context.Context, d *Delivery) (bool, error) 
 		WHERE deliveries.status <> 'RETRYING'`)
 }
 
+// Delivery conflict clauses of insertDelivery and InsertDeliveries.
+const (
+	onConflictKeep    = `DO NOTHING`
+	onConflictRequeue = `DO UPDATE
+		SET status = excluded.status, event = excluded.event, attempts = excluded.attempts,
+		    next_attempt_time = excluded.next_attempt_time, first_attempt_time = excluded.first_attempt_time,
+		    last_error = excluded.last_error, last_status_code = excluded.last_status_code, update_time = now()
+		WHERE deliveries.status <> 'RETRYING'`
+	insertDeliverySQL = `
+		INSERT INTO deliveries (id, subscription_id, tenant_id, event_id, status, event, attempts,
+			next_attempt_time, first_attempt_time, last_error, last_status_code)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+		ON CONFLICT (subscription_id, event_id) `
+)
+
+// InsertDeliveries stores several deliveries in one round trip and one
+// transaction: each like EnqueueDelivery, or like RequeueDelivery where
+// requeue[i] is true. Either all are stored or none is. The dispatcher's
+// writers use it so that a burst of failed or shed deliveries costs a few
+// round trips, not one each.
+func (s *Store) InsertDeliveries(ctx context.Context, ds []*Delivery, requeue []bool) error {
+	var b pgx.Batch
+	for i, d := range ds {
+		clause := onConflictKeep
+		if i < len(requeue) && requeue[i] {
+			clause = onConflictRequeue
+		}
+		b.Queue(insertDeliverySQL+clause, d.ID, d.SubscriptionID, d.TenantID, d.EventID, d.Status, d.Event,
+			d.Attempts, nullTime(d.NextAttemptTime), d.FirstAttemptTime, d.LastError, d.LastStatusCode)
+	}
+	if err := s.pool.SendBatch(ctx, &b).Close(); err != nil {
+		return fmt.Errorf("queueing %d deliveries: %w", len(ds), interpretError(err))
+	}
+	return nil
+}
+
 // insertDelivery inserts d, resolving a delivery of the same event with
 // onConflict (the rest of an ON CONFLICT (subscription_id, event_id)
 // clause); it reports whether a row was written.

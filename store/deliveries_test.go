@@ -227,3 +227,49 @@ func TestClaimFair(t *testing.T) {
 		}
 	}
 }
+
+// TestInsertDeliveries: one batch stores new rows, skips an event already
+// queued (EnqueueDelivery's rule) and re-arms a dead one when asked
+// (RequeueDelivery's rule).
+func TestInsertDeliveries(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	ctx := context.Background()
+	key, _, _ := st.CreateAPIKey(ctx, "t", "k")
+	if _, err := st.CreateSubscription(ctx, key.TenantID, newSub("sub_b", "b"), "whsec_b", 10); err != nil {
+		t.Fatal(err)
+	}
+	dead := queued("sub_b", key.TenantID, 1)
+	dead.Status, dead.NextAttemptTime = store.StatusDead, time.Time{}
+	if _, err := st.EnqueueDelivery(ctx, dead); err != nil {
+		t.Fatal(err)
+	}
+	kept := queued("sub_b", key.TenantID, 2)
+	if _, err := st.EnqueueDelivery(ctx, kept); err != nil {
+		t.Fatal(err)
+	}
+	again2, again1 := queued("sub_b", key.TenantID, 2), queued("sub_b", key.TenantID, 1)
+	again2.ID, again1.ID = "dlv_again2", "dlv_again1"
+	batch := []*store.Delivery{queued("sub_b", key.TenantID, 3), queued("sub_b", key.TenantID, 4), again2, again1}
+	if err := st.InsertDeliveries(ctx, batch, []bool{false, false, false, true}); err != nil {
+		t.Fatal(err)
+	}
+	page, err := st.ListDeliveries(ctx, store.DeliveryQuery{TenantID: key.TenantID, SubscriptionID: "sub_b",
+		Statuses: []string{store.StatusRetrying, store.StatusDead}, Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, d := range page {
+		got[d.EventID] = d.ID + " " + d.Status
+	}
+	want := map[string]string{
+		"evt_1": "dlv_sub_b_1 RETRYING", // re-armed in place
+		"evt_2": "dlv_sub_b_2 RETRYING", // kept, not replaced
+		"evt_3": "dlv_sub_b_3 RETRYING",
+		"evt_4": "dlv_sub_b_4 RETRYING",
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("rows = %v, want %v", got, want)
+	}
+}
