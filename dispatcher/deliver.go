@@ -113,7 +113,7 @@ func activeSecrets(sub *match.Subscription, now time.Time) ([]webhook.Secret, er
 // the hot path for the retry queue (or the dead letters) before the job is
 // settled.
 func (d *Dispatcher) firstAttempt(t *target, j *job) {
-	res := d.attempt(d.lanesCtx, j.sub, j.rec, j.env, 1)
+	res := d.attempt(d.lanesCtx, j.sub, j.rec, j.event(), 1)
 	now := d.now()
 	switch res.outcome {
 	case delivered:
@@ -180,7 +180,8 @@ func deliveryLabel(o outcome, status string) string {
 // ended, or the dispatcher stopped first) stays unsettled: its message is
 // not Done, so it is read again after a restart.
 func (d *Dispatcher) store1(ctx context.Context, j *job, status string, attempts int, next, first time.Time, res attemptResult) {
-	base, err := j.env.withVector(nil)
+	env := j.event()
+	base, err := env.withVector(nil)
 	if err != nil {
 		d.logger.Error("encoding an event to queue it", slog.Any("error", err))
 		return
@@ -191,7 +192,7 @@ func (d *Dispatcher) store1(ctx context.Context, j *job, status string, attempts
 		return
 	}
 	dl := &store.Delivery{
-		ID: id, SubscriptionID: j.sub.ID, TenantID: j.sub.TenantID, EventID: j.env.ID,
+		ID: id, SubscriptionID: j.sub.ID, TenantID: j.sub.TenantID, EventID: env.ID,
 		Status: status, Event: base, Attempts: attempts, NextAttemptTime: next,
 		FirstAttemptTime: first, LastError: truncate(res.err, 1024), LastStatusCode: res.statusCode,
 	}

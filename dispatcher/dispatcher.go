@@ -59,6 +59,7 @@ package dispatcher
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"math/rand/v2"
@@ -269,15 +270,28 @@ func New(p Params) (*Dispatcher, error) {
 	return d, nil
 }
 
-// job is one (message, subscription) pair on its way to a receiver.
+// job is one (message, subscription) pair on its way to a receiver. It is
+// small on purpose: a backlog to many subscriptions holds one per event in
+// the lanes, so the event's envelope is only built when it is attempted or
+// stored, and the compacted record is shared by the record's jobs.
 type job struct {
-	msg  *source.Message
-	rec  *record.Record
-	sub  *match.Subscription
-	env  *envelope
-	done func() // one of the message's pending deliveries is settled
+	msg     *source.Message
+	rec     *record.Record
+	sub     *match.Subscription
+	raw     json.RawMessage // rec.Raw compacted, shared, read-only
+	created time.Time
+	env     *envelope // built by event, by the job's one owner at a time
+	done    func()    // one of the message's pending deliveries is settled
 	// replay marks a job of a replay (see Replay).
 	replay bool
+}
+
+// event returns the job's envelope, building it on first use.
+func (j *job) event() *envelope {
+	if j.env == nil {
+		j.env = newCompactEnvelope(j.sub.ID, j.msg.Position, j.raw, j.created)
+	}
+	return j.env
 }
 
 // Handle is the source.Handler: it decodes the message, matches it and
@@ -318,7 +332,7 @@ func (d *Dispatcher) Handle(ctx context.Context, m *source.Message) {
 		if ctx.Err() != nil {
 			return
 		}
-		j := &job{msg: m, rec: rec, sub: s, env: newCompactEnvelope(s.ID, m.Position, raw, now), done: done}
+		j := &job{msg: m, rec: rec, sub: s, raw: raw, created: now, done: done}
 		d.dispatch(ctx, j, d.cfg.LaneWait)
 	}
 }
@@ -334,7 +348,7 @@ func (d *Dispatcher) Handle(ctx context.Context, m *source.Message) {
 // events. A replayed event that fails re-arms a dead or delivered row of the
 // same event (store.RequeueDelivery).
 func (d *Dispatcher) Replay(m *source.Message, rec *record.Record, sub *match.Subscription) {
-	j := &job{msg: m, rec: rec, sub: sub, env: newEnvelope(sub.ID, m.Position, rec.Raw, d.now()), done: m.Done, replay: true}
+	j := &job{msg: m, rec: rec, sub: sub, raw: compact(rec.Raw), created: d.now(), done: m.Done, replay: true}
 	d.dispatch(context.Background(), j, 0)
 }
 
