@@ -175,6 +175,7 @@ var scenarios = []scenario{
 	}},
 	{"steady-latency", (*bench).steady},
 	{"crash-recover", (*bench).crash},
+	{"pg-outage", (*bench).pgOutage},
 }
 
 func repeat(s subSpec, n int) []subSpec {
