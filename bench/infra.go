@@ -80,6 +80,8 @@ func recordJSON(user int, ts time.Time, sent time.Time) []byte {
 // the user number (so the last record of each partition is known).
 type producer struct {
 	w *kafkago.Writer
+	// patience is how long a write is retried (15 s by default).
+	patience time.Duration
 }
 
 func newProducer(brokers []string, topic string) *producer {
@@ -110,10 +112,15 @@ func (p *producer) produce(ctx context.Context, from, to int) error {
 	return nil
 }
 
-// write writes msgs, retrying for up to 15 s: a topic just created may not
-// be in every broker's metadata yet (UNKNOWN_TOPIC_OR_PARTITION).
+// write writes msgs, retrying for up to patience: a topic just created may
+// not be in every broker's metadata yet (UNKNOWN_TOPIC_OR_PARTITION), and a
+// broker may be down on purpose.
 func (p *producer) write(ctx context.Context, msgs []kafkago.Message) error {
-	deadline := time.Now().Add(15 * time.Second)
+	patience := p.patience
+	if patience == 0 {
+		patience = 15 * time.Second
+	}
+	deadline := time.Now().Add(patience)
 	for {
 		err := p.w.WriteMessages(ctx, msgs...)
 		if err == nil {

@@ -176,6 +176,7 @@ var scenarios = []scenario{
 	{"steady-latency", (*bench).steady},
 	{"crash-recover", (*bench).crash},
 	{"pg-outage", (*bench).pgOutage},
+	{"broker-outage", (*bench).brokerOutage},
 }
 
 func repeat(s subSpec, n int) []subSpec {
