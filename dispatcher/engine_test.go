@@ -11,8 +11,11 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/outflow-dev/outflow/match"
 	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
+	"github.com/outflow-dev/outflow/record"
 	"github.com/outflow-dev/outflow/source"
 	"github.com/outflow-dev/outflow/store"
 	"github.com/outflow-dev/outflow/webhook"
@@ -567,4 +570,55 @@ func TestLanesKeepEachEntitysOrder(t *testing.T) {
 		}
 		last[u] = ev.Source.Offset
 	}
+}
+
+// TestFailuresAndOpenBreakerGoToTheRetryQueue: a failing receiver's first
+// attempts are queued as failed, and once its breaker opens its events are
+// parked without an attempt; a replayed event is queued with the
+// re-arming rule. Every message is Done once its row is written.
+func TestFailuresAndOpenBreakerGoToTheRetryQueue(t *testing.T) {
+	t.Parallel()
+	sub := webhookSub("sub_fail", "https://fail.example.com")
+	b := setup(t, Config{Breaker: BreakerConfig{Threshold: 3, Cooldown: time.Hour}}, sub)
+	var done atomic.Int64
+	const n = 20
+	ms := msgs(n, &done)
+	for _, m := range ms[:n-1] {
+		b.d.Handle(context.Background(), m)
+	}
+	eventually(t, "the live messages Done", func() bool { return done.Load() == n-1 })
+	b.d.Replay(ms[n-1], mustDecode(t, ms[n-1].Value), sub)
+	eventually(t, "the replayed message Done", func() bool { return done.Load() == n })
+	if rows, _, _ := b.store.stats(); rows != n {
+		t.Errorf("%d rows, want %d", rows, n)
+	}
+	b.sender.mu.Lock()
+	attempts := b.sender.maxIn["https://fail.example.com"]
+	b.sender.mu.Unlock()
+	if attempts == 0 {
+		t.Error("no attempt reached the receiver")
+	}
+	parked := counterValue(t, b.d.metrics.deliveries.WithLabelValues("parked"))
+	failed := counterValue(t, b.d.metrics.deliveries.WithLabelValues("retry_queued"))
+	if failed < 3 || parked == 0 || parked+failed != n {
+		t.Errorf("retry_queued %v, parked %v; want the breaker's 3 failures queued, the rest parked, %d in all", failed, parked, n)
+	}
+}
+
+func mustDecode(t *testing.T, raw []byte) *record.Record {
+	t.Helper()
+	rec, err := record.Decode(raw, record.DecodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec
+}
+
+func counterValue(t *testing.T, c interface{ Write(*dto.Metric) error }) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
 }
