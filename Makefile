@@ -37,6 +37,21 @@ testenv-start:
 testenv-stop:
 	scripts/testenv.sh stop
 
+.PHONY: bench
+
+# bench runs the delivery benchmark (bench/, issue 10): the gateway and a
+# receiver as their own processes on real Kafka and PostgreSQL, about 10
+# minutes on 2 cores. It uses the test environment in OUTFLOW_TEST_* when
+# set (e.g. after `eval "$$(scripts/testenv.sh env)"`), else starts a
+# throwaway one. Results: bench/results/ and docs/benchmarks.md.
+BENCH_FLAGS ?=
+bench:
+	if [[ -n "$${OUTFLOW_TEST_DATABASE_URL:-}" && -n "$${OUTFLOW_TEST_KAFKA_BROKERS:-}" ]]; then \
+		go run ./bench $(BENCH_FLAGS); \
+	else \
+		scripts/testenv.sh run -- go run ./bench $(BENCH_FLAGS); \
+	fi
+
 .PHONY: build run dev proto proto-check lint check readme
 
 # build compiles the binary into bin/.

@@ -163,7 +163,7 @@ func activeSecrets(sub *match.Subscription, now time.Time) ([]webhook.Secret, er
 // the hot path for the retry queue (or the dead letters) before the job is
 // settled.
 func (d *Dispatcher) firstAttempt(t *target, j *job) {
-	res := d.attempt(d.lanesCtx, j.sub, j.rec, j.env, 1)
+	res := d.attempt(d.lanesCtx, j.sub, j.rec, j.event(), 1)
 	now := d.now()
 	switch res.outcome {
 	case delivered:
@@ -175,12 +175,12 @@ func (d *Dispatcher) firstAttempt(t *target, j *job) {
 		j.done()
 		return
 	case interrupted:
-		d.park(j, "gateway shutting down", now)
+		d.park(context.Background(), j, "gateway shutting down", now)
 		return
 	case misconfigured:
 		// Not an attempt of the subscription's: it waits in the queue with
 		// no attempt counted, and the receiver's breaker is not touched.
-		d.park(j, res.err, now.Add(res.retryAfter))
+		d.park(context.Background(), j, res.err, now.Add(res.retryAfter))
 		return
 	case gone:
 		d.disable(j.sub.ID, "the receiver answered 410 Gone")
@@ -195,7 +195,7 @@ func (d *Dispatcher) firstAttempt(t *target, j *job) {
 func (d *Dispatcher) settleFailure(j *job, res attemptResult, attempts int, first, now time.Time) {
 	status, next := d.nextStep(j.sub, res, attempts, first, now)
 	d.metrics.deliveries.WithLabelValues(deliveryLabel(res.outcome, status)).Inc()
-	d.store1(j, status, attempts, next, first, res)
+	d.store1(context.Background(), j, status, attempts, next, first, res)
 }
 
 // nextStep decides what follows a failed attempt: another one (when and
@@ -229,11 +229,14 @@ func deliveryLabel(o outcome, status string) string {
 	}
 }
 
-// store1 writes a job's delivery row durably, then settles the job. If the
-// dispatcher stops before the write succeeds, the job stays unsettled: its
-// message is not Done, so it is read again after a restart.
-func (d *Dispatcher) store1(j *job, status string, attempts int, next, first time.Time, res attemptResult) {
-	base, err := j.env.withVector(nil)
+// store1 hands a job's delivery row to the writers, which settle the job
+// once the row is confirmed. The caller waits while the writers are busy
+// (backpressure) until ctx ends; a job whose row is never confirmed (ctx
+// ended, or the dispatcher stopped first) stays unsettled: its message is
+// not Done, so it is read again after a restart.
+func (d *Dispatcher) store1(ctx context.Context, j *job, status string, attempts int, next, first time.Time, res attemptResult) {
+	env := j.event()
+	base, err := env.withVector(nil)
 	if err != nil {
 		d.logger.Error("encoding an event to queue it", slog.Any("error", err))
 		return
@@ -244,33 +247,25 @@ func (d *Dispatcher) store1(j *job, status string, attempts int, next, first tim
 		return
 	}
 	dl := &store.Delivery{
-		ID: id, SubscriptionID: j.sub.ID, TenantID: j.sub.TenantID, EventID: j.env.ID,
+		ID: id, SubscriptionID: j.sub.ID, TenantID: j.sub.TenantID, EventID: env.ID,
 		Status: status, Event: base, Attempts: attempts, NextAttemptTime: next,
 		FirstAttemptTime: first, LastError: truncate(res.err, 1024), LastStatusCode: res.statusCode,
 	}
-	if d.durably(context.Background(), "queueing a delivery", func(ctx context.Context) error {
-		var err error
-		if j.replay {
-			_, err = d.store.RequeueDelivery(ctx, dl)
-		} else {
-			_, err = d.store.EnqueueDelivery(ctx, dl)
-		}
-		return err
-	}) {
-		j.done()
-	}
+	d.writers.submit(ctx, write{what: "queueing a delivery", delivery: dl, requeue: j.replay,
+		done: func(err error) {
+			if err == nil {
+				j.done()
+			}
+		}})
 }
 
 // park moves a job that was not attempted (paused subscription, open
-// breaker, full queue, shutdown) to the retry queue, due at next.
-func (d *Dispatcher) park(j *job, why string, next time.Time) {
+// breaker, shed, shutdown) to the retry queue, due at next. It waits while
+// the writers are busy, until ctx ends.
+func (d *Dispatcher) park(ctx context.Context, j *job, why string, next time.Time) {
 	d.metrics.deliveries.WithLabelValues("parked").Inc()
 	now := d.now()
-	d.inFlight.Add(1)
-	go func() {
-		defer d.inFlight.Done()
-		d.store1(j, store.StatusRetrying, 0, next, now, attemptResult{err: why})
-	}()
+	d.store1(ctx, j, store.StatusRetrying, 0, next, now, attemptResult{err: why})
 }
 
 // breakerFailure records a failure, and disables the subscription when the
@@ -284,9 +279,9 @@ func (d *Dispatcher) breakerFailure(t *target, subID string, now time.Time) {
 
 // disable marks a subscription DISABLED on the server's behalf.
 func (d *Dispatcher) disable(subID, reason string) {
-	if !d.durably(context.Background(), "disabling a subscription", func(ctx context.Context) error {
+	if err := d.writers.do(write{what: "disabling a subscription", fn: func(ctx context.Context) error {
 		return d.store.SetSubscriptionState(ctx, subID, outflowv1.Subscription_DISABLED.String(), reason)
-	}) {
+	}}); err != nil {
 		return
 	}
 	d.logger.Warn("subscription disabled", slog.String("subscription_id", subID), slog.String("reason", reason))

@@ -8,24 +8,58 @@
 // the retry queue. A crash before that re-reads it; re-delivered events carry
 // the same id, and re-queued ones are stored once per (subscription, event).
 //
-// # No receiver slows the others
+// # Backpressure, not parking
 //
-// Each webhook subscription has its own lanes (goroutines) fed by bounded
-// queues. An event whose lane queue is full, or whose subscription's circuit
-// breaker is open, is not waited for: it goes straight to the retry queue in
-// PostgreSQL, and the source moves on. A failed first attempt goes there too.
+// Each webhook subscription has its own lanes, max_in_flight bounded queues
+// (Config.LaneQueue), served one job at a time each by a fixed pool of
+// senders (Config.Senders) that take the lanes with work in turn, so the
+// number of goroutines and connections does not grow with the
+// subscriptions. A busy but healthy receiver is the happy path,
+// a backlog too: when its lane is full, the consumer waits for room, so the
+// source reads no faster than the receivers take events, and nothing is
+// written to PostgreSQL. The retry queue holds only events whose attempt
+// failed (SPEC §5):
+//
+//	source ──Handle──▶ lane queues ──senders (fixed pool)──▶ receivers
+//	   ▲  waits ≤ LaneWait │full                  │ failed
+//	   └────────────────────┘                     ▼
+//	                  writers (fixed set) ──▶ retry queue ──▶ retry workers
+//
+// A subscription must not hold the others back for long, though: when one
+// wait for its lane lasts longer than Config.LaneWait, the subscription is
+// shed — its further events go to the retry queue without waiting, until its
+// lane has drained to half — and while its circuit breaker is open its
+// events go there too. (The design this leads to detaches such a
+// subscription onto its own cursor instead; until then, shedding parks.)
+//
+// # Bounded writes
+//
+// Every write of the delivery path (a failed or shed delivery, a poison
+// record) goes through a fixed set of writers with a bounded queue; a full
+// queue makes the caller wait. While PostgreSQL is down the consumer is
+// therefore held back instead of starting a goroutine per event, and
+// failures are logged at a bounded rate.
+//
+// # Fair retries
+//
+// The retry workers claim due deliveries fairly across subscriptions (every
+// subscription's oldest before any one's second) and run at most
+// RetryConfig.PerSubscription of one subscription's retries at once, so one
+// slow or failing receiver never holds all the workers.
 //
 // # Ordering
 //
 // An event's lane is chosen by the hash of its entity keys, and a lane sends
 // one event at a time, so on the happy path a subscription receives one
-// entity's events in source order. Once an event fails it leaves the hot
-// path: later events of the same entity may be delivered before its retry
-// succeeds. Receivers that need order use the record's feature_timestamp.
+// entity's events in source order. Once an event fails (or is shed) it leaves
+// the hot path: later events of the same entity may be delivered before its
+// retry succeeds. Receivers that need order use the record's
+// feature_timestamp.
 package dispatcher
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"math/rand/v2"
@@ -47,9 +81,30 @@ import (
 // Config tunes the dispatcher. The zero value, with defaults, is what
 // production uses.
 type Config struct {
-	// LaneQueue is how many events one lane of a subscription may hold
-	// before further events spill to the retry queue. Defaults to 256.
+	// LaneQueue is how many events one lane of a subscription may hold;
+	// when it is full the consumer waits (see LaneWait). Defaults to 256.
 	LaneQueue int
+	// LaneWait bounds one wait of the consumer for room in a subscription's
+	// lane. A wait that runs out sheds the subscription: until all its lanes
+	// have drained to half, an event whose lane is full goes to the retry
+	// queue without waiting.
+	// Half a second is far above what a healthy receiver takes to free a
+	// slot (one request), and short enough that a slow receiver costs the
+	// others little. Defaults to 500ms.
+	LaneWait time.Duration
+	// Senders is how many webhook attempts may be under way at once across
+	// all subscriptions: the fixed pool of goroutines that serve the lanes.
+	// Lanes are queues, not goroutines, so a thousand subscriptions with 16
+	// lanes each cost memory for what they hold, not 16,000 goroutines and
+	// connections. A subscription never has more than max_in_flight of them
+	// (one per lane). Defaults to 512.
+	Senders int
+	// Writers is how many goroutines write to PostgreSQL for the delivery
+	// path (parked and failed deliveries, poison records). Defaults to 4.
+	Writers int
+	// WriteQueue is how many writes may wait for a writer before their
+	// callers wait too. Defaults to 1024.
+	WriteQueue int
 	// MaxRawPoison is how many bytes of a poison record are kept. Defaults
 	// to 4 KiB.
 	MaxRawPoison int
@@ -63,7 +118,8 @@ type Config struct {
 	// Retry tunes the retry worker.
 	Retry RetryConfig
 	// DrainTimeout bounds how long Stop waits for in-flight attempts before
-	// parking them in the retry queue. Defaults to 10s.
+	// parking them in the retry queue, and then again for those writes.
+	// Defaults to 10s.
 	DrainTimeout time.Duration
 	// UserAgent is sent with every webhook ("outflow/<version>").
 	UserAgent string
@@ -84,6 +140,18 @@ const MaxMisconfigBackoff = 5 * time.Minute
 func (c Config) WithDefaults() Config {
 	if c.LaneQueue <= 0 {
 		c.LaneQueue = 256
+	}
+	if c.LaneWait <= 0 {
+		c.LaneWait = 500 * time.Millisecond
+	}
+	if c.Senders <= 0 {
+		c.Senders = 512
+	}
+	if c.Writers <= 0 {
+		c.Writers = 4
+	}
+	if c.WriteQueue <= 0 {
+		c.WriteQueue = 1024
 	}
 	if c.MaxRawPoison <= 0 {
 		c.MaxRawPoison = 4 << 10
@@ -106,13 +174,42 @@ type Enricher interface {
 	Enrich(ctx context.Context, rec *record.Record, cfg *outflowv1.Enrichment) (*enrich.Result, error)
 }
 
+// Store is what the dispatcher writes and reads in PostgreSQL; *store.Store
+// is one.
+type Store interface {
+	EnqueueDelivery(ctx context.Context, d *store.Delivery) (bool, error)
+	RequeueDelivery(ctx context.Context, d *store.Delivery) (bool, error)
+	InsertDeliveries(ctx context.Context, ds []*store.Delivery, requeue []bool) error
+	ClaimFair(ctx context.Context, p store.ClaimParams) ([]*store.Delivery, error)
+	FinishAttempt(ctx context.Context, id string, r store.AttemptResult) error
+	SetSubscriptionState(ctx context.Context, id, state, reason string) error
+	InsertPoison(ctx context.Context, p store.Poison) error
+}
+
+// Sender sends one webhook attempt; *webhook.Sender is one.
+type Sender interface {
+	Send(ctx context.Context, req webhook.Request) webhook.Result
+}
+
+// Subscriptions is the current set of subscriptions; *match.Matcher is one.
+type Subscriptions interface {
+	Index() *match.Index
+	Get(id string) *match.Subscription
+}
+
+var (
+	_ Store         = (*store.Store)(nil)
+	_ Sender        = (*webhook.Sender)(nil)
+	_ Subscriptions = (*match.Matcher)(nil)
+)
+
 // Params are what New needs.
 type Params struct {
 	Config   Config
-	Store    *store.Store
-	Matcher  *match.Matcher
+	Store    Store
+	Matcher  Subscriptions
 	Enricher Enricher
-	Sender   *webhook.Sender
+	Sender   Sender
 	Metrics  *Metrics
 	Logger   *slog.Logger
 	// Now is the clock; time.Now by default.
@@ -122,12 +219,13 @@ type Params struct {
 // Dispatcher routes source messages to subscriptions and delivers them.
 type Dispatcher struct {
 	cfg      Config
-	store    *store.Store
-	matcher  *match.Matcher
+	store    Store
+	matcher  Subscriptions
 	enricher Enricher
-	sender   *webhook.Sender
+	sender   Sender
 	metrics  *Metrics
 	logger   *slog.Logger
+	warn     *limitedLog
 	now      func() time.Time
 
 	mu      sync.Mutex
@@ -135,14 +233,18 @@ type Dispatcher struct {
 	rnd     *rand.Rand         // guarded by mu
 
 	// lanesCtx ends the lanes when the dispatcher stops; work cut short is
-	// parked with parkCtx-bounded writes.
-	lanesCtx    context.Context
-	stopLanes   context.CancelFunc
-	lanes       sync.WaitGroup
-	accepting   atomic.Bool
-	inFlight    sync.WaitGroup
-	stopOnce    sync.Once
-	stopTimeout time.Duration
+	// parked, each write then tried once.
+	lanesCtx  context.Context
+	stopLanes context.CancelFunc
+	// ready holds the lanes that have work and no sender; the senders
+	// take them in turn.
+	ready   *readyQueue
+	senders sync.WaitGroup
+	// queued counts jobs on lanes or being attempted, for Stop.
+	queued    sync.WaitGroup
+	writers   *writers
+	accepting atomic.Bool
+	stopOnce  sync.Once
 
 	// misconfigStreak counts consecutive attempts failed by the gateway's
 	// own configuration (reset by a successful enrichment); misconfigLogged
@@ -151,7 +253,8 @@ type Dispatcher struct {
 	misconfigLogged atomic.Int64
 }
 
-// New builds a dispatcher.
+// New builds a dispatcher. Its senders and writers start at once; Stop ends
+// them.
 func New(p Params) (*Dispatcher, error) {
 	if p.Store == nil || p.Matcher == nil || p.Sender == nil {
 		return nil, errors.New("dispatcher: a store, a matcher and a sender are required")
@@ -170,31 +273,55 @@ func New(p Params) (*Dispatcher, error) {
 		metrics = NewMetrics(nil)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	warn := newLimitedLog(logger)
 	d := &Dispatcher{
 		cfg: cfg, store: p.Store, matcher: p.Matcher, enricher: p.Enricher, sender: p.Sender,
-		metrics: metrics, logger: logger, now: now,
+		metrics: metrics, logger: logger, warn: warn, now: now,
 		targets:  map[string]*target{},
 		rnd:      rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0x6f7574666c6f77)),
-		lanesCtx: ctx, stopLanes: cancel, stopTimeout: cfg.DrainTimeout,
+		lanesCtx: ctx, stopLanes: cancel,
+		writers: newWriters(cfg.Writers, cfg.WriteQueue, ctx, warn, p.Store.InsertDeliveries),
+		ready:   newReadyQueue(),
 	}
 	d.accepting.Store(true)
+	d.senders.Add(cfg.Senders)
+	for range cfg.Senders {
+		go d.runSender()
+	}
 	return d, nil
 }
 
-// job is one (message, subscription) pair on its way to a receiver.
+// job is one (message, subscription) pair on its way to a receiver. It is
+// small on purpose: a backlog to many subscriptions holds one per event in
+// the lanes, so the event's envelope is only built when it is attempted or
+// stored, and the compacted record is shared by the record's jobs.
 type job struct {
-	msg  *source.Message
-	rec  *record.Record
-	sub  *match.Subscription
-	env  *envelope
-	done func() // one of the message's pending deliveries is settled
+	msg     *source.Message
+	rec     *record.Record
+	sub     *match.Subscription
+	raw     json.RawMessage // rec.Raw compacted, shared, read-only
+	created time.Time
+	env     *envelope // built by event, by the job's one owner at a time
+	done    func()    // one of the message's pending deliveries is settled
 	// replay marks a job of a replay (see Replay).
 	replay bool
 }
 
+// event returns the job's envelope, building it on first use.
+func (j *job) event() *envelope {
+	if j.env == nil {
+		j.env = newCompactEnvelope(j.sub.ID, j.msg.Position, j.raw, j.created)
+	}
+	return j.env
+}
+
 // Handle is the source.Handler: it decodes the message, matches it and
-// hands each webhook delivery to its subscription's lane. It returns at
-// once; the message is Done when every delivery is settled.
+// hands each webhook delivery to its subscription's lane, waiting (at most
+// Config.LaneWait per subscription) while a lane is full: that wait is the
+// backpressure that keeps a backlog out of PostgreSQL. The message is Done
+// when every delivery is settled. When ctx ends during a wait (the
+// partition was revoked), the deliveries not yet handed on stay unsettled,
+// so the message is read again by the partition's next owner.
 func (d *Dispatcher) Handle(ctx context.Context, m *source.Message) {
 	d.metrics.consumed.Inc()
 	rec, err := record.Decode(m.Value, d.cfg.Decode)
@@ -221,9 +348,13 @@ func (d *Dispatcher) Handle(ctx context.Context, m *source.Message) {
 		}
 	}
 	now := d.now()
+	raw := compact(rec.Raw) // once per record, shared by its events
 	for _, s := range webhooks {
-		j := &job{msg: m, rec: rec, sub: s, env: newEnvelope(s.ID, m.Position, rec.Raw, now), done: done}
-		d.dispatch(j)
+		if ctx.Err() != nil {
+			return
+		}
+		j := &job{msg: m, rec: rec, sub: s, raw: raw, created: now, done: done}
+		d.dispatch(ctx, j, d.cfg.LaneWait)
 	}
 }
 
@@ -232,36 +363,45 @@ func (d *Dispatcher) Handle(ctx context.Context, m *source.Message) {
 // settled: delivered, dead-lettered, or queued for retry. The event is the
 // live one (its id derives from subscription and position), so receivers
 // de-duplicate it. It shares the subscription's lanes, rate limit and
-// breaker with live events and never blocks: the caller bounds how many
-// replayed events it has in flight, so a replay holds at most that many
-// lane slots ahead of live events. A replayed event that fails re-arms a
-// dead or delivered row of the same event (store.RequeueDelivery).
+// breaker with live events and does not wait for a full lane (the event is
+// parked instead): the caller bounds how many replayed events it has in
+// flight, so a replay holds at most that many lane slots ahead of live
+// events. A replayed event that fails re-arms a dead or delivered row of the
+// same event (store.RequeueDelivery).
 func (d *Dispatcher) Replay(m *source.Message, rec *record.Record, sub *match.Subscription) {
-	j := &job{msg: m, rec: rec, sub: sub, env: newEnvelope(sub.ID, m.Position, rec.Raw, d.now()), done: m.Done, replay: true}
-	d.dispatch(j)
+	j := &job{msg: m, rec: rec, sub: sub, raw: compact(rec.Raw), created: d.now(), done: m.Done, replay: true}
+	d.dispatch(context.Background(), j, 0)
 }
 
-// dispatch queues j on its lane, or parks it in the retry queue when the
-// subscription is paused, its breaker is open, or its lane is full.
-func (d *Dispatcher) dispatch(j *job) {
+// dispatch queues j on its lane, waiting up to wait for room, or parks it in
+// the retry queue when the subscription is paused, its breaker is open, it
+// is shed, or the dispatcher is stopping. When ctx ends first, j stays
+// unsettled.
+func (d *Dispatcher) dispatch(ctx context.Context, j *job, wait time.Duration) {
 	if j.sub.Proto.GetState() == outflowv1.Subscription_PAUSED {
-		d.park(j, "subscription paused", d.now())
+		d.park(ctx, j, "subscription paused", d.now())
 		return
 	}
 	t := d.target(j.sub)
 	if until, open := t.breaker.open(d.now()); open {
-		d.park(j, "circuit open: the receiver has been failing", until)
+		d.park(ctx, j, "circuit open: the receiver has been failing", until)
 		return
 	}
-	if !d.accepting.Load() || !t.enqueue(d, j) {
-		d.park(j, "delivery queue full", d.now())
+	switch t.enqueue(ctx, d, j, wait) {
+	case queued:
+	case full:
+		d.park(ctx, j, "the receiver is not keeping up: its delivery queue stayed full", d.now())
+	case refused:
+		d.park(ctx, j, "gateway shutting down", d.now())
+	case cancelled:
 	}
 }
 
 // keepPoison stores a record that does not decode and marks the message
 // done; the record is skipped, never retried. A database failure is retried
-// until the record is kept or the dispatcher stops (then the message stays
-// not Done and is read again after a restart: nothing is lost).
+// (by a writer) until the record is kept or the dispatcher stops (then the
+// message stays not Done and is read again after a restart: nothing is
+// lost).
 func (d *Dispatcher) keepPoison(ctx context.Context, m *source.Message, err error) {
 	reason := "invalid"
 	var perr *record.PoisonError
@@ -277,72 +417,89 @@ func (d *Dispatcher) keepPoison(ctx context.Context, m *source.Message, err erro
 		Shard: m.Position.Shard, SequenceNumber: m.Position.Sequence,
 		Reason: reason, Error: err.Error(), Raw: raw, RawSize: len(m.Value),
 	}
-	d.inFlight.Add(1)
-	go func() {
-		defer d.inFlight.Done()
-		// Bounded: a record that cannot be kept (a permanent database error)
-		// must not stall its partition; the poison itself carries no event
-		// anyone is owed, so giving up loses only the inspection copy.
-		err := d.retryWrite(ctx, "keeping a poison record", poisonWriteAttempts, func(ctx context.Context) error {
-			return d.store.InsertPoison(ctx, p)
-		})
-		switch {
-		case err == nil:
-			m.Done()
-		case d.lanesCtx.Err() == nil:
-			d.metrics.poison.WithLabelValues("not_kept").Inc()
-			d.logger.ErrorContext(ctx, "a poison record could not be kept; skipping it",
-				slog.String("position", m.Position.Key()), slog.Any("error", err))
-			m.Done()
-		}
-	}()
+	// Bounded: a record that cannot be kept (a permanent database error)
+	// must not stall its partition; the poison itself carries no event
+	// anyone is owed, so giving up loses only the inspection copy.
+	d.writers.submit(ctx, write{what: "keeping a poison record", attempts: poisonWriteAttempts,
+		fn: func(ctx context.Context) error { return d.store.InsertPoison(ctx, p) },
+		done: func(err error) {
+			switch {
+			case err == nil:
+				m.Done()
+			case d.lanesCtx.Err() == nil:
+				d.metrics.poison.WithLabelValues("not_kept").Inc()
+				d.logger.Error("a poison record could not be kept; skipping it",
+					slog.String("position", m.Position.Key()), slog.Any("error", err))
+				m.Done()
+			}
+		}})
 }
 
 // poisonWriteAttempts bounds the tries to keep one poison record (about a
 // minute of backoff).
 const poisonWriteAttempts = 15
 
-// durably runs write until it succeeds, backing off between failures, and
-// reports whether it did before the dispatcher stopped. Deliveries are
-// written this way: while PostgreSQL is down their messages stay not Done,
-// so the consumer pauses rather than loses them.
-func (d *Dispatcher) durably(ctx context.Context, what string, write func(context.Context) error) bool {
-	return d.retryWrite(ctx, what, 0, write) == nil
-}
-
-// retryWrite runs write until it succeeds, the dispatcher stops, or
-// attempts (0: no bound) have failed, and returns the last error.
-func (d *Dispatcher) retryWrite(ctx context.Context, what string, attempts int, write func(context.Context) error) error {
-	backoff := 100 * time.Millisecond
-	for n := 1; ; n++ {
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		err := write(wctx)
-		cancel()
-		if err == nil || (attempts > 0 && n >= attempts) {
-			return err
-		}
-		d.logger.WarnContext(ctx, what+" failed; retrying", slog.Any("error", err))
-		select {
-		case <-d.lanesCtx.Done():
-			return err
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 5*time.Second)
-	}
-}
-
 // target is a webhook subscription's delivery state: its lanes, limiter and
 // breaker. It lives while the dispatcher does; its configuration is read
 // from each job's subscription, so updates apply to the next event.
 type target struct {
-	id      string
-	mu      sync.Mutex
-	lanes   []chan *job
+	id string
+
+	// lanesMu guards lanes and closed. Senders hold it for reading, also
+	// while they wait for room; whoever replaces or ends the lanes first
+	// retires them (which wakes the waiting senders, who move to the new
+	// lanes) and then takes it for writing.
+	lanesMu sync.RWMutex
+	lanes   *laneSet
+	// closed is set when the subscription went away; enqueue then refuses.
+	closed bool
+	// shed is set when a wait for room ran past LaneWait; until every lane
+	// has drained to half, events do not wait for room (an event whose lane
+	// is full is parked).
+	shed atomic.Bool
+
+	mu      sync.Mutex // guards limiter and limit
 	limiter *rate.Limiter
 	limit   float64
 	breaker breaker
-	// closed is set when the subscription went away; enqueue then refuses.
-	closed bool
+}
+
+// laneSet is one generation of a target's lanes. A retired generation
+// takes no more jobs; the senders still deliver what it holds.
+type laneSet struct {
+	lanes []*lane
+	// quit is closed when the set is being replaced or ended.
+	quit chan struct{}
+	once sync.Once
+}
+
+func (ls *laneSet) retire() { ls.once.Do(func() { close(ls.quit) }) }
+
+// drained reports whether every lane is at most half full.
+func (ls *laneSet) drained() bool {
+	for _, l := range ls.lanes {
+		if len(l.q) > cap(l.q)/2 {
+			return false
+		}
+	}
+	return true
+}
+
+// lane is a bounded queue of one target's jobs, sent one at a time in
+// order: at most one sender serves a lane at once.
+type lane struct {
+	t *target
+	q chan *job
+	// scheduled is true while the lane is in the ready queue or being
+	// served; whoever sets it puts the lane in the ready queue.
+	scheduled atomic.Bool
+}
+
+// schedule puts l in the ready queue unless it is there or being served.
+func (d *Dispatcher) schedule(l *lane) {
+	if l.scheduled.CompareAndSwap(false, true) {
+		d.ready.push(l)
+	}
 }
 
 func (d *Dispatcher) target(s *match.Subscription) *target {
@@ -356,47 +513,141 @@ func (d *Dispatcher) target(s *match.Subscription) *target {
 	return t
 }
 
-// enqueue puts j on the lane of its entity, starting the lane if needed; it
-// reports false when the lane's queue is full.
-func (t *target) enqueue(d *Dispatcher, j *job) bool {
-	wh := j.sub.Proto.GetWebhook()
-	n := int(wh.GetMaxInFlight())
-	if n <= 0 {
-		n = 1
-	}
-	// The send happens under the lock, so a concurrent resize or Stop cannot
-	// close the lane under it; it never blocks.
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if !d.accepting.Load() || t.closed {
-		return false // stopping, or swept: the lanes are closed or will be
-	}
-	if len(t.lanes) != n {
-		// The subscription's max_in_flight changed (or this is its first
-		// event): new lanes; the old ones drain what they hold and exit.
-		for _, l := range t.lanes {
-			close(l)
+// enqueueResult is what enqueue came to.
+type enqueueResult int
+
+const (
+	queued    enqueueResult = iota // on its lane
+	full                           // no room within the wait, or shed
+	refused                        // stopping, or the subscription went away
+	cancelled                      // the caller's ctx ended while waiting
+)
+
+// enqueue puts j on the lane of its entity, making or resizing the lanes if
+// needed, and waits up to wait for room (0: not at all). A wait that runs
+// out sheds the target.
+func (t *target) enqueue(ctx context.Context, d *Dispatcher, j *job, wait time.Duration) enqueueResult {
+	n := max(int(j.sub.Proto.GetWebhook().GetMaxInFlight()), 1)
+	t.updateLimit(j.sub.Proto.GetWebhook().GetRateLimit())
+	for {
+		t.lanesMu.RLock()
+		if !d.accepting.Load() || t.closed {
+			t.lanesMu.RUnlock()
+			return refused
 		}
-		t.lanes = make([]chan *job, n)
-		for i := range t.lanes {
-			t.lanes[i] = make(chan *job, d.cfg.LaneQueue)
-			d.lanes.Add(1)
-			go d.runLane(t, t.lanes[i])
+		ls := t.lanes
+		if ls == nil || len(ls.lanes) != n {
+			t.lanesMu.RUnlock()
+			t.replaceLanes(d, ls, n)
+			continue
+		}
+		l := ls.lanes[j.rec.EntityHash()%uint64(n)]
+		d.queued.Add(1)
+		res, again := t.send(ctx, d, ls, l, j, wait)
+		t.lanesMu.RUnlock()
+		if res == queued && !again {
+			d.schedule(l)
+			return queued
+		}
+		d.queued.Done()
+		if !again {
+			return res
 		}
 	}
-	if r := wh.GetRateLimit(); r != t.limit {
-		t.limit = r
-		if r > 0 {
-			t.limiter = rate.NewLimiter(rate.Limit(r), max(1, int(r)))
+}
+
+// send is enqueue's attempt on one lane generation; again means the
+// generation was retired meanwhile. Callers hold lanesMu for reading.
+func (t *target) send(ctx context.Context, d *Dispatcher, ls *laneSet, l *lane, j *job, wait time.Duration) (res enqueueResult, again bool) {
+	if wait > 0 && t.shed.Load() {
+		// Shed: take the event only if its lane has room now, until every
+		// lane has drained to half (checking one lane would let a full
+		// sibling lane stall the consumer again at once).
+		if ls.drained() {
+			t.shed.Store(false)
 		} else {
-			t.limiter = nil
+			wait = 0
 		}
 	}
 	select {
-	case t.lanes[j.rec.EntityHash()%uint64(n)] <- j:
-		return true
+	case l.q <- j:
+		return queued, false
 	default:
-		return false
+	}
+	if wait <= 0 {
+		return full, false
+	}
+	start := time.Now()
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	defer func() { d.metrics.laneWait.Add(time.Since(start).Seconds()) }()
+	select {
+	case l.q <- j:
+		return queued, false
+	case <-ls.quit:
+		return 0, true
+	case <-ctx.Done():
+		return cancelled, false
+	case <-timer.C:
+		if !t.shed.Swap(true) {
+			d.metrics.shed.Inc()
+			d.warn.warn(ctx, "a subscription's receiver is not keeping up; its events go to the retry queue until its lane drains",
+				slog.String("subscription_id", t.id), slog.Duration("waited", wait))
+		}
+		return full, false
+	}
+}
+
+// replaceLanes replaces the lane generation old (nil: none yet) with n new
+// lanes, unless another sender did so first or the target is ending. The
+// senders deliver what the old lanes hold.
+func (t *target) replaceLanes(d *Dispatcher, old *laneSet, n int) {
+	if old != nil {
+		old.retire()
+	}
+	t.lanesMu.Lock()
+	defer t.lanesMu.Unlock()
+	if t.lanes != old || t.closed || !d.accepting.Load() {
+		return
+	}
+	ls := &laneSet{lanes: make([]*lane, n), quit: make(chan struct{})}
+	for i := range ls.lanes {
+		ls.lanes[i] = &lane{t: t, q: make(chan *job, d.cfg.LaneQueue)}
+	}
+	t.lanes = ls
+}
+
+// endLanes retires the target's lanes (what they hold is still delivered);
+// closed keeps it from making new ones (the subscription went away).
+func (t *target) endLanes(closed bool) {
+	t.lanesMu.RLock()
+	ls := t.lanes
+	t.lanesMu.RUnlock()
+	if ls != nil {
+		ls.retire()
+	}
+	t.lanesMu.Lock()
+	defer t.lanesMu.Unlock()
+	if t.lanes != nil {
+		t.lanes.retire() // replaced meanwhile: retire that one too
+	}
+	t.lanes = nil
+	t.closed = t.closed || closed
+}
+
+// updateLimit follows the subscription's rate limit (events per second; 0:
+// none).
+func (t *target) updateLimit(r float64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if r == t.limit {
+		return
+	}
+	t.limit = r
+	if r > 0 {
+		t.limiter = rate.NewLimiter(rate.Limit(r), max(1, int(r)))
+	} else {
+		t.limiter = nil
 	}
 }
 
@@ -406,23 +657,95 @@ func (t *target) rateLimiter() *rate.Limiter {
 	return t.limiter
 }
 
-// runLane sends a lane's events one at a time until the lane is closed or
-// the dispatcher stops; what is left then is parked.
-func (d *Dispatcher) runLane(t *target, lane chan *job) {
-	defer d.lanes.Done()
-	for j := range lane {
-		if d.lanesCtx.Err() != nil {
-			d.park(j, "gateway shutting down", d.now())
-			continue
+// runSender serves ready lanes, one job of a lane at a time, until the
+// ready queue is closed. Taking one job per turn keeps the lanes fair; a
+// lane with more work goes back to the end of the queue. Once the
+// dispatcher stops, jobs are parked instead of attempted.
+func (d *Dispatcher) runSender() {
+	defer d.senders.Done()
+	for {
+		l, ok := d.ready.pop()
+		if !ok {
+			return
 		}
-		if lim := t.rateLimiter(); lim != nil {
-			if err := lim.Wait(d.lanesCtx); err != nil {
-				d.park(j, "gateway shutting down", d.now())
-				continue
-			}
-		}
-		d.firstAttempt(t, j)
+		d.serve(l)
 	}
+}
+
+func (d *Dispatcher) serve(l *lane) {
+	var j *job
+	select {
+	case j = <-l.q:
+	default: // cannot happen: only the sender serving a lane takes from it
+	}
+	if j != nil {
+		switch lim := l.t.rateLimiter(); {
+		case d.lanesCtx.Err() != nil:
+			d.park(context.Background(), j, "gateway shutting down", d.now())
+		case lim != nil && lim.Wait(d.lanesCtx) != nil:
+			d.park(context.Background(), j, "gateway shutting down", d.now())
+		default:
+			d.firstAttempt(l.t, j)
+		}
+		d.queued.Done()
+	}
+	l.scheduled.Store(false)
+	if len(l.q) > 0 {
+		d.schedule(l)
+	}
+}
+
+// readyQueue is a FIFO of lanes with work; it never blocks a push (a lane
+// is in it at most once, so it holds at most every lane).
+type readyQueue struct {
+	mu     sync.Mutex
+	cond   *sync.Cond
+	q      []*lane
+	head   int
+	closed bool
+}
+
+func newReadyQueue() *readyQueue {
+	r := &readyQueue{}
+	r.cond = sync.NewCond(&r.mu)
+	return r
+}
+
+func (r *readyQueue) push(l *lane) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.q = append(r.q, l)
+	r.cond.Signal()
+}
+
+// pop returns the next lane, waiting for one; false once closed.
+func (r *readyQueue) pop() (*lane, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for r.head == len(r.q) && !r.closed {
+		r.cond.Wait()
+	}
+	if r.head == len(r.q) {
+		return nil, false
+	}
+	l := r.q[r.head]
+	r.q[r.head] = nil
+	r.head++
+	if r.head == len(r.q) {
+		r.q, r.head = r.q[:0], 0
+	} else if r.head > 1024 && r.head*2 > len(r.q) {
+		n := copy(r.q, r.q[r.head:])
+		clear(r.q[n:])
+		r.q, r.head = r.q[:n], 0
+	}
+	return l, true
+}
+
+func (r *readyQueue) close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed = true
+	r.cond.Broadcast()
 }
 
 // sweepTargets ends the lanes of subscriptions that were deleted or are no
@@ -435,45 +758,49 @@ func (d *Dispatcher) sweepTargets() {
 		if s := d.matcher.Get(id); s != nil && s.Proto.GetWebhook() != nil {
 			continue
 		}
-		t.mu.Lock()
-		for _, l := range t.lanes {
-			close(l)
-		}
-		t.lanes, t.closed = nil, true
-		t.mu.Unlock()
+		t.endLanes(true)
 		delete(d.targets, id)
 	}
 }
 
-// Stop stops accepting messages, gives in-flight deliveries the drain
-// timeout to finish, then parks the rest in the retry queue. It is
-// idempotent. Messages whose deliveries could not be parked stay not Done,
-// so their positions are not committed.
+// Stop stops accepting messages, gives queued and in-flight deliveries the
+// drain timeout to finish, then parks the rest in the retry queue, giving
+// those writes the drain timeout again. It is idempotent. Messages whose
+// deliveries could not be parked stay not Done, so their positions are not
+// committed.
 func (d *Dispatcher) Stop() {
 	d.stopOnce.Do(func() {
 		d.accepting.Store(false)
 		d.mu.Lock()
 		for _, t := range d.targets {
-			t.mu.Lock()
-			for _, l := range t.lanes {
-				close(l)
-			}
-			t.lanes = nil
-			t.mu.Unlock()
+			t.endLanes(false) // waits for senders inside enqueue: no job is added after this
 		}
 		d.mu.Unlock()
 		drained := make(chan struct{})
 		go func() {
-			d.lanes.Wait()
+			d.queued.Wait()
 			close(drained)
 		}()
 		select {
 		case <-drained:
-		case <-time.After(d.stopTimeout):
-			d.stopLanes() // lanes park what they still hold
-			<-drained
+		case <-time.After(d.cfg.DrainTimeout):
 		}
-		d.stopLanes()
-		d.inFlight.Wait()
+		d.stopLanes() // senders park what is left; writes are tried once
+		written := make(chan struct{})
+		go func() {
+			<-drained
+			d.ready.close()
+			d.senders.Wait()
+			d.writers.close()
+			d.writers.wait()
+			close(written)
+		}()
+		select {
+		case <-written:
+		case <-time.After(d.cfg.DrainTimeout):
+			d.writers.abort()
+			<-written
+		}
+		d.writers.abort()
 	})
 }

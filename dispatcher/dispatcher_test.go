@@ -1,6 +1,7 @@
 package dispatcher
 
 import (
+	"context"
 	"encoding/json"
 	"math/rand/v2"
 	"strings"
@@ -164,13 +165,18 @@ func TestSweepEndsTheLanesOfDeletedSubscriptions(t *testing.T) {
 	}
 	d := &Dispatcher{matcher: m, targets: map[string]*target{}}
 	d.accepting.Store(true)
-	lane := make(chan *job, 1)
-	gone := &target{id: "sub_gone", lanes: []chan *job{lane}}
+	lanes := &laneSet{lanes: []*lane{{q: make(chan *job, 1)}}, quit: make(chan struct{})}
+	gone := &target{id: "sub_gone", lanes: lanes}
 	d.targets["sub_gone"] = gone
 
 	d.sweepTargets()
-	if _, open := <-lane; open {
-		t.Error("the deleted subscription's lane is still open")
+	select {
+	case <-lanes.quit:
+	default:
+		t.Error("the deleted subscription's lanes were not retired")
+	}
+	if gone.lanes != nil {
+		t.Error("the deleted subscription still has lanes")
 	}
 	if len(d.targets) != 0 {
 		t.Errorf("targets = %v, want none", d.targets)
@@ -179,7 +185,7 @@ func TestSweepEndsTheLanesOfDeletedSubscriptions(t *testing.T) {
 	// its caller) rather than starting new lanes nobody would close.
 	sub := match.Compile(nil, &store.Subscription{Proto: &outflowv1.Subscription{Id: "sub_gone",
 		Target: &outflowv1.Subscription_Webhook{Webhook: &outflowv1.WebhookTarget{MaxInFlight: 2}}}})
-	if gone.enqueue(d, &job{sub: sub}) {
+	if gone.enqueue(context.Background(), d, &job{sub: sub}, 0) != refused {
 		t.Error("a swept target accepted a job")
 	}
 }

@@ -63,12 +63,18 @@ func newSourceJSON(p source.Position) sourceJSON {
 // newEnvelope starts the event of a record for a subscription; the feature
 // vector is added per attempt.
 func newEnvelope(subscriptionID string, pos source.Position, raw []byte, now time.Time) *envelope {
+	return newCompactEnvelope(subscriptionID, pos, compact(raw), now)
+}
+
+// newCompactEnvelope is newEnvelope for a record already compacted, which
+// the events of one record share (read-only).
+func newCompactEnvelope(subscriptionID string, pos source.Position, raw json.RawMessage, now time.Time) *envelope {
 	return &envelope{
 		ID:             EventID(subscriptionID, pos),
 		Type:           EventType,
 		SubscriptionID: subscriptionID,
 		CreatedAt:      now.UTC().Format("2006-01-02T15:04:05.000Z07:00"),
-		Record:         compact(raw),
+		Record:         raw,
 		Source:         newSourceJSON(pos),
 	}
 }

@@ -17,6 +17,8 @@ type Metrics struct {
 	calls      *prometheus.HistogramVec
 	retries    prometheus.Counter
 	misconfig  *prometheus.CounterVec
+	laneWait   prometheus.Counter
+	shed       prometheus.Counter
 }
 
 // NewMetrics creates the series and registers them with reg (nil: not
@@ -31,7 +33,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"reason"}),
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outflow_deliveries_total",
-			Help: "Webhook deliveries by outcome: delivered, retry_queued, parked (not attempted: paused, circuit open, queue full), dead, gone.",
+			Help: "Webhook deliveries by outcome: delivered, retry_queued, parked (not attempted: paused, circuit open, shed, shutdown), dead, gone.",
 		}, []string{"outcome"}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "outflow_end_to_end_latency_seconds",
@@ -55,6 +57,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, r := range []string{"credentials", "no_backend"} {
 		m.misconfig.WithLabelValues(r)
 	}
+	m.laneWait = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "outflow_lane_wait_seconds_total",
+		Help: "Time the consumer spent waiting for room in full delivery lanes (backpressure).",
+	})
+	m.shed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "outflow_subscriptions_shed_total",
+		Help: "Times a subscription whose lane stayed full past --lane-wait was shed to the retry queue.",
+	})
 	// Every label value starts at zero, so dashboards and alerts see a
 	// series before its first event.
 	for _, r := range record.Reasons() {
@@ -65,7 +75,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.deliveries.WithLabelValues(o)
 	}
 	if reg != nil {
-		reg.MustRegister(m.consumed, m.poison, m.deliveries, m.latency, m.calls, m.retries, m.misconfig)
+		reg.MustRegister(m.consumed, m.poison, m.deliveries, m.latency, m.calls, m.retries, m.misconfig, m.laneWait, m.shed)
 	}
 	return m
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/outflow-dev/outflow/record"
@@ -16,6 +17,11 @@ type RetryConfig struct {
 	Batch int
 	// Workers bounds concurrent retry attempts per replica. Defaults to 32.
 	Workers int
+	// PerSubscription bounds one subscription's retry attempts in flight
+	// per replica, so a slow receiver's rows (each holding a worker for up
+	// to its timeout) leave the other workers to the other subscriptions.
+	// Defaults to 4.
+	PerSubscription int
 	// Poll is how often the queue is checked when it had nothing due.
 	// Defaults to 1s.
 	Poll time.Duration
@@ -33,6 +39,9 @@ func (c RetryConfig) WithDefaults() RetryConfig {
 	if c.Workers <= 0 {
 		c.Workers = 32
 	}
+	if c.PerSubscription <= 0 {
+		c.PerSubscription = 4
+	}
 	if c.Poll <= 0 {
 		c.Poll = time.Second
 	}
@@ -47,44 +56,75 @@ func (c RetryConfig) WithDefaults() RetryConfig {
 const sweepInterval = time.Minute
 
 // RunRetries claims due deliveries from the retry queue and attempts them
-// until ctx is done; it also sweeps the lanes of deleted subscriptions. Replicas share the queue without sending a delivery
-// twice at once (FOR UPDATE SKIP LOCKED with a lease). An attempt cut short
-// by shutdown is not recorded; its lease runs out and it is claimed again.
+// until ctx is done; it also sweeps the lanes of deleted subscriptions.
+// Replicas share the queue without sending a delivery twice at once (FOR
+// UPDATE SKIP LOCKED with a lease). Claims are fair across subscriptions
+// (store.Store.ClaimFair) and only take as many rows as there are free
+// workers, at most PerSubscription in flight per subscription. An attempt
+// cut short by shutdown is not recorded; its lease runs out and it is
+// claimed again.
 func (d *Dispatcher) RunRetries(ctx context.Context) error {
 	cfg := d.cfg.Retry
-	sem := make(chan struct{}, cfg.Workers)
-	defer func() {
-		for range cap(sem) {
-			sem <- struct{}{} // wait for the attempts under way
-		}
-	}()
+	var (
+		mu    sync.Mutex
+		total int
+		busy  = map[string]int{}
+		freed = make(chan struct{}, 1)
+		wg    sync.WaitGroup
+	)
+	defer wg.Wait() // the attempts under way
 	lastSweep := time.Now()
 	for {
 		if time.Since(lastSweep) >= sweepInterval {
 			d.sweepTargets()
 			lastSweep = time.Now()
 		}
-		claimed, err := d.store.ClaimDueDeliveries(ctx, min(cfg.Batch, cfg.Workers), cfg.Lease)
-		if err != nil && ctx.Err() == nil {
-			d.logger.WarnContext(ctx, "claiming due deliveries", slog.Any("error", err))
+		mu.Lock()
+		free := cfg.Workers - total
+		snapshot := make(map[string]int, len(busy))
+		for id, n := range busy {
+			snapshot[id] = n
+		}
+		mu.Unlock()
+		var claimed []*store.Delivery
+		if free > 0 {
+			var err error
+			claimed, err = d.store.ClaimFair(ctx, store.ClaimParams{Limit: min(cfg.Batch, free), Lease: cfg.Lease,
+				PerSubscription: cfg.PerSubscription, Busy: snapshot})
+			if err != nil && ctx.Err() == nil {
+				d.warn.warn(ctx, "claiming due deliveries", slog.Any("error", err))
+			}
 		}
 		for _, dl := range claimed {
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-				return nil
-			}
-			go func() {
-				defer func() { <-sem }()
+			mu.Lock()
+			total++
+			busy[dl.SubscriptionID]++
+			mu.Unlock()
+			wg.Go(func() {
+				defer func() {
+					mu.Lock()
+					total--
+					if busy[dl.SubscriptionID]--; busy[dl.SubscriptionID] <= 0 {
+						delete(busy, dl.SubscriptionID)
+					}
+					mu.Unlock()
+					select {
+					case freed <- struct{}{}:
+					default:
+					}
+				}()
 				d.retry(ctx, dl)
-			}()
+			})
 		}
-		if len(claimed) > 0 {
-			continue
+		if len(claimed) > 0 && len(claimed) == min(cfg.Batch, free) {
+			continue // there may be more due at once
 		}
+		// Nothing (more) due, or every worker or subscription is at its
+		// bound: wait for the poll interval or a freed worker.
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-freed:
 		case <-time.After(cfg.Poll):
 		}
 	}
@@ -148,6 +188,6 @@ func (d *Dispatcher) retry(ctx context.Context, dl *store.Delivery) {
 func (d *Dispatcher) finish(ctx context.Context, dl *store.Delivery, r store.AttemptResult) {
 	if err := d.store.FinishAttempt(context.WithoutCancel(ctx), dl.ID, r); err != nil {
 		// The lease lapses and the delivery is attempted again: at least once.
-		d.logger.WarnContext(ctx, "recording a retry", slog.String("delivery_id", dl.ID), slog.Any("error", err))
+		d.warn.warn(ctx, "recording a retry", slog.String("delivery_id", dl.ID), slog.Any("error", err))
 	}
 }

@@ -80,3 +80,34 @@ func BenchmarkMatch(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkMatchManyEntitySubs is the many-subs case of issue 10: one
+// feature view with subs= subscriptions, each filtering on its own user, and
+// a record that matches one of them. ns/op and allocs/op should not grow
+// with subs=: the index finds the one candidate by a lookup of the record's
+// entity value instead of visiting every subscription.
+func BenchmarkMatchManyEntitySubs(b *testing.B) {
+	env, err := filter.NewEnv()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, total := range []int{1, 1_000, 10_000} {
+		b.Run(fmt.Sprintf("subs=%d", total), func(b *testing.B) {
+			subs := make([]*Subscription, 0, total)
+			for i := range total {
+				sp := spec{id: fmt.Sprintf("sub_%07d", i), views: []string{"fv"},
+					entity: map[string][]string{"user_id": {fmt.Sprintf("u%d", i)}}}
+				subs = append(subs, Compile(env, sp.stored()))
+			}
+			ix := NewIndex(subs, IndexOptions{})
+			r := rec("fv", map[string]string{"user_id": "u0"})
+			if n := len(ix.Match(r)); n != 1 {
+				b.Fatalf("the record matches %d subscriptions, want 1", n)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				ix.Match(r)
+			}
+		})
+	}
+}

@@ -37,6 +37,21 @@ type view struct {
 	// filtered is true when some of subs has an entity or CEL filter; when
 	// it is false every record of the view matches all of subs.
 	filtered bool
+	// always are the subscriptions of subs without an entity filter (with a
+	// CEL filter or not), sorted by ID: candidates for every record.
+	always []*Subscription
+	// byKey indexes the subscriptions with an entity filter by one key of
+	// their filter (the first, in key order) and each accepted value of it,
+	// so a record's candidates are found by a lookup of its own entity values
+	// instead of a visit to every subscription. Sorted by key; each list is
+	// sorted by ID.
+	byKey []keyIndex
+}
+
+// keyIndex is one entity key's share of a view's index.
+type keyIndex struct {
+	key    string
+	values map[string][]*Subscription
 }
 
 // IndexOptions tunes an Index. The zero value is ready to use.
@@ -95,15 +110,32 @@ func (ix *Index) indexed(s *Subscription) bool {
 	return s.Matchable() && !(ix.webhooksOnly && s.Proto.GetStream() != nil)
 }
 
-// newView sorts subs by ID and records whether any of them filters.
+// newView sorts subs by ID, records whether any of them filters, and
+// indexes the entity-filtered ones by the values of their first entity key.
 func newView(subs []*Subscription) view {
 	slices.SortFunc(subs, func(a, b *Subscription) int { return cmp.Compare(a.ID, b.ID) })
 	v := view{subs: slices.Clip(subs)}
-	for _, s := range subs {
+	byKey := map[string]map[string][]*Subscription{}
+	for _, s := range v.subs {
 		if s.filtered() {
 			v.filtered = true
-			break
 		}
+		if len(s.entity) == 0 {
+			v.always = append(v.always, s)
+			continue
+		}
+		c := s.entity[0]
+		values := byKey[c.key]
+		if values == nil {
+			values = map[string][]*Subscription{}
+			byKey[c.key] = values
+		}
+		for val := range c.values {
+			values[val] = append(values[val], s) // subs is sorted, so each list is
+		}
+	}
+	for _, key := range slices.Sorted(maps.Keys(byKey)) {
+		v.byKey = append(v.byKey, keyIndex{key: key, values: byKey[key]})
 	}
 	return v
 }
@@ -128,33 +160,97 @@ func (ix *Index) Get(id string) *Subscription { return ix.byID[id] }
 //
 // The result is sorted by subscription ID, is nil when nothing matches, and
 // may share memory with the index: it must not be modified (appending to it
-// is safe). Match looks the feature view up first, checks entity filters
-// before CEL filters, and converts rec to the protobuf message CEL reads at
-// most once, only when a CEL filter has to run; when every candidate matches
-// it allocates nothing.
+// is safe).
+//
+// Match does not visit every subscription of the feature view: the
+// candidates are the subscriptions without an entity filter and those whose
+// entity filter accepts one of rec's entity values (a map lookup per entity
+// key the view's filters use), so 10,000 subscriptions each filtering on its
+// own entity cost what one does. Candidates have their entity filter checked
+// in full before their CEL filter, and rec is converted to the protobuf
+// message CEL reads at most once, only when a CEL filter has to run. When
+// every subscription of the view matches, or none does, Match allocates
+// nothing; otherwise it allocates the result once.
 func (ix *Index) Match(rec *record.Record) []*Subscription {
 	v := ix.views[rec.FeatureViewName]
 	if !v.filtered {
 		return v.subs
 	}
+	n := len(v.always)
+	for _, k := range v.byKey {
+		if val, ok := rec.EntityKeys[k.key]; ok {
+			n += len(k.values[val])
+		}
+	}
+	if n == len(v.subs) {
+		return ix.matchAll(v, rec)
+	}
+	m := matching{ix: ix, rec: rec, max: n}
+	for _, s := range v.always {
+		m.check(s)
+	}
+	for _, k := range v.byKey {
+		if val, ok := rec.EntityKeys[k.key]; ok {
+			for _, s := range k.values[val] {
+				m.check(s)
+			}
+		}
+	}
+	if len(v.byKey) > 0 && len(m.out) > 1 {
+		slices.SortFunc(m.out, func(a, b *Subscription) int { return cmp.Compare(a.ID, b.ID) })
+	}
+	return m.out
+}
+
+// matching collects the result of one Match over candidates.
+type matching struct {
+	ix  *Index
+	rec *record.Record
+	pr  *outflowv1.Record // rec for CEL, converted once when first needed
+	max int               // how many candidates there are: the result's capacity
+	out []*Subscription
+}
+
+// ok reports whether s, a candidate, matches the record.
+func (m *matching) ok(s *Subscription) bool {
+	if !s.MatchEntity(m.rec.EntityKeys) {
+		return false
+	}
+	if s.Filter == nil {
+		return true
+	}
+	if m.pr == nil {
+		m.pr = m.ix.toProto(m.rec)
+	}
+	ok, err := s.Filter.Match(m.pr)
+	if err != nil && m.ix.onFilterError != nil {
+		m.ix.onFilterError(s.ID, err)
+	}
+	return ok
+}
+
+func (m *matching) check(s *Subscription) {
+	if !m.ok(s) {
+		return
+	}
+	if m.out == nil {
+		m.out = make([]*Subscription, 0, m.max)
+	}
+	m.out = append(m.out, s)
+}
+
+// matchAll is Match when every subscription of v is a candidate: it returns
+// v.subs itself, without allocating, when all of them match.
+func (ix *Index) matchAll(v view, rec *record.Record) []*Subscription {
 	var (
 		out []*Subscription
 		// all is true while every candidate so far matched; out is only
-		// built once one did not, so the common case allocates nothing.
+		// built once one did not.
 		all = true
-		pr  *outflowv1.Record
+		m   = matching{ix: ix, rec: rec}
 	)
 	for i, s := range v.subs {
-		ok := s.MatchEntity(rec.EntityKeys)
-		if ok && s.Filter != nil {
-			if pr == nil {
-				pr = ix.toProto(rec)
-			}
-			var err error
-			if ok, err = s.Filter.Match(pr); err != nil && ix.onFilterError != nil {
-				ix.onFilterError(s.ID, err)
-			}
-		}
+		ok := m.ok(s)
 		switch {
 		case ok && !all:
 			out = append(out, s)

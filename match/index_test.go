@@ -2,6 +2,7 @@ package match
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -518,5 +519,71 @@ func TestWebhooksOnlyLeavesStreamsOut(t *testing.T) {
 	// Without the option, streams match as before.
 	if got := ids(NewIndex(subs, IndexOptions{}).Match(rec("fv", map[string]string{"user_id": "u1"}))); !slices.Equal(got, []string{"hook", "stream"}) {
 		t.Errorf("without WebhooksOnly: Match = %v", got)
+	}
+}
+
+// TestIndexMatchAgreesWithSubscriptionMatches checks the entity index
+// against the definition: for random subscriptions (entity filters on one or
+// two keys, CEL filters, none) and random records, Index.Match returns
+// exactly the matchable subscriptions whose Matches is true, sorted by ID.
+func TestIndexMatchAgreesWithSubscriptionMatches(t *testing.T) {
+	t.Parallel()
+	env := testEnv(t)
+	rnd := rand.New(rand.NewPCG(7, 10))
+	users := []string{"u0", "u1", "u2", "u3"}
+	orgs := []string{"o0", "o1"}
+	pick := func(vals []string) []string {
+		var out []string
+		for _, v := range vals {
+			if rnd.IntN(2) == 0 {
+				out = append(out, v)
+			}
+		}
+		if len(out) == 0 {
+			out = vals[:1]
+		}
+		return out
+	}
+	for round := range 50 {
+		var specs []spec
+		for i := range 1 + rnd.IntN(40) {
+			sp := spec{id: fmt.Sprintf("s%02d", i), views: []string{[]string{"fv", "other"}[rnd.IntN(2)]}}
+			switch rnd.IntN(5) {
+			case 0:
+				sp.entity = map[string][]string{"user_id": pick(users)}
+			case 1:
+				sp.entity = map[string][]string{"org": pick(orgs), "user_id": pick(users)}
+			case 2:
+				sp.entity = map[string][]string{"org": pick(orgs)}
+			case 3:
+				sp.cel = fmt.Sprintf(`record.entity_keys["user_id"] == %q`, users[rnd.IntN(len(users))])
+			}
+			if rnd.IntN(6) == 0 {
+				sp.state = outflowv1.Subscription_DISABLED
+			}
+			specs = append(specs, sp)
+		}
+		subs := compileAll(t, env, specs...)
+		ix := NewIndex(subs, IndexOptions{})
+		for range 20 {
+			keys := map[string]string{}
+			if rnd.IntN(4) > 0 {
+				keys["user_id"] = users[rnd.IntN(len(users))]
+			}
+			if rnd.IntN(2) == 0 {
+				keys["org"] = orgs[rnd.IntN(len(orgs))]
+			}
+			r := rec("fv", keys)
+			var want []string
+			for _, s := range subs {
+				if ok, _ := s.Matches(r); ok && s.Matchable() {
+					want = append(want, s.ID)
+				}
+			}
+			slices.Sort(want)
+			if got := ids(ix.Match(r)); !slices.Equal(got, want) && !(len(got) == 0 && len(want) == 0) {
+				t.Fatalf("round %d, keys %v: Match = %v, want %v", round, keys, got, want)
+			}
+		}
 	}
 }

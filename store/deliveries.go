@@ -58,6 +58,42 @@ func (s *Store) RequeueDelivery(ctx context.Context, d *Delivery) (bool, error) 
 		WHERE deliveries.status <> 'RETRYING'`)
 }
 
+// Delivery conflict clauses of insertDelivery and InsertDeliveries.
+const (
+	onConflictKeep    = `DO NOTHING`
+	onConflictRequeue = `DO UPDATE
+		SET status = excluded.status, event = excluded.event, attempts = excluded.attempts,
+		    next_attempt_time = excluded.next_attempt_time, first_attempt_time = excluded.first_attempt_time,
+		    last_error = excluded.last_error, last_status_code = excluded.last_status_code, update_time = now()
+		WHERE deliveries.status <> 'RETRYING'`
+	insertDeliverySQL = `
+		INSERT INTO deliveries (id, subscription_id, tenant_id, event_id, status, event, attempts,
+			next_attempt_time, first_attempt_time, last_error, last_status_code)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+		ON CONFLICT (subscription_id, event_id) `
+)
+
+// InsertDeliveries stores several deliveries in one round trip and one
+// transaction: each like EnqueueDelivery, or like RequeueDelivery where
+// requeue[i] is true. Either all are stored or none is. The dispatcher's
+// writers use it so that a burst of failed or shed deliveries costs a few
+// round trips, not one each.
+func (s *Store) InsertDeliveries(ctx context.Context, ds []*Delivery, requeue []bool) error {
+	var b pgx.Batch
+	for i, d := range ds {
+		clause := onConflictKeep
+		if i < len(requeue) && requeue[i] {
+			clause = onConflictRequeue
+		}
+		b.Queue(insertDeliverySQL+clause, d.ID, d.SubscriptionID, d.TenantID, d.EventID, d.Status, d.Event,
+			d.Attempts, nullTime(d.NextAttemptTime), d.FirstAttemptTime, d.LastError, d.LastStatusCode)
+	}
+	if err := s.pool.SendBatch(ctx, &b).Close(); err != nil {
+		return fmt.Errorf("queueing %d deliveries: %w", len(ds), interpretError(err))
+	}
+	return nil
+}
+
 // insertDelivery inserts d, resolving a delivery of the same event with
 // onConflict (the rest of an ON CONFLICT (subscription_id, event_id)
 // clause); it reports whether a row was written.
@@ -95,6 +131,77 @@ func (s *Store) ClaimDueDeliveries(ctx context.Context, limit int, lease time.Du
 		RETURNING `+deliveryColumns, limit, lease.Seconds())
 	if err != nil {
 		return nil, fmt.Errorf("claiming due deliveries: %w", interpretError(err))
+	}
+	return collectDeliveries(rows)
+}
+
+// ClaimParams says what one fair claim may take.
+type ClaimParams struct {
+	// Limit bounds the deliveries claimed in all.
+	Limit int
+	// Lease is how long the claimed deliveries are reserved.
+	Lease time.Duration
+	// PerSubscription bounds one subscription's deliveries in flight: those
+	// claimed now plus its Busy count. Zero means Limit.
+	PerSubscription int
+	// Busy holds, by subscription id, how many of its deliveries the
+	// caller is attempting already.
+	Busy map[string]int
+}
+
+// ClaimFair claims due RETRYING deliveries of ACTIVE subscriptions like
+// ClaimDueDeliveries, but fairly: subscriptions take turns (every
+// subscription's oldest due delivery comes before any subscription's second)
+// and none gets more than PerSubscription in flight, counting its Busy ones.
+// One subscription with a deep queue of slow or failing retries therefore
+// never takes every worker the others need.
+//
+// The walk goes over the subscriptions that have RETRYING deliveries (a skip
+// scan of deliveries_retrying_by_subscription), so an idle queue costs one
+// index probe however many subscriptions exist.
+func (s *Store) ClaimFair(ctx context.Context, p ClaimParams) ([]*Delivery, error) {
+	per := p.PerSubscription
+	if per <= 0 || per > p.Limit {
+		per = p.Limit
+	}
+	ids := make([]string, 0, len(p.Busy))
+	busy := make([]int32, 0, len(p.Busy))
+	for id, n := range p.Busy {
+		if n > 0 {
+			ids, busy = append(ids, id), append(busy, int32(n))
+		}
+	}
+	rows, err := s.pool.Query(ctx, `
+		WITH RECURSIVE subs(id) AS (
+			(SELECT subscription_id FROM deliveries WHERE status = 'RETRYING'
+			 ORDER BY subscription_id LIMIT 1)
+			UNION ALL
+			SELECT (SELECT d.subscription_id FROM deliveries d
+			        WHERE d.status = 'RETRYING' AND d.subscription_id > subs.id
+			        ORDER BY d.subscription_id LIMIT 1)
+			FROM subs WHERE subs.id IS NOT NULL
+		), picked AS (
+			SELECT c.id, c.next_attempt_time,
+			       row_number() OVER (PARTITION BY c.subscription_id ORDER BY c.next_attempt_time) AS rn,
+			       COALESCE(b.n, 0) AS busy
+			FROM subs
+			JOIN subscriptions s ON s.id = subs.id AND s.state = 'ACTIVE'
+			CROSS JOIN LATERAL (
+				SELECT d.id, d.subscription_id, d.next_attempt_time FROM deliveries d
+				WHERE d.subscription_id = subs.id AND d.status = 'RETRYING' AND d.next_attempt_time <= now()
+				ORDER BY d.next_attempt_time
+				LIMIT $3
+				FOR UPDATE OF d SKIP LOCKED) c
+			LEFT JOIN unnest($4::text[], $5::int[]) AS b(id, n) ON b.id = subs.id
+		)
+		UPDATE deliveries SET next_attempt_time = now() + make_interval(secs => $2), update_time = now()
+		WHERE id IN (
+			SELECT id FROM picked WHERE rn + busy <= $3
+			ORDER BY rn, next_attempt_time
+			LIMIT $1)
+		RETURNING `+deliveryColumns, p.Limit, p.Lease.Seconds(), per, ids, busy)
+	if err != nil {
+		return nil, fmt.Errorf("claiming due deliveries fairly: %w", interpretError(err))
 	}
 	return collectDeliveries(rows)
 }

@@ -207,3 +207,109 @@ func TestUncountedAttempt(t *testing.T) {
 		}
 	}
 }
+
+// TestClaimFair: a subscription with a deep queue does not take every slot
+// of a claim; subscriptions take turns, Busy counts against the cap, and
+// rows of a PAUSED subscription wait.
+func TestClaimFair(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	ctx := context.Background()
+	key, _, _ := st.CreateAPIKey(ctx, "t", "k")
+	for _, id := range []string{"sub_deep", "sub_a", "sub_b", "sub_paused"} {
+		if _, err := st.CreateSubscription(ctx, key.TenantID, newSub(id, id), "whsec_"+id, 10); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.SetSubscriptionState(ctx, "sub_paused", "PAUSED", "test"); err != nil {
+		t.Fatal(err)
+	}
+	enqueue := func(sub string, n int) {
+		for i := range n {
+			if ok, err := st.EnqueueDelivery(ctx, queued(sub, key.TenantID, i)); err != nil || !ok {
+				t.Fatalf("enqueue %s %d = %v, %v", sub, i, ok, err)
+			}
+		}
+	}
+	enqueue("sub_deep", 50)
+	enqueue("sub_a", 2)
+	enqueue("sub_b", 1)
+	enqueue("sub_paused", 3)
+
+	count := func(ds []*store.Delivery) map[string]int {
+		m := map[string]int{}
+		for _, d := range ds {
+			m[d.SubscriptionID]++
+		}
+		return m
+	}
+	tests := []struct {
+		name string
+		p    store.ClaimParams
+		want map[string]int
+	}{
+		{"turns: one of each first", store.ClaimParams{Limit: 3, Lease: time.Minute, PerSubscription: 4},
+			map[string]int{"sub_deep": 1, "sub_a": 1, "sub_b": 1}},
+		{"the cap counts busy ones", store.ClaimParams{Limit: 10, Lease: time.Minute, PerSubscription: 4,
+			Busy: map[string]int{"sub_deep": 1, "sub_a": 1}}, map[string]int{"sub_deep": 3, "sub_a": 1}},
+		{"a full subscription gets none", store.ClaimParams{Limit: 10, Lease: time.Minute, PerSubscription: 4,
+			Busy: map[string]int{"sub_deep": 4}}, map[string]int{}},
+		{"the rest, capped", store.ClaimParams{Limit: 10, Lease: time.Minute, PerSubscription: 4},
+			map[string]int{"sub_deep": 4}},
+	}
+	for _, tt := range tests { // sequential: each claim leases what it took
+		ds, err := st.ClaimFair(ctx, tt.p)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if got := count(ds); fmt.Sprint(got) != fmt.Sprint(tt.want) {
+			t.Errorf("%s: claimed %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+// TestInsertDeliveries: one batch stores new rows, skips an event already
+// queued (EnqueueDelivery's rule) and re-arms a dead one when asked
+// (RequeueDelivery's rule).
+func TestInsertDeliveries(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	ctx := context.Background()
+	key, _, _ := st.CreateAPIKey(ctx, "t", "k")
+	if _, err := st.CreateSubscription(ctx, key.TenantID, newSub("sub_b", "b"), "whsec_b", 10); err != nil {
+		t.Fatal(err)
+	}
+	dead := queued("sub_b", key.TenantID, 1)
+	dead.Status, dead.NextAttemptTime = store.StatusDead, time.Time{}
+	if _, err := st.EnqueueDelivery(ctx, dead); err != nil {
+		t.Fatal(err)
+	}
+	kept := queued("sub_b", key.TenantID, 2)
+	if _, err := st.EnqueueDelivery(ctx, kept); err != nil {
+		t.Fatal(err)
+	}
+	again2, again1 := queued("sub_b", key.TenantID, 2), queued("sub_b", key.TenantID, 1)
+	again2.ID, again1.ID = "dlv_again2", "dlv_again1"
+	batch := []*store.Delivery{queued("sub_b", key.TenantID, 3), queued("sub_b", key.TenantID, 4), again2, again1}
+	if err := st.InsertDeliveries(ctx, batch, []bool{false, false, false, true}); err != nil {
+		t.Fatal(err)
+	}
+	page, err := st.ListDeliveries(ctx, store.DeliveryQuery{TenantID: key.TenantID, SubscriptionID: "sub_b",
+		Statuses: []string{store.StatusRetrying, store.StatusDead}, Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, d := range page {
+		got[d.EventID] = d.ID + " " + d.Status
+	}
+	want := map[string]string{
+		"evt_1": "dlv_sub_b_1 RETRYING", // re-armed in place
+		"evt_2": "dlv_sub_b_2 RETRYING", // kept, not replaced
+		"evt_3": "dlv_sub_b_3 RETRYING",
+		"evt_4": "dlv_sub_b_4 RETRYING",
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("rows = %v, want %v", got, want)
+	}
+}

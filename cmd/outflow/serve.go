@@ -99,7 +99,9 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	fs.DurationVar(&f.dispatch.MisconfigBackoff, "misconfig-backoff", 5*time.Second, "first wait before retrying an event the gateway's own configuration failed (feature-store credentials refused, backend not configured); doubles up to 5m, never spends the retry policy")
 	fs.StringVar(&f.secretKeys, "secret-keys", "", secretKeysUsage+" (required)")
 
-	fs.IntVar(&f.dispatch.LaneQueue, "lane-queue", 256, "events one delivery lane may hold before further events spill to the retry queue")
+	fs.IntVar(&f.dispatch.LaneQueue, "lane-queue", 256, "events one delivery lane may hold; when it is full the consumer waits (see --lane-wait)")
+	fs.IntVar(&f.dispatch.Senders, "senders", 512, "webhook attempts under way at once across all subscriptions (the sender pool)")
+	fs.DurationVar(&f.dispatch.LaneWait, "lane-wait", 500*time.Millisecond, "longest the consumer waits for room in one subscription's lane before that subscription's events go to the retry queue until its lane drains")
 	fs.DurationVar(&f.dispatch.DrainTimeout, "drain-timeout", 10*time.Second, "on SIGTERM, how long in-flight deliveries get before they are parked in the retry queue")
 	fs.DurationVar(&f.dispatch.Breaker.Cooldown, "breaker-cooldown", 30*time.Second, "how long an open circuit parks a failing receiver's events")
 	fs.DurationVar(&f.dispatch.Breaker.DisableAfter, "disable-after", 72*time.Hour, "disable a subscription whose receiver has failed without a success for this long")

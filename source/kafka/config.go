@@ -54,12 +54,34 @@ const (
 	// group for a slow receiver, whose messages are redelivered instead.
 	DefaultRebalanceDrainTimeout = 2 * time.Second
 
-	// DefaultSessionTimeout, DefaultRebalanceTimeout and
-	// DefaultHeartbeatInterval are kafka-go's own defaults, stated here so
-	// they are documented in one place.
-	DefaultSessionTimeout    = 30 * time.Second
-	DefaultRebalanceTimeout  = 30 * time.Second
-	DefaultHeartbeatInterval = 3 * time.Second
+	// DefaultSessionTimeout is how long the coordinator waits for a
+	// member's heartbeat before it evicts the member. After a kill -9 the
+	// dead member holds its partitions until then: a restarted gateway
+	// joins as a new member (kafka-go starts every process with an empty
+	// member id), and the coordinator completes that rebalance only once
+	// the old member rejoined or was evicted. Six seconds is the brokers'
+	// default group.min.session.timeout.ms, the shortest they accept; with
+	// join, sync and the offset fetch it puts consumption back within 10 s
+	// of a crash. (kafka-go's default, 30 s, left nothing consumed for
+	// ~30 s after every crash.)
+	DefaultSessionTimeout = 6 * time.Second
+	// DefaultHeartbeatInterval is a third of DefaultSessionTimeout, Kafka's
+	// rule, so two heartbeats lost to a network hiccup do not evict a live
+	// member. It is also how soon a member notices that a rebalance began.
+	DefaultHeartbeatInterval = 2 * time.Second
+	// DefaultRebalanceTimeout is how long the coordinator waits for live
+	// members to rejoin once a rebalance began. A member rejoins after
+	// RebalanceDrainTimeout (2 s) and a commit, so 10 s leaves room for a
+	// slow commit without evicting a live member; a dead member is evicted
+	// by its session timeout (6 s) sooner. kafka-go also bounds its
+	// JoinGroup call by this plus its request timeout.
+	DefaultRebalanceTimeout = 10 * time.Second
+	// DefaultJoinGroupBackoff is how long kafka-go waits after a failed
+	// join (coordinator unreachable: a broker restart) before trying again.
+	// One second, instead of kafka-go's 5 s, rejoins within a second of the
+	// broker's return at the cost of one connection attempt a second while
+	// it is down.
+	DefaultJoinGroupBackoff = time.Second
 
 	// DefaultPartitionWatchInterval is how often the group checks the topics
 	// for added partitions (kafka-go's default). A change starts a rebalance
@@ -197,17 +219,18 @@ type Config struct {
 	// SessionTimeout is how long the coordinator waits for a heartbeat
 	// before it evicts this member and rebalances. It must lie within the
 	// broker's group.min/max.session.timeout.ms (6 s to 30 min by default).
-	// Default DefaultSessionTimeout (30 s, kafka-go's default).
+	// Default DefaultSessionTimeout (6 s; see there why).
 	SessionTimeout time.Duration
 	// RebalanceTimeout is how long the coordinator waits for every member
-	// to rejoin during a rebalance. Default DefaultRebalanceTimeout (30 s,
-	// kafka-go's default).
+	// to rejoin during a rebalance. Default DefaultRebalanceTimeout (10 s).
 	RebalanceTimeout time.Duration
 	// HeartbeatInterval is how often this member heartbeats, which is also
 	// how soon it notices a rebalance. It must be below SessionTimeout
-	// (Kafka advises a third of it). Default DefaultHeartbeatInterval (3 s,
-	// kafka-go's default).
+	// (Kafka advises a third of it). Default DefaultHeartbeatInterval (2 s).
 	HeartbeatInterval time.Duration
+	// JoinGroupBackoff is how long to wait after a failed attempt to join
+	// the group before the next. Default DefaultJoinGroupBackoff (1 s).
+	JoinGroupBackoff time.Duration
 	// PartitionWatchInterval is how often the topics are checked for added
 	// partitions; a negative value disables the check, and added partitions
 	// are then picked up at the next rebalance. Default
@@ -251,6 +274,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.HeartbeatInterval == 0 {
 		c.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if c.JoinGroupBackoff == 0 {
+		c.JoinGroupBackoff = DefaultJoinGroupBackoff
 	}
 	if c.PartitionWatchInterval == 0 {
 		c.PartitionWatchInterval = DefaultPartitionWatchInterval
@@ -298,6 +324,8 @@ func (c Config) validate() error {
 		return bad("SessionTimeout out of range: %s", c.SessionTimeout)
 	case c.RebalanceTimeout < time.Millisecond || c.RebalanceTimeout > maxProtocolDuration:
 		return bad("RebalanceTimeout out of range: %s", c.RebalanceTimeout)
+	case c.JoinGroupBackoff < 0 || c.JoinGroupBackoff > maxProtocolDuration:
+		return bad("JoinGroupBackoff out of range: %s", c.JoinGroupBackoff)
 	case c.HeartbeatInterval < 0 || c.HeartbeatInterval >= c.SessionTimeout:
 		return bad("HeartbeatInterval (%s) must be positive and below SessionTimeout (%s)", c.HeartbeatInterval, c.SessionTimeout)
 	case c.RebalanceDrainTimeout >= c.RebalanceTimeout:

@@ -29,9 +29,10 @@ func TestConfigWithDefaults(t *testing.T) {
 		{"CommitInterval", c.CommitInterval, time.Second},
 		{"DrainTimeout", c.DrainTimeout, 10 * time.Second},
 		{"RebalanceDrainTimeout", c.RebalanceDrainTimeout, 2 * time.Second},
-		{"SessionTimeout", c.SessionTimeout, 30 * time.Second},
-		{"RebalanceTimeout", c.RebalanceTimeout, 30 * time.Second},
-		{"HeartbeatInterval", c.HeartbeatInterval, 3 * time.Second},
+		{"SessionTimeout", c.SessionTimeout, 6 * time.Second},
+		{"RebalanceTimeout", c.RebalanceTimeout, 10 * time.Second},
+		{"HeartbeatInterval", c.HeartbeatInterval, 2 * time.Second},
+		{"JoinGroupBackoff", c.JoinGroupBackoff, time.Second},
 		{"PartitionWatchInterval", c.PartitionWatchInterval, 5 * time.Second},
 		{"Logger set", c.Logger != nil, true},
 	}

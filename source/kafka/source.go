@@ -122,6 +122,7 @@ func (s *Source) Run(ctx context.Context, h source.Handler) error {
 		HeartbeatInterval:      s.cfg.HeartbeatInterval,
 		SessionTimeout:         s.cfg.SessionTimeout,
 		RebalanceTimeout:       s.cfg.RebalanceTimeout,
+		JoinGroupBackoff:       s.cfg.JoinGroupBackoff,
 		WatchPartitionChanges:  watch,
 		PartitionWatchInterval: max(s.cfg.PartitionWatchInterval, 0),
 		StartOffset:            s.cfg.StartOffset.kafkago(),
@@ -139,7 +140,7 @@ func (s *Source) Run(ctx context.Context, h source.Handler) error {
 		case IsFatal(err):
 			r.fail(&FatalError{Op: "join group", Err: err})
 		case err != nil:
-			// kafka-go backs off (JoinGroupBackoff, 5 s) before the next try.
+			// kafka-go backs off (JoinGroupBackoff) before the next try.
 			s.log.WarnContext(ctx, "kafka: joining the consumer group failed; retrying", slog.Any("error", err))
 		default:
 			r.runGeneration(gen)

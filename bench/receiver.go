@@ -1,0 +1,175 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// The receiver runs as its own process (`outflow-bench receiver`), so that
+// the gateway's CPU and memory are measured without it and it competes for
+// the CPU the way a real receiver on the same host would. Its paths are
+// /r/<label>/<mode>: mode ok answers 204 at once, slow after 2 s, fail 503.
+// Per label it counts requests and distinct webhook-ids (duplicates are the
+// difference) and keeps the latency of each first arrival, measured from the
+// sent_ns the producer wrote into the record. GET /stats returns them; POST
+// /reset forgets everything.
+
+// sink is one label's tally.
+type sink struct {
+	requests  int
+	ids       map[string]struct{}
+	latencies []time.Duration
+	first     time.Time
+	last      time.Time
+}
+
+type receiver struct {
+	mu    sync.Mutex
+	sinks map[string]*sink
+}
+
+// sinkStats is what /stats reports for a label.
+type sinkStats struct {
+	Requests int       `json:"requests"`
+	Unique   int       `json:"unique"`
+	First    time.Time `json:"first"`
+	Last     time.Time `json:"last"`
+	// Latencies are sorted, in microseconds.
+	P50  float64 `json:"p50_ms"`
+	P99  float64 `json:"p99_ms"`
+	P999 float64 `json:"p999_ms"`
+	// Arrivals after, when asked with ?after=<unix ns>: the first arrival
+	// after that time.
+	FirstAfter time.Time `json:"first_after,omitzero"`
+	// Histogram is the latency distribution in 1 ms buckets up to 1 s, for
+	// the plot.
+	Histogram []int `json:"histogram,omitempty"`
+}
+
+var sentMarker = []byte(`"sent_ns":"`)
+
+func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	now := time.Now()
+	switch {
+	case r.URL.Path == "/stats":
+		rc.stats(w, r)
+		return
+	case r.URL.Path == "/reset":
+		rc.mu.Lock()
+		rc.sinks = map[string]*sink{}
+		rc.mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/r/"), "/")
+	if len(parts) != 2 {
+		http.NotFound(w, r)
+		return
+	}
+	label, mode := parts[0], parts[1]
+	body, _ := io.ReadAll(r.Body)
+	switch mode {
+	case "fail":
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return
+	case "slow":
+		select {
+		case <-time.After(2 * time.Second):
+		case <-r.Context().Done():
+			return
+		}
+		now = time.Now()
+	}
+	var lat time.Duration = -1
+	if i := bytes.Index(body, sentMarker); i >= 0 {
+		rest := body[i+len(sentMarker):]
+		if j := bytes.IndexByte(rest, '"'); j > 0 {
+			if ns, err := strconv.ParseInt(string(rest[:j]), 10, 64); err == nil {
+				lat = now.Sub(time.Unix(0, ns))
+			}
+		}
+	}
+	id := r.Header.Get("webhook-id")
+	rc.mu.Lock()
+	s := rc.sinks[label]
+	if s == nil {
+		s = &sink{ids: map[string]struct{}{}}
+		rc.sinks[label] = s
+	}
+	s.requests++
+	if _, dup := s.ids[id]; !dup {
+		s.ids[id] = struct{}{}
+		if lat >= 0 {
+			s.latencies = append(s.latencies, lat)
+		}
+		if s.first.IsZero() {
+			s.first = now
+		}
+		s.last = now
+	}
+	rc.mu.Unlock()
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (rc *receiver) stats(w http.ResponseWriter, r *http.Request) {
+	label := r.URL.Query().Get("label")
+	rc.mu.Lock()
+	s := rc.sinks[label]
+	var out sinkStats
+	var lats []time.Duration
+	if s != nil {
+		out = sinkStats{Requests: s.requests, Unique: len(s.ids), First: s.first, Last: s.last}
+		if r.URL.Query().Get("latency") != "" {
+			lats = slices.Clone(s.latencies)
+		}
+	}
+	rc.mu.Unlock()
+	if len(lats) > 0 {
+		slices.Sort(lats)
+		pick := func(q float64) float64 {
+			return float64(lats[min(len(lats)-1, int(q*float64(len(lats))))]) / float64(time.Millisecond)
+		}
+		out.P50, out.P99, out.P999 = pick(0.50), pick(0.99), pick(0.999)
+		out.Histogram = make([]int, 1001)
+		for _, l := range lats {
+			out.Histogram[min(1000, int(l/time.Millisecond))]++
+		}
+	}
+	w.Header().Set("content-type", "application/json")
+	_ = json.NewEncoder(w).Encode(out)
+}
+
+// runReceiver serves until SIGTERM; it prints "listening <addr>" first.
+func runReceiver() error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	var lc net.ListenConfig
+	lis, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("receiver: %w", err)
+	}
+	fmt.Fprintf(os.Stdout, "listening %s\n", lis.Addr())
+	srv := &http.Server{Handler: &receiver{sinks: map[string]*sink{}}, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,409 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// gateway is a running `outflow serve`.
+type gateway struct {
+	p        *proc
+	httpAddr string
+}
+
+// env is one scenario's topic, group and database.
+type env struct {
+	name, topic, group string
+	db                 *database
+	tectonURL          string
+}
+
+func (b *bench) newEnv(ctx context.Context, name string, subs []subSpec) (*env, error) {
+	sfx := randomSuffix()
+	e := &env{name: name, topic: "bench-" + name + "-" + sfx, group: "bench-" + sfx}
+	if err := createTopic(ctx, b.brokers, e.topic); err != nil {
+		return nil, err
+	}
+	db, err := createDatabase(ctx, b.adminURL, "bench_"+strings.ReplaceAll(name, "-", "_")+"_"+sfx)
+	if err != nil {
+		deleteTopic(b.brokers, e.topic)
+		return nil, err
+	}
+	e.db = db
+	if out, err := execOut(ctx, b.bin, "migrate", "--database-url", db.url); err != nil {
+		e.close(b)
+		return nil, fmt.Errorf("migrating: %w: %s", err, out)
+	}
+	specs := make([]subSpec, len(subs))
+	for i, s := range subs {
+		mode := s.mode
+		if mode == "" {
+			mode = "ok"
+		}
+		s.url = "http://" + b.recvAddr + "/r/" + s.url + "/" + mode
+		specs[i] = s
+	}
+	if err := createSubs(ctx, db.url, specs); err != nil {
+		e.close(b)
+		return nil, err
+	}
+	// PostgreSQL publishes a backend's statistics at most once a second:
+	// let the setup's writes land before the scenario's counters are read.
+	time.Sleep(1500 * time.Millisecond)
+	return e, nil
+}
+
+func (e *env) close(b *bench) {
+	deleteTopic(b.brokers, e.topic)
+	if e.db != nil {
+		e.db.drop()
+	}
+}
+
+// startGateway runs `outflow serve` with default delivery flags and waits
+// until it is ready (subscriptions loaded, consumer group joined).
+func (b *bench) startGateway(ctx context.Context, e *env) (*gateway, error) {
+	httpAddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	grpcAddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"serve", "--database-url", e.db.url, "--kafka-brokers", strings.Join(b.brokers, ","),
+		"--kafka-topics", e.topic, "--kafka-group", e.group, "--http-addr", httpAddr, "--grpc-addr", grpcAddr,
+		"--allow-cidrs", "127.0.0.0/8", "--allow-insecure-urls", "--log-level", "warn"}
+	if e.tectonURL != "" {
+		args = append(args, "--tecton-url", e.tectonURL, "--tecton-api-key", "bench")
+	}
+	p, err := start(b.bin, filepath.Join(b.work, e.name+".gateway.log"), args...)
+	if err != nil {
+		return nil, err
+	}
+	g := &gateway{p: p, httpAddr: httpAddr}
+	if err := waitHTTP(ctx, "http://"+httpAddr+"/readyz", 90*time.Second); err != nil {
+		p.kill()
+		return nil, err
+	}
+	return g, nil
+}
+
+// counter reads one sample of the gateway's /metrics, by its exact series
+// text (e.g. `outflow_deliveries_total{outcome="parked"}`).
+func (g *gateway) counter(series string) float64 {
+	resp, err := http.Get("http://" + g.httpAddr + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
+			v, _ := strconv.ParseFloat(rest, 64)
+			return v
+		}
+	}
+	return -1
+}
+
+// backlogParams describe a backlog scenario: records already on the topic
+// when the gateway starts, delivered to subs; label is the receiver label
+// whose distinct deliveries are counted (records × the subscriptions with
+// that label).
+type backlogParams struct {
+	label   string
+	records int
+	subs    []subSpec
+	strict  bool
+}
+
+func (b *bench) backlog(ctx context.Context, p backlogParams) (*result, error) {
+	name := p.label
+	records := int(float64(p.records) * b.scale)
+	e, err := b.newEnv(ctx, name, p.subs)
+	if err != nil {
+		return nil, err
+	}
+	defer e.close(b)
+	prod := newProducer(b.brokers, e.topic)
+	defer prod.close()
+	if err := prod.produce(ctx, 0, records); err != nil {
+		return nil, err
+	}
+	if p.strict {
+		fs, err := b.startFeatureServer(ctx, e)
+		if err != nil {
+			return nil, err
+		}
+		defer fs.stop()
+	}
+	counted := 0
+	for _, s := range p.subs {
+		if s.url == p.label && s.mode == "" && s.user == "" {
+			counted++
+		}
+	}
+	expected := records * counted
+	if err := b.reset(); err != nil {
+		return nil, err
+	}
+	pg0, err := e.db.counters(ctx)
+	if err != nil {
+		return nil, err
+	}
+	g, err := b.startGateway(ctx, e)
+	if err != nil {
+		return nil, err
+	}
+	defer g.p.stop()
+	r := &result{Expected: expected}
+	if err := b.follow(ctx, g, r, p.label, expected, 5*time.Minute); err != nil {
+		r.Notes = err.Error()
+	}
+	b.finish(ctx, g, e, r, pg0, p.label)
+	return r, nil
+}
+
+// follow polls the receiver until label has expected distinct deliveries
+// or no progress was made for 60 s (then the shortfall is reported as
+// lost), and measures the gateway's CPU from the first delivery on.
+func (b *bench) follow(ctx context.Context, g *gateway, r *result, label string, expected int, limit time.Duration) error {
+	return b.followFrom(ctx, g, r, label, expected, limit, 0, 0)
+}
+
+// awaitFirst waits for label's first delivery and returns the gateway's CPU
+// time then, and the distinct deliveries so far, for followFrom.
+func (b *bench) awaitFirst(ctx context.Context, g *gateway, label string) (time.Duration, int, error) {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		st, err := b.stats(label, false)
+		if err != nil {
+			return 0, 0, err
+		}
+		if st.Requests > 0 {
+			return g.p.cpu(), st.Unique, nil
+		}
+		if time.Now().After(deadline) {
+			return 0, 0, fmt.Errorf("no delivery to %s within a minute", label)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, 0, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// followFrom is follow with the CPU measured from cpu0 (when not zero), at
+// base distinct deliveries.
+func (b *bench) followFrom(ctx context.Context, g *gateway, r *result, label string, expected int, limit time.Duration, cpu0 time.Duration, base int) error {
+	started := time.Now()
+	lastProgress, lastSeen := time.Now(), -1
+	for {
+		st, err := b.stats(label, false)
+		if err != nil {
+			return err
+		}
+		if cpu0 == 0 && st.Requests > 0 {
+			cpu0, base = g.p.cpu(), st.Unique
+		}
+		if st.Unique != lastSeen {
+			lastSeen, lastProgress = st.Unique, time.Now()
+		}
+		if st.Unique >= expected {
+			break
+		}
+		if time.Since(lastProgress) > 60*time.Second || time.Since(started) > limit {
+			return fmt.Errorf("stalled at %d of %d", st.Unique, expected)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	cpu := g.p.cpu() - cpu0
+	st, err := b.stats(label, true)
+	if err != nil {
+		return err
+	}
+	r.fill(st)
+	if n := st.Unique - base; n > 0 {
+		r.CPUPer10k = cpu.Seconds() / float64(n) * 10000
+	}
+	return nil
+}
+
+// finish reads the gateway's peak RSS and counters and the database's
+// writes; it waits for PostgreSQL's statistics to be flushed (at most once
+// a second per backend).
+func (b *bench) finish(ctx context.Context, g *gateway, e *env, r *result, pg0 pgCounters, label string) {
+	r.PeakRSSMiB = g.p.peakRSS()
+	r.Parked = g.counter(`outflow_deliveries_total{outcome="parked"}`)
+	r.RetryQueued = g.counter(`outflow_deliveries_total{outcome="retry_queued"}`)
+	time.Sleep(1500 * time.Millisecond) // stats flush interval, not synchronisation
+	if pg1, err := e.db.counters(ctx); err == nil && r.Delivered > 0 {
+		w := (pg1.Inserted - pg0.Inserted) + (pg1.Updated - pg0.Updated) + (pg1.Deleted - pg0.Deleted)
+		r.PGWritesPerDelivery = float64(w) / float64(r.Delivered)
+		r.PGCommitsPerDelivery = float64(pg1.Commits-pg0.Commits) / float64(r.Delivered)
+	}
+	// A late duplicate would still count: re-read the receiver.
+	if st, err := b.stats(label, false); err == nil {
+		r.Duplicates = st.Requests - st.Unique
+	}
+}
+
+// startFeatureServer runs the reference feature server at lag 0 on the
+// scenario's topic and waits until it has read the whole backlog.
+func (b *bench) startFeatureServer(ctx context.Context, e *env) (*proc, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	p, err := start(b.bin, filepath.Join(b.work, e.name+".featureserver.log"), "featureserver", "--addr", addr,
+		"--kafka-brokers", strings.Join(b.brokers, ","), "--topics", e.topic, "--group-id", e.group+"-fs",
+		"--lag", "0", "--lag-jitter", "0")
+	if err != nil {
+		return nil, err
+	}
+	e.tectonURL = "http://" + addr
+	if err := waitHTTP(ctx, e.tectonURL+"/healthz", 60*time.Second); err != nil {
+		p.kill()
+		return nil, err
+	}
+	return p, nil
+}
+
+// steady delivers records produced at half of backlog-plain's rate (capped
+// at 2,000/s) for 15 s to one subscription and reports the latency from
+// produce to receipt.
+func (b *bench) steady(ctx context.Context) (*result, error) {
+	const label = "steady"
+	rate := b.maxRate / 2
+	if rate <= 0 || rate > 2000 {
+		rate = 2000
+	}
+	e, err := b.newEnv(ctx, label, []subSpec{{url: label}})
+	if err != nil {
+		return nil, err
+	}
+	defer e.close(b)
+	if err := b.reset(); err != nil {
+		return nil, err
+	}
+	pg0, err := e.db.counters(ctx)
+	if err != nil {
+		return nil, err
+	}
+	g, err := b.startGateway(ctx, e)
+	if err != nil {
+		return nil, err
+	}
+	defer g.p.stop()
+	prod := newProducer(b.brokers, e.topic)
+	defer prod.close()
+	type produced struct {
+		n   int
+		err error
+	}
+	done := make(chan produced, 1)
+	go func() {
+		n, err := prod.produceAt(ctx, 0, rate, 15*time.Second)
+		done <- produced{n, err}
+	}()
+	r := &result{}
+	cpu0, base, err := b.awaitFirst(ctx, g, label)
+	if err != nil {
+		return nil, err
+	}
+	pr := <-done
+	if pr.err != nil {
+		return nil, pr.err
+	}
+	r.Expected = pr.n
+	if err := b.followFrom(ctx, g, r, label, pr.n, time.Minute, cpu0, base); err != nil {
+		r.Notes = err.Error()
+	}
+	b.finish(ctx, g, e, r, pg0, label)
+	r.Notes = strings.TrimSpace(fmt.Sprintf("offered %.0f records/s (half of backlog-plain, at most 2000) %s", rate, r.Notes))
+	return r, nil
+}
+
+// crash produces 300 records/s for 24 s to one subscription, SIGKILLs the
+// gateway 8 s in and restarts it at once, and reports how long deliveries
+// stopped, the duplicates and the losses.
+func (b *bench) crash(ctx context.Context) (*result, error) {
+	const label = "crash"
+	const rate = 300.0
+	e, err := b.newEnv(ctx, label, []subSpec{{url: label}})
+	if err != nil {
+		return nil, err
+	}
+	defer e.close(b)
+	if err := b.reset(); err != nil {
+		return nil, err
+	}
+	pg0, err := e.db.counters(ctx)
+	if err != nil {
+		return nil, err
+	}
+	g, err := b.startGateway(ctx, e)
+	if err != nil {
+		return nil, err
+	}
+	prod := newProducer(b.brokers, e.topic)
+	defer prod.close()
+	done := make(chan int, 1)
+	go func() {
+		n, _ := prod.produceAt(ctx, 0, rate, 24*time.Second)
+		done <- n
+	}()
+	time.Sleep(8 * time.Second) // let traffic flow before the crash: part of the scenario, not synchronisation
+	killed := time.Now()
+	g.p.kill()
+	time.Sleep(200 * time.Millisecond) // requests already on the wire land
+	before, err := b.stats(label, false)
+	if err != nil {
+		return nil, err
+	}
+	g2, err := b.startGateway(ctx, e)
+	if err != nil {
+		return nil, err
+	}
+	defer g2.p.stop()
+	r := &result{}
+	for {
+		st, err := b.stats(label, false)
+		if err != nil {
+			return nil, err
+		}
+		if st.Requests > before.Requests {
+			r.ResumeSeconds = time.Since(killed).Seconds()
+			break
+		}
+		if time.Since(killed) > 2*time.Minute {
+			r.Notes = "no delivery within 2 minutes of the restart"
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cpu0, base, err := b.awaitFirst(ctx, g2, label)
+	if err != nil {
+		return nil, err
+	}
+	r.Expected = <-done
+	if err := b.followFrom(ctx, g2, r, label, r.Expected, 2*time.Minute, cpu0, base); err != nil {
+		r.Notes = strings.TrimSpace(r.Notes + " " + err.Error())
+	}
+	b.finish(ctx, g2, e, r, pg0, label)
+	r.Notes = strings.TrimSpace(fmt.Sprintf("SIGKILL 8 s into 300 records/s; %s", r.Notes))
+	return r, nil
+}

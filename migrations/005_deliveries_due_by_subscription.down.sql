@@ -1,0 +1,1 @@
+DROP INDEX IF EXISTS deliveries_retrying_by_subscription;
