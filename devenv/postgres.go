@@ -30,7 +30,8 @@ const postgresInstallHint = `outflow dev runs a throwaway PostgreSQL cluster fro
     Debian/Ubuntu:  sudo apt-get install postgresql
     Fedora:         sudo dnf install postgresql-server
     macOS:          brew install postgresql
-  or point --postgres-bin-dir at their directory, or use a database you already have:
+  or point --postgres-bin-dir at their directory (without it, outflow dev downloads a
+  PostgreSQL build where none is installed), or use a database you already have:
     DATABASE_URL=postgres://user:password@localhost:5432/outflow outflow dev`
 
 // The throwaway cluster's server user and database.

@@ -4,95 +4,25 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
-	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/outflow-dev/outflow/internal/testenv"
 )
-
-// slowConn delays every write (every broker response) by delay, as a busy
-// machine or a distant broker does.
-type slowConn struct {
-	net.Conn
-	delay  time.Duration
-	writes *atomic.Int64
-}
-
-func (c slowConn) Write(p []byte) (int, error) {
-	time.Sleep(c.delay) // the latency under test, not synchronisation
-	c.writes.Add(1)
-	return c.Conn.Write(p)
-}
-
-type slowListener struct {
-	net.Listener
-	delay  time.Duration
-	writes *atomic.Int64
-}
-
-func (l slowListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	return slowConn{Conn: c, delay: l.delay, writes: l.writes}, nil
-}
-
-// warnRecorder keeps the messages of records at WARN and above.
-type warnRecorder struct {
-	mu   sync.Mutex
-	msgs []string
-}
-
-func (r *warnRecorder) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
-func (r *warnRecorder) Handle(_ context.Context, rec slog.Record) error {
-	var b strings.Builder
-	b.WriteString(rec.Message)
-	rec.Attrs(func(a slog.Attr) bool { fmt.Fprintf(&b, " %s", a); return true })
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.msgs = append(r.msgs, b.String())
-	return nil
-}
-func (r *warnRecorder) WithAttrs([]slog.Attr) slog.Handler { return r }
-func (r *warnRecorder) WithGroup(string) slog.Handler      { return r }
-
-func (r *warnRecorder) all() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]string(nil), r.msgs...)
-}
 
 // TestConsumeSlowBroker: a broker whose every answer takes 300 ms longer
 // than it should (a loaded machine: outflow dev runs initdb next to its
 // in-process broker) must not turn idle fetches into "i/o timeout" warnings.
 // With the reader's MaxWait at the broker's wait (250 ms), kafka-go gave an
-// answer 62 ms, and every idle fetch here failed and reconnected.
+// answer 62 ms: every fetch here timed out, and not one record arrived.
 func TestConsumeSlowBroker(t *testing.T) {
 	t.Parallel()
 	const topic, delay = "slow", 300 * time.Millisecond
-	var writes atomic.Int64
-	var lc net.ListenConfig
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, topic),
-		kfake.ListenFn(func(network, addr string) (net.Listener, error) {
-			l, err := lc.Listen(t.Context(), network, addr)
-			if err != nil {
-				return nil, err
-			}
-			return slowListener{Listener: l, delay: delay, writes: &writes}, nil
-		}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Close()
-	brokers := cluster.ListenAddrs()
+	brokers, answers := testenv.SlowKafka(t, topic, 2, delay)
 
-	warns := &warnRecorder{}
+	warns := &testenv.WarnLog{}
 	srv, err := New(Config{Logger: slog.New(warns)})
 	if err != nil {
 		t.Fatal(err)
@@ -118,15 +48,15 @@ func TestConsumeSlowBroker(t *testing.T) {
 
 	for srv.Stats().RecordsApplied < users {
 		if ctx.Err() != nil {
-			t.Fatalf("records not applied in time: %+v; warnings %q", srv.Stats(), warns.all())
+			t.Fatalf("records not applied in time: %+v; warnings %q", srv.Stats(), warns.Records())
 		}
 		time.Sleep(20 * time.Millisecond) // polling the consumer's progress
 	}
 	// Then idle fetches: each partition's reader asks again and again while
 	// nothing arrives; wait for a good dozen of them to be answered.
-	for base := writes.Load(); writes.Load() < base+12; {
+	for base := answers.Load(); answers.Load() < base+12; {
 		if ctx.Err() != nil {
-			t.Fatalf("the broker answered %d times while idle, want 12", writes.Load()-base)
+			t.Fatalf("the broker answered %d times while idle, want 12", answers.Load()-base)
 		}
 		time.Sleep(20 * time.Millisecond) // polling the broker's answers
 	}
@@ -134,7 +64,7 @@ func TestConsumeSlowBroker(t *testing.T) {
 	if err := <-consumed; err != nil {
 		t.Errorf("Consume after cancel = %v, want nil", err)
 	}
-	for _, m := range warns.all() {
+	for _, m := range warns.Records() {
 		t.Errorf("warning from a healthy but slow broker: %s", m)
 	}
 }

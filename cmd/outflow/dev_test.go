@@ -522,9 +522,10 @@ func processesMentioning(t *testing.T, s string) []int {
 	return pids
 }
 
-// TestDevWithoutPostgres: without the PostgreSQL binaries, `outflow dev`
-// says how to install them (or use DATABASE_URL) and fails, promptly and
-// before binding anything for long.
+// TestDevWithoutPostgres: with a --postgres-bin-dir that lacks the
+// PostgreSQL binaries (no download then: the user chose), `outflow dev` says
+// how to install them (or use DATABASE_URL) and fails, promptly and before
+// binding anything for long.
 func TestDevWithoutPostgres(t *testing.T) {
 	t.Parallel()
 	cmd := exec.Command(outflowBinary(t), "dev", "--postgres-bin-dir", t.TempDir(),
