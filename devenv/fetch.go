@@ -23,8 +23,10 @@ import (
 	"github.com/ulikunitz/xz"
 )
 
-// PostgresVersion is the PostgreSQL release FetchPostgres downloads: the
-// newest that zonky.io publishes for all four platforms below.
+// PostgresVersion is the PostgreSQL release FetchPostgres downloads: one
+// that zonky.io publishes for all four platforms below, of major version 17
+// rather than 18 (whose builds exist too) as the nearer to the PostgreSQL 15
+// that CI runs the suite against.
 const PostgresVersion = "17.6.0"
 
 // DefaultMavenURL is Maven Central, where zonky.io publishes its portable
