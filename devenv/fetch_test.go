@@ -392,3 +392,43 @@ func FuzzUntar(f *testing.F) {
 		}
 	})
 }
+
+// TestProgress: a terminal gets one line rewritten in place, anything else
+// a line per tenth; without a known size, the bytes so far.
+func TestProgress(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		terminal bool
+		total    int64
+		want     []string
+		lines    int // newline-terminated lines in all
+	}{
+		{"pipe", false, 10 << 20, []string{"10.0 MiB (cached", "  1.0 MiB of 10.0 MiB ( 10%)\n", "  10.0 MiB of 10.0 MiB (100%)\n", "10.0 MiB in "}, 12},
+		{"terminal", true, 10 << 20, []string{"\r  5.0 MiB of 10.0 MiB ( 50%)", "\r  10.0 MiB of 10.0 MiB (100%)\n", "10.0 MiB in "}, 3},
+		{"unknown size", false, -1, []string{"(cached for the next time)\n", "  1.0 MiB\n", "  10.0 MiB\n"}, 12},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var out bytes.Buffer
+			p := &progress{w: &out, terminal: tt.terminal, total: tt.total, what: "downloading", started: time.Now()}
+			p.start()
+			chunk := make([]byte, 256<<10)
+			for range 40 { // 10 MiB
+				if _, err := p.Write(chunk); err != nil {
+					t.Fatal(err)
+				}
+			}
+			p.finish(nil)
+			for _, w := range tt.want {
+				if !strings.Contains(out.String(), w) {
+					t.Errorf("progress lacks %q:\n%q", w, out.String())
+				}
+			}
+			if n := strings.Count(out.String(), "\n"); n != tt.lines {
+				t.Errorf("%d lines, want %d:\n%q", n, tt.lines, out.String())
+			}
+		})
+	}
+}
