@@ -64,8 +64,9 @@ build:
 run:
 	scripts/testenv.sh run -- scripts/run-local.sh
 
-# dev runs everything in one process with no setup beyond Go and the
-# PostgreSQL server binaries: an in-process Kafka broker, the reference
+# dev runs everything in one process with no setup beyond Go (where no
+# PostgreSQL server binaries are installed, it downloads a PostgreSQL build
+# once into the user cache directory): an in-process Kafka broker, the reference
 # feature server, a throwaway PostgreSQL, the gateway, a demo producer and a
 # receiver that verifies signatures; it prints the commands to try. Ctrl-C
 # stops it and removes what it created. Flags: `bin/outflow dev --help`. (Not

@@ -12,6 +12,14 @@ import (
 	"github.com/outflow-dev/outflow/record"
 )
 
+// fetchMaxWait is the Kafka reader's MaxWait: the broker holds an idle fetch for 250 ms
+// (short enough that Consume stops quickly: kafka-go's connections take no context, so
+// stopping waits for the fetch in flight) and the answer then has 1 s to arrive. With
+// MaxWait 250 ms, as before, the answer had only 62 ms, and a busy machine (outflow dev
+// starting PostgreSQL next to the broker) turned idle fetches into "i/o timeout" warnings
+// and reconnections.
+const fetchMaxWait = 250*time.Millisecond + time.Second
+
 // Consume reads output-stream records from topics with a consumer group and Applies them,
 // until ctx is done; then it returns nil. Messages that record.Decode rejects are skipped and
 // counted in Stats.RecordsPoison; they never stop consumption.
@@ -29,11 +37,12 @@ func (s *Server) Consume(ctx context.Context, brokers, topics []string, groupID 
 		GroupID:     groupID,
 		GroupTopics: topics,
 		StartOffset: kafkago.FirstOffset,
-		// A fetch returns as soon as there is one byte, and waits at most MaxWait for it:
-		// short enough that a record is seen promptly and shutdown is quick.
+		// A fetch returns as soon as there is one byte. MaxWait is the reader's socket
+		// deadline, not the broker's wait: kafka-go asks the broker to wait MaxWait less
+		// a round-trip allowance of 1 s (only MaxWait/4 below 1 s), so see fetchMaxWait.
 		MinBytes: 1,
 		MaxBytes: 16 << 20, // above record.DefaultMaxBytes, so an oversized record is read and counted, not stuck
-		MaxWait:  250 * time.Millisecond,
+		MaxWait:  fetchMaxWait,
 		ErrorLogger: kafkago.LoggerFunc(func(msg string, args ...any) {
 			s.logger.Warn("kafka reader", slog.String("detail", fmt.Sprintf(msg, args...)))
 		}),

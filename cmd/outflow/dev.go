@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/outflow-dev/outflow/devenv"
 	"github.com/outflow-dev/outflow/dispatcher"
 	"github.com/outflow-dev/outflow/featureserver"
 	"github.com/outflow-dev/outflow/migrations"
@@ -39,6 +39,7 @@ type devFlags struct {
 	receiverAddr string
 	databaseURL  string
 	pgBinDir     string
+	pgDownload   bool
 	rate         float64
 	users        int
 	newUsers     float64
@@ -77,7 +78,8 @@ func runDev(ctx context.Context, env *environment, args []string) error {
 	fs.BoolVar(&f.receiver, "receiver", false, "also run a demo webhook receiver that verifies each event's signature and prints it")
 	fs.StringVar(&f.receiverAddr, "receiver-addr", "127.0.0.1:0", "address of the demo webhook receiver (port 0: any free port)")
 	fs.StringVar(&f.databaseURL, "database-url", "", "PostgreSQL URL to use instead of a throwaway cluster (also read from DATABASE_URL); it is migrated and gets a tenant \"dev\"")
-	fs.StringVar(&f.pgBinDir, "postgres-bin-dir", "", "directory of the PostgreSQL server binaries initdb and postgres (default: PATH, then the newest /usr/lib/postgresql/*/bin)")
+	fs.StringVar(&f.pgBinDir, "postgres-bin-dir", "", "directory of the PostgreSQL server binaries initdb and postgres (default: PATH, then the newest /usr/lib/postgresql/*/bin, else PostgreSQL "+devenv.PostgresVersion+" downloaded from Maven Central into the user cache directory)")
+	fs.BoolVar(&f.pgDownload, "postgres-download", false, "run PostgreSQL "+devenv.PostgresVersion+" downloaded from Maven Central (once, into the user cache directory) even where server binaries are installed")
 	fs.Float64Var(&f.rate, "rate", 2, "mean add_item_to_cart records per second of the demo producer (0: no producer)")
 	fs.IntVar(&f.users, "users", 20, "number of returning demo users (user_id u1..uN)")
 	fs.Float64Var(&f.newUsers, "new-users", DefaultDemoNewUsers, "share of demo events from first-time shoppers (user_id new1, new2, ...), whose first record the feature store has never seen (0 to 1)")
@@ -111,6 +113,8 @@ func runDev(ctx context.Context, env *environment, args []string) error {
 		return fmt.Errorf("--new-users %v: want a share from 0 to 1", f.newUsers)
 	case f.lag < 0 || f.lagJitter < 0:
 		return errors.New("--lag and --lag-jitter must not be negative")
+	case f.pgDownload && f.pgBinDir != "":
+		return errors.New("--postgres-download and --postgres-bin-dir exclude each other")
 	}
 	logger, err := f.logs.logger(env.stderr)
 	if err != nil {
@@ -134,7 +138,7 @@ type devRun struct {
 	// mu guards what the forced exit of a second Ctrl-C cleans up.
 	mu  sync.Mutex
 	tmp string
-	pg  *devPostgres
+	pg  *devenv.Postgres
 }
 
 // devInfo is what the printed instructions need.
@@ -187,13 +191,20 @@ func (d *devRun) run(ctx context.Context) (err error) {
 	// The throwaway PostgreSQL cluster starts (initdb is the slow part)
 	// while the broker and the feature server come up.
 	type pgResult struct {
-		pg  *devPostgres
+		pg  *devenv.Postgres
 		err error
 	}
 	pgc := make(chan pgResult, 1)
 	if f.databaseURL == "" {
-		// Without the binaries there is nothing to wait for: say so first.
-		if f.pgBinDir, err = findPostgresBin(f.pgBinDir, exec.LookPath, filepath.Glob); err != nil {
+		// Without the binaries there is nothing to wait for: say so first,
+		// or download them, with progress on stderr.
+		fetch := devenv.FetchConfig{Progress: d.env.stderr, Terminal: devenv.IsTerminal(d.env.stderr), Logger: d.logger}
+		if f.pgDownload {
+			f.pgBinDir, err = devenv.FetchPostgres(ctx, fetch)
+		} else {
+			f.pgBinDir, err = devenv.PostgresBin(ctx, f.pgBinDir, fetch)
+		}
+		if err != nil {
 			return err
 		}
 		pgDir := filepath.Join(tmp, "pg")
@@ -201,19 +212,19 @@ func (d *devRun) run(ctx context.Context) (err error) {
 			return fmt.Errorf("creating the PostgreSQL directory: %w", err)
 		}
 		if os.Geteuid() == 0 {
-			// The postgres user must be able to reach its directory.
+			// The unprivileged user must be able to reach its directory.
 			if err := os.Chmod(tmp, 0o755); err != nil {
 				return fmt.Errorf("opening the temporary directory to the postgres user: %w", err)
 			}
 		}
 		// Registered as soon as it runs, so that cleanup and the forced exit
 		// stop it; an early return cancels a start still under way and waits
-		// for it (startDevPostgres stops what it launched when it fails).
+		// for it (StartPostgres stops what it launched when it fails).
 		pgCtx, cancelPG := context.WithCancel(ctx)
 		pgDone := make(chan struct{})
 		go func() {
 			defer close(pgDone)
-			pg, err := startDevPostgres(pgCtx, devPostgresConfig{BinDir: f.pgBinDir, Dir: pgDir, Logger: d.logger})
+			pg, err := devenv.StartPostgres(pgCtx, devenv.PostgresConfig{BinDir: f.pgBinDir, Dir: pgDir, Logger: d.logger})
 			if pg != nil {
 				d.mu.Lock()
 				d.pg = pg
@@ -291,7 +302,7 @@ func (d *devRun) run(ctx context.Context) (err error) {
 	info := devInfo{HTTPAddr: httpShown, GRPCAddr: grpcShown, Tenant: devTenant, KafkaAddr: broker.Addr(),
 		FeatureURL: featureURL, DatabaseURL: f.databaseURL, Rate: f.rate, Users: f.users, NewUsers: f.newUsers, Lag: f.lag, LagJitter: f.lagJitter}
 	if res.pg != nil {
-		info.DatabaseURL, info.PostgresDir = res.pg.URL(), res.pg.dir
+		info.DatabaseURL, info.PostgresDir = res.pg.URL(), res.pg.Dir()
 	} else {
 		info.NameSuffix = " " + time.Now().Format("150405")
 	}

@@ -17,12 +17,17 @@ import (
 	"github.com/outflow-dev/outflow/source"
 )
 
-// fetchMaxWait is how long the broker may hold a fetch open waiting for new
-// records. kafka-go's connections take no context, so stopping a partition
-// reader waits for its fetch to return: half a second (the Java consumer's
-// fetch.max.wait.ms) keeps rebalances and shutdown quick, where kafka-go's
-// default of 10 s would stall them.
-const fetchMaxWait = 500 * time.Millisecond
+// fetchMaxWait is the partition readers' MaxWait. kafka-go's connections take
+// no context, so stopping a partition reader waits for its fetch to return:
+// the broker holds an idle fetch for half a second (the Java consumer's
+// fetch.max.wait.ms), which keeps rebalances and shutdown quick, where
+// kafka-go's default of 10 s would stall them. MaxWait is the reader's socket
+// deadline, not the broker's wait: kafka-go asks the broker to wait MaxWait
+// less a round-trip allowance of 1 s, or of only MaxWait/4 below 1 s. Hence
+// the added second: with MaxWait 500 ms the answer to an idle fetch had
+// 125 ms to arrive, and a busy machine turned idle fetches into "i/o
+// timeout" warnings and reconnections.
+const fetchMaxWait = 500*time.Millisecond + time.Second
 
 // Backoff while waiting for the configured topics to exist.
 const (

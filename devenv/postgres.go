@@ -1,4 +1,4 @@
-package main
+package devenv
 
 import (
 	"bytes"
@@ -20,36 +20,39 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// errNoPostgres is wrapped by the error returned when the PostgreSQL server
-// binaries are not found; that error's message says how to get them, or
-// what to do instead.
-var errNoPostgres = errors.New("PostgreSQL server binaries (initdb and postgres) not found")
+// ErrNoPostgres is wrapped by the error FindPostgresBin returns when the
+// PostgreSQL server binaries are not found; that error's message says how to
+// get them, or what to do instead.
+var ErrNoPostgres = errors.New("PostgreSQL server binaries (initdb and postgres) not found")
 
-// postgresInstallHint follows errNoPostgres.
+// postgresInstallHint follows ErrNoPostgres.
 const postgresInstallHint = `outflow dev runs a throwaway PostgreSQL cluster from them. Either install them:
     Debian/Ubuntu:  sudo apt-get install postgresql
     Fedora:         sudo dnf install postgresql-server
     macOS:          brew install postgresql
-  or point --postgres-bin-dir at their directory, or use a database you already have:
+  or point --postgres-bin-dir at their directory (without it, outflow dev downloads a
+  PostgreSQL build where none is installed), or use a database you already have:
     DATABASE_URL=postgres://user:password@localhost:5432/outflow outflow dev`
 
 // The throwaway cluster's server user and database.
 const (
-	devPGUser     = "outflow"
-	devPGDatabase = "postgres"
+	pgUser     = "outflow"
+	pgDatabase = "postgres"
 )
 
 // pgAccount is a user the PostgreSQL processes run as.
 type pgAccount struct{ uid, gid uint32 }
 
-// devPostgresConfig configures the throwaway cluster.
-type devPostgresConfig struct {
+// PostgresConfig configures the throwaway cluster.
+type PostgresConfig struct {
 	// BinDir holds initdb and postgres; empty searches PATH, then
 	// /usr/lib/postgresql/<version>/bin (newest first), where Debian and
-	// Ubuntu install them.
+	// Ubuntu install them. A directory of FetchPostgres that the unprivileged
+	// user cannot reach (root's cache, when running as root) is linked or
+	// copied into Dir first.
 	BinDir string
 	// Dir is an empty directory the cluster lives in (data and unix socket);
-	// it must be reachable by the postgres user when running as root.
+	// it must be reachable by the unprivileged user when running as root.
 	Dir string
 	// StartTimeout bounds initdb plus the server's start. Default 30s.
 	StartTimeout time.Duration
@@ -57,12 +60,13 @@ type devPostgresConfig struct {
 	Logger *slog.Logger
 }
 
-// devPostgres is a throwaway PostgreSQL cluster: initdb into a temporary
+// Postgres is a throwaway PostgreSQL cluster: initdb into a temporary
 // directory, durability switched off, a free loopback port and a unix socket
 // in that directory. The server is a child of this process in its own
 // process group, so a Ctrl-C in the terminal reaches `outflow dev` only, and
-// the cluster goes down after the gateway that uses it.
-type devPostgres struct {
+// the cluster goes down after the gateway that uses it. Started as root, it
+// runs as the postgres user, or nobody where there is none.
+type Postgres struct {
 	dir     string
 	dataDir string
 	port    int
@@ -75,10 +79,15 @@ type devPostgres struct {
 	logger  *slog.Logger
 }
 
-// findPostgresBin returns the directory holding initdb and postgres:
-// binDir when given, else the directory of initdb on PATH, else the newest
-// /usr/lib/postgresql/<version>/bin. Its error wraps errNoPostgres when
-// none has both.
+// FindPostgresBin returns the directory holding initdb and postgres: binDir
+// when given, else the directory of initdb on PATH, else the newest
+// /usr/lib/postgresql/<version>/bin. Its error wraps ErrNoPostgres when none
+// has both.
+func FindPostgresBin(binDir string) (string, error) {
+	return findPostgresBin(binDir, exec.LookPath, filepath.Glob)
+}
+
+// findPostgresBin is FindPostgresBin with its look-ups injected, for tests.
 func findPostgresBin(binDir string, lookPath func(string) (string, error), glob func(string) ([]string, error)) (string, error) {
 	has := func(dir string) bool {
 		for _, name := range []string{"initdb", "postgres"} {
@@ -92,7 +101,7 @@ func findPostgresBin(binDir string, lookPath func(string) (string, error), glob 
 		if has(binDir) {
 			return binDir, nil
 		}
-		return "", fmt.Errorf("%w in --postgres-bin-dir %s.\n  %s", errNoPostgres, binDir, postgresInstallHint)
+		return "", fmt.Errorf("%w in --postgres-bin-dir %s.\n  %s", ErrNoPostgres, binDir, postgresInstallHint)
 	}
 	if initdb, err := lookPath("initdb"); err == nil {
 		// Debian's /usr/bin/initdb is missing or a wrapper script; the real
@@ -111,7 +120,7 @@ func findPostgresBin(binDir string, lookPath func(string) (string, error), glob 
 			return dir, nil
 		}
 	}
-	return "", fmt.Errorf("%w on PATH or in /usr/lib/postgresql/*/bin.\n  %s", errNoPostgres, postgresInstallHint)
+	return "", fmt.Errorf("%w on PATH or in /usr/lib/postgresql/*/bin.\n  %s", ErrNoPostgres, postgresInstallHint)
 }
 
 // comparePGVersions orders /usr/lib/postgresql/<version>/bin directories by
@@ -131,9 +140,9 @@ func comparePGVersions(a, b string) int {
 	return cmp.Or(slices.Compare(version(a), version(b)), strings.Compare(a, b))
 }
 
-// startDevPostgres creates and starts the cluster. On error nothing is left
-// running (the caller removes cfg.Dir).
-func startDevPostgres(ctx context.Context, cfg devPostgresConfig) (*devPostgres, error) {
+// StartPostgres creates and starts the cluster. On error nothing is left
+// running (the caller removes cfg.Dir). Stop it with Stop (or Kill).
+func StartPostgres(ctx context.Context, cfg PostgresConfig) (*Postgres, error) {
 	if cfg.StartTimeout <= 0 {
 		cfg.StartTimeout = 30 * time.Second
 	}
@@ -146,18 +155,21 @@ func startDevPostgres(ctx context.Context, cfg devPostgresConfig) (*devPostgres,
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
 	defer cancel()
-	pg := &devPostgres{dir: cfg.Dir, dataDir: filepath.Join(cfg.Dir, "data"), logPath: filepath.Join(cfg.Dir, "postgres.log"), logger: cfg.Logger}
+	pg := &Postgres{dir: cfg.Dir, dataDir: filepath.Join(cfg.Dir, "data"), logPath: filepath.Join(cfg.Dir, "postgres.log"), logger: cfg.Logger}
 	acct, err := postgresAccount()
 	if err != nil {
 		return nil, err
 	}
 	if err := chownTo(cfg.Dir, acct); err != nil {
-		return nil, fmt.Errorf("handing the PostgreSQL directory to the postgres user: %w", err)
+		return nil, fmt.Errorf("handing the PostgreSQL directory to the unprivileged user: %w", err)
+	}
+	if bin, err = reachableBin(bin, cfg.Dir, acct); err != nil {
+		return nil, err
 	}
 	start := time.Now()
 	// --no-locale: a fresh machine may have no UTF-8 locale generated;
 	// --no-sync: the cluster is thrown away.
-	initdb := exec.CommandContext(ctx, filepath.Join(bin, "initdb"), "-D", pg.dataDir, "-A", "trust", "-U", devPGUser,
+	initdb := exec.CommandContext(ctx, filepath.Join(bin, "initdb"), "-D", pg.dataDir, "-A", "trust", "-U", pgUser,
 		"--no-sync", "-E", "UTF8", "--no-locale")
 	initdb.Dir = cfg.Dir
 	initdb.SysProcAttr = postgresProcAttr(acct, false)
@@ -193,7 +205,7 @@ func startDevPostgres(ctx context.Context, cfg devPostgresConfig) (*devPostgres,
 // OS thread, which stays alive until the server exits: on Linux the server
 // gets SIGQUIT (immediate shutdown) when that thread dies, so even a kill -9
 // of `outflow dev` leaves no server behind (see setPdeathsig).
-func (pg *devPostgres) launch(bin string, acct *pgAccount) error {
+func (pg *Postgres) launch(bin string, acct *pgAccount) error {
 	logFile, err := os.OpenFile(pg.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("creating the PostgreSQL log: %w", err)
@@ -225,7 +237,7 @@ func (pg *devPostgres) launch(bin string, acct *pgAccount) error {
 
 // awaitReady polls the server until it accepts a connection, it exits or
 // ctx ends.
-func (pg *devPostgres) awaitReady(ctx context.Context) error {
+func (pg *Postgres) awaitReady(ctx context.Context) error {
 	tick := time.NewTicker(25 * time.Millisecond)
 	defer tick.Stop()
 	var lastErr error
@@ -249,17 +261,20 @@ func (pg *devPostgres) awaitReady(ctx context.Context) error {
 }
 
 // URL is the superuser URL of the cluster's maintenance database.
-func (pg *devPostgres) URL() string {
-	return fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s?sslmode=disable", devPGUser, pg.port, devPGDatabase)
+func (pg *Postgres) URL() string {
+	return fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s?sslmode=disable", pgUser, pg.port, pgDatabase)
 }
 
+// Dir is the directory the cluster lives in (PostgresConfig.Dir).
+func (pg *Postgres) Dir() string { return pg.dir }
+
 // Pid is the server's process id.
-func (pg *devPostgres) Pid() int { return pg.cmd.Process.Pid }
+func (pg *Postgres) Pid() int { return pg.cmd.Process.Pid }
 
 // Stop shuts the server down (fast shutdown: open sessions are ended, no
 // checkpoint wait worth the name on a tiny cluster), waits for it, and kills
 // it after 10 s. It is idempotent. The caller removes the directory.
-func (pg *devPostgres) Stop() {
+func (pg *Postgres) Stop() {
 	if pg == nil || pg.cmd == nil {
 		return
 	}
@@ -283,7 +298,7 @@ func (pg *devPostgres) Stop() {
 
 // Kill ends the server and its processes at once (SIGKILL to its process
 // group) and waits for it; for the forced exit of a second Ctrl-C.
-func (pg *devPostgres) Kill() {
+func (pg *Postgres) Kill() {
 	if pg == nil || pg.cmd == nil || pg.cmd.Process == nil {
 		return
 	}
@@ -295,7 +310,7 @@ func (pg *devPostgres) Kill() {
 }
 
 // logTail returns the end of the server's log, to explain a failure.
-func (pg *devPostgres) logTail() string {
+func (pg *Postgres) logTail() string {
 	b, err := os.ReadFile(pg.logPath)
 	if err != nil {
 		return ""

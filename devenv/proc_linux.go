@@ -1,9 +1,9 @@
-package main
+package devenv
 
 import "syscall"
 
 // setPdeathsig asks the kernel to send the throwaway PostgreSQL server
 // SIGQUIT (immediate shutdown) when the thread that started it dies, which
-// devPostgres.launch arranges to be when `outflow dev` dies, however it
+// Postgres.launch arranges to be when `outflow dev` dies, however it
 // dies: even a kill -9 leaves no server behind.
 func setPdeathsig(a *syscall.SysProcAttr) { a.Pdeathsig = syscall.SIGQUIT }
