@@ -15,8 +15,8 @@
 //
 // A replay never blocks live delivery: it holds at most MaxInFlight events
 // in the subscription's delivery lanes at once, so live events queue behind
-// at most that many replayed ones, and it reads Kafka with its own
-// connections, outside the consumer group.
+// at most that many replayed ones, and it reads the source with its own
+// connections (source.PositionReader), outside the consumer group.
 package replay
 
 import (
@@ -27,8 +27,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/outflow-dev/outflow/match"
 	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
@@ -49,14 +47,14 @@ type Subscriptions interface {
 }
 
 // Config configures a Worker. Store, Subscriptions, Deliverer and
-// Kafka.Brokers and Kafka.Topics are required.
+// Source.Source and Source.Topics are required.
 type Config struct {
 	Store         *store.Store
 	Subscriptions Subscriptions
 	Deliverer     Deliverer
-	// Kafka says where to read: Brokers, Topics and Dialer are used, and
+	// Source says where to read: Source (the log) and Topics are used, and
 	// MaxWait and FetchMaxBytes when set.
-	Kafka stream.Config
+	Source stream.Config
 	// Decode bounds the work spent on one record.
 	Decode record.DecodeOptions
 	// Poll is how often an idle worker looks for a replay. Default 1 s.
@@ -98,8 +96,8 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.Store == nil || cfg.Subscriptions == nil || cfg.Deliverer == nil {
 		return nil, errors.New("replay: a store, subscriptions and a deliverer are required")
 	}
-	if len(cfg.Kafka.Brokers) == 0 || len(cfg.Kafka.Topics) == 0 {
-		return nil, errors.New("replay: Kafka brokers and topics are required")
+	if cfg.Source.Source == nil || len(cfg.Source.Topics) == 0 {
+		return nil, errors.New("replay: a source and topics are required")
 	}
 	return &Worker{cfg: cfg, log: cfg.Logger}, nil
 }
@@ -154,7 +152,7 @@ func (w *Worker) run(ctx context.Context, r *store.Replay) {
 		defer cancel()
 		err = j.checkpoint(wctx, "", "")
 	default:
-		// A transient failure (the brokers or the database): the lease
+		// A transient failure (the source or the database): the lease
 		// runs out and a worker, perhaps this one, continues.
 		log.WarnContext(ctx, "replay: interrupted; it continues after its lease", slog.Any("error", err))
 		return
@@ -237,9 +235,9 @@ func (j *job) work(ctx context.Context) error {
 
 // resolve turns the replay's time range into offsets and records them.
 func (j *job) resolve(ctx context.Context) error {
-	ranges, err := stream.Ranges(ctx, j.w.cfg.Kafka, j.r.StartTime, j.r.EndTime)
+	ranges, err := stream.Ranges(ctx, j.w.cfg.Source, j.r.StartTime, j.r.EndTime)
 	switch {
-	case errors.Is(err, kafkago.UnknownTopicOrPartition), errors.Is(err, stream.ErrInvalidConfig):
+	case errors.Is(err, source.ErrNotFound), errors.Is(err, stream.ErrInvalidConfig):
 		return &failedError{reason: fmt.Sprintf("resolving the time range: %v", err)}
 	case err != nil:
 		return err
@@ -263,7 +261,7 @@ func (j *job) partition(ctx context.Context, i int) error {
 		return nil
 	}
 	rg := stream.PartitionRange{Topic: p.Topic, Partition: p.Partition, Start: p.Next, End: p.End}
-	err := stream.ReadRange(ctx, j.w.cfg.Kafka, rg, func(batch []stream.RangeRecord) error {
+	err := stream.ReadRange(ctx, j.w.cfg.Source, rg, func(batch []stream.RangeRecord) error {
 		sub := j.w.cfg.Subscriptions.Get(j.r.SubscriptionID)
 		switch {
 		case sub == nil:
@@ -289,7 +287,7 @@ func (j *job) partition(ctx context.Context, i int) error {
 		j.mu.Unlock()
 		return nil
 	})
-	if errors.Is(err, kafkago.OffsetOutOfRange) {
+	if errors.Is(err, source.ErrOutOfRange) {
 		return &failedError{reason: fmt.Sprintf("records of the range in %s/%d expired from the source while replaying", p.Topic, p.Partition)}
 	}
 	if err == nil {

@@ -3,11 +3,8 @@ package stream
 import (
 	"fmt"
 	"log/slog"
-	"net"
 	"slices"
 	"time"
-
-	kafkago "github.com/segmentio/kafka-go"
 
 	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
 	"github.com/outflow-dev/outflow/record"
@@ -51,10 +48,6 @@ const (
 	// partitions added to its topics, which it then reads from their
 	// earliest offset.
 	DefaultPartitionWatchInterval = 10 * time.Second
-
-	// DefaultClientID is sent to the brokers when Config.Dialer is nil, so
-	// that stream connections are recognisable in broker logs and quotas.
-	DefaultClientID = "outflow-stream"
 )
 
 // requestTimeout bounds each metadata and offset request, and a fetch
@@ -67,12 +60,13 @@ const requestTimeout = 10 * time.Second
 // position. It must be safe for concurrent use.
 type EnvelopeFunc func(subID string, pos source.Position, raw []byte, fv *outflowv1.FeatureVector) ([]byte, error)
 
-// Config configures the streams a server opens. Brokers, Topics, Tokens and
+// Config configures the streams a server opens. Source, Topics, Tokens and
 // Envelope are required; WithDefaults (which Open applies) fills in the rest.
 // One Config is meant to be shared by all streams of a server.
 type Config struct {
-	// Brokers are the bootstrap brokers, host:port. Required.
-	Brokers []string
+	// Source is the log the topics are read from (source/kafka.Log): each
+	// stream opens its own reader on it, with its own connections. Required.
+	Source source.Log
 	// Topics are the feature output streams to read: the same topics the
 	// gateway's consumer group reads. Required.
 	Topics []string
@@ -82,11 +76,6 @@ type Config struct {
 	// Envelope builds the event JSON. Required: it is the dispatcher's
 	// envelope, so stream clients and webhook receivers get the same bytes.
 	Envelope EnvelopeFunc
-	// Dialer configures connections to the brokers: ClientID, TLS,
-	// SASLMechanism, Timeout (connect timeout), DialFunc or LocalAddr,
-	// KeepAlive and FallbackDelay are used. Default: plaintext, client id
-	// DefaultClientID, 10 s connect timeout.
-	Dialer *kafkago.Dialer
 	// BufferSize is how many events a stream holds for its client. Default
 	// DefaultBufferSize (1024).
 	BufferSize int
@@ -152,10 +141,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
 	}
 	switch {
-	case len(c.Brokers) == 0:
-		return bad("Brokers is required")
-	case slices.Contains(c.Brokers, ""):
-		return bad("Brokers has an empty entry")
+	case c.Source == nil:
+		return bad("Source is required")
 	case len(c.Topics) == 0:
 		return bad("Topics is required")
 	case slices.Contains(c.Topics, ""):
@@ -189,41 +176,12 @@ func (c Config) validate() error {
 	return nil
 }
 
-// dialTimeout is the connect timeout without a Dialer (or with a zero
-// Dialer.Timeout).
-const dialTimeout = 10 * time.Second
-
-// transport returns a kafka-go transport for one stream, configured from
-// c.Dialer, with metadata restricted to the stream's topics and refreshed at
-// least as often as partitions are watched. The stream closes its
-// connections with CloseIdleConnections when it ends.
-func (c Config) transport() *kafkago.Transport {
-	t := &kafkago.Transport{
-		ClientID:       DefaultClientID,
-		DialTimeout:    dialTimeout,
-		MetadataTopics: slices.Clone(c.Topics),
-	}
+// readerConfig is what a stream's reader is opened with: its topics, and
+// metadata refreshed at least as often as partitions are watched.
+func (c Config) readerConfig() source.ReaderConfig {
+	rc := source.ReaderConfig{Streams: slices.Clone(c.Topics)}
 	if c.PartitionWatchInterval > 0 {
-		// kafka-go's default TTL is 6 s (randomised below it).
-		t.MetadataTTL = min(c.PartitionWatchInterval, 6*time.Second)
+		rc.Refresh = c.PartitionWatchInterval
 	}
-	d := c.Dialer
-	if d == nil {
-		return t
-	}
-	if d.ClientID != "" {
-		t.ClientID = d.ClientID
-	}
-	if d.Timeout > 0 {
-		t.DialTimeout = d.Timeout
-	}
-	t.TLS = d.TLS
-	t.SASL = d.SASLMechanism
-	if d.DialFunc != nil {
-		t.Dial = d.DialFunc
-	} else {
-		nd := &net.Dialer{LocalAddr: d.LocalAddr, KeepAlive: d.KeepAlive, FallbackDelay: d.FallbackDelay}
-		t.Dial = nd.DialContext
-	}
-	return t
+	return rc
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/outflow-dev/outflow/match"
 	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
 	"github.com/outflow-dev/outflow/source"
+	"github.com/outflow-dev/outflow/source/kafka"
 	"github.com/outflow-dev/outflow/store"
 )
 
@@ -80,7 +81,7 @@ func setup(t *testing.T, partitions int) kafkaEnv {
 // config returns a stream Config for the test's topic with quick timings.
 func (e kafkaEnv) config(t *testing.T) Config {
 	return Config{
-		Brokers:  e.brokers,
+		Source:   testLog(t, e.brokers),
 		Topics:   []string{e.topic},
 		Tokens:   e.tokens,
 		Envelope: testEnvelope,
@@ -410,4 +411,14 @@ func deleteRecords(t *testing.T, broker, topic string, partition int32, offset i
 	if low != offset {
 		t.Fatalf("DeleteRecords: low watermark %d, want %d", low, offset)
 	}
+}
+
+// testLog returns the Kafka log of brokers that streams read.
+func testLog(t testing.TB, brokers []string) *kafka.Log {
+	t.Helper()
+	l, err := kafka.NewLog(kafka.Config{Brokers: brokers})
+	if err != nil {
+		t.Fatalf("kafka.NewLog: %v", err)
+	}
+	return l
 }

@@ -7,8 +7,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	kafkago "github.com/segmentio/kafka-go"
-
 	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
 	"github.com/outflow-dev/outflow/record"
 	"github.com/outflow-dev/outflow/source"
@@ -47,12 +45,11 @@ type Event struct {
 // Next must not be called concurrently with itself; Close and Done may be
 // called from any goroutine.
 type Stream struct {
-	cfg       Config
-	req       Request
-	subID     string
-	log       *slog.Logger
-	transport *kafkago.Transport
-	client    *kafkago.Client
+	cfg    Config
+	req    Request
+	subID  string
+	log    *slog.Logger
+	reader source.PositionReader
 
 	events chan item
 	// ctx ends when the stream ends (end): it stops every goroutine.
@@ -185,7 +182,7 @@ func (s *Stream) Close() {
 	s.end(ErrClosed)
 	s.closeOnce.Do(func() {
 		s.wg.Wait()
-		s.transport.CloseIdleConnections()
+		s.reader.Close()
 	})
 }
 

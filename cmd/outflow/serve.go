@@ -178,7 +178,7 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 		registry.MustRegister(lagCollector{src})
 		// Stream clients read the topics directly, so any replica serves any
 		// client; their resume tokens are signed with a key all replicas share.
-		dialer, err := kcfg.Dialer()
+		klog, err := kafka.NewLog(kcfg)
 		if err != nil {
 			return err
 		}
@@ -190,13 +190,13 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		if streams, err = newStreamSource(stream.Config{Brokers: kcfg.Brokers, Topics: kcfg.Topics, Tokens: tokens,
-			Dialer: dialer, Logger: logger}, matcher, enricher); err != nil {
+		if streams, err = newStreamSource(stream.Config{Source: klog, Topics: kcfg.Topics, Tokens: tokens,
+			Logger: logger}, matcher, enricher); err != nil {
 			return err
 		}
 		if replays, err = replay.New(replay.Config{Store: st, Subscriptions: matcher, Deliverer: disp,
-			Kafka: stream.Config{Brokers: kcfg.Brokers, Topics: kcfg.Topics, Dialer: dialer, Logger: logger},
-			Poll:  f.replayPoll, Logger: logger}); err != nil {
+			Source: stream.Config{Source: klog, Topics: kcfg.Topics, Logger: logger},
+			Poll:   f.replayPoll, Logger: logger}); err != nil {
 			return err
 		}
 	}

@@ -271,11 +271,10 @@ func (c Config) validate() error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
 	}
+	if err := c.validateConnection(); err != nil {
+		return err
+	}
 	switch {
-	case len(c.Brokers) == 0:
-		return bad("Brokers is required")
-	case slices.Contains(c.Brokers, ""):
-		return bad("Brokers has an empty entry")
 	case len(c.Topics) == 0:
 		return bad("Topics is required")
 	case slices.Contains(c.Topics, ""):
@@ -304,6 +303,22 @@ func (c Config) validate() error {
 		return bad("RebalanceDrainTimeout (%s) must be below RebalanceTimeout (%s)", c.RebalanceDrainTimeout, c.RebalanceTimeout)
 	case c.PartitionWatchInterval > maxProtocolDuration:
 		return bad("PartitionWatchInterval out of range: %s", c.PartitionWatchInterval)
+	}
+	return nil
+}
+
+// validateConnection checks the settings every use of the cluster needs
+// (the consumer group, and Log's readers): Brokers, SASL and Logger. Its
+// errors wrap ErrInvalidConfig and never quote the password.
+func (c Config) validateConnection() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
+	}
+	switch {
+	case len(c.Brokers) == 0:
+		return bad("Brokers is required")
+	case slices.Contains(c.Brokers, ""):
+		return bad("Brokers has an empty entry")
 	case c.Logger == nil:
 		return bad("Logger is nil")
 	}

@@ -149,3 +149,33 @@ func TestConfigNeverPrintsPassword(t *testing.T) {
 		t.Errorf("New error = %v; want an error without the password", err)
 	}
 }
+
+// TestNewLogValidates checks that NewLog applies the connection part of the
+// one validation (brokers, SASL) and ignores the group settings it does not
+// use.
+func TestNewLogValidates(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		cfg  Config
+		want string // "" when valid
+	}{
+		{"brokers only", Config{Brokers: []string{"127.0.0.1:1"}}, ""},
+		{"no brokers", Config{}, "Brokers is required"},
+		{"empty broker", Config{Brokers: []string{""}}, "Brokers has an empty entry"},
+		{"bad SASL", Config{Brokers: []string{"b:1"}, SASL: SASL{Mechanism: "GSSAPI"}}, "unsupported SASL mechanism"},
+		{"SASL without password", Config{Brokers: []string{"b:1"}, SASL: SASL{Mechanism: SASLPlain, Username: "u"}}, "needs a Username and a Password"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := NewLog(tt.cfg)
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("NewLog: %v", err)
+			case tt.want != "" && (!errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("NewLog error = %v, want ErrInvalidConfig mentioning %q", err, tt.want)
+			}
+		})
+	}
+}
