@@ -22,6 +22,7 @@ import (
 	"github.com/outflow-dev/outflow/migrations"
 	"github.com/outflow-dev/outflow/replay"
 	"github.com/outflow-dev/outflow/server"
+	"github.com/outflow-dev/outflow/source"
 	"github.com/outflow-dev/outflow/source/kafka"
 	"github.com/outflow-dev/outflow/store"
 	"github.com/outflow-dev/outflow/stream"
@@ -47,6 +48,8 @@ type serveFlags struct {
 	kafkaUser     string
 	kafkaPassword string
 	kafkaTLS      bool
+
+	kinesis kinesisFlags
 
 	tectonURL string
 	tectonKey string
@@ -78,6 +81,7 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	fs.StringVar(&f.kafkaUser, "kafka-username", "", "SASL username")
 	fs.StringVar(&f.kafkaPassword, "kafka-password", "", "SASL password (prefer the environment variable)")
 	fs.BoolVar(&f.kafkaTLS, "kafka-tls", false, "connect to the brokers over TLS (system roots)")
+	f.kinesis.register(fs)
 
 	fs.StringVar(&f.tectonURL, "tecton-url", "", "base URL of the GetFeatures API (Tecton, or `outflow featureserver`); enrichment fails without it")
 	fs.StringVar(&f.tectonKey, "tecton-api-key", "", "Tecton API key, required with --tecton-url (prefer the environment variable)")
@@ -109,10 +113,11 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	return serve(ctx, &f, logger)
 }
 
-// serve runs the API, the matcher, the retry worker and (with Kafka
-// configured) the consumer until ctx is done, then shuts down in the order
-// that keeps the at-least-once promise: stop fetching and let the consumer
-// drain and commit, park what is still in flight, then stop the rest.
+// serve runs the API, the matcher, the retry worker and the configured
+// sources (Kafka topics, Kinesis streams, or both) until ctx is done, then
+// shuts down in the order that keeps the at-least-once promise: stop
+// fetching and let the sources drain and commit, park what is still in
+// flight, then stop the rest.
 func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 	if f.migrate {
 		if err := migrateUp(ctx, f.databaseURL, migrations.Options{Logger: logger}); err != nil {
@@ -167,6 +172,13 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 		return err
 	}
 
+	// consumers are the sources read as a group (Kafka topics, Kinesis
+	// streams; several at once), each handing records to the dispatcher.
+	type namedConsumer struct {
+		name string
+		src  source.Consumer
+	}
+	var consumers []namedConsumer
 	var src *kafka.Source
 	var streams server.Streams
 	var replays *replay.Worker
@@ -176,6 +188,7 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 			return err
 		}
 		registry.MustRegister(lagCollector{src})
+		consumers = append(consumers, namedConsumer{"kafka source", src})
 		// Stream clients read the topics directly, so any replica serves any
 		// client; their resume tokens are signed with a key all replicas share.
 		klog, err := kafka.NewLog(kcfg)
@@ -200,6 +213,14 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 			return err
 		}
 	}
+	if f.kinesis.streams != "" {
+		ksrc, err := newKinesisSource(ctx, &f.kinesis, st, logger)
+		if err != nil {
+			return err
+		}
+		registry.MustRegister(kinesisLagCollector{ksrc})
+		consumers = append(consumers, namedConsumer{"kinesis source", ksrc})
+	}
 	registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "outflow_retry_queue_depth", Help: "Webhook deliveries waiting in the retry queue.",
 	}, func() float64 {
@@ -218,8 +239,10 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 		default:
 			return errors.New("subscriptions not loaded yet")
 		}
-		if src != nil && !src.Joined() {
-			return errors.New("the Kafka consumer has not joined its group")
+		for _, c := range consumers {
+			if !c.src.Ready() {
+				return fmt.Errorf("the %s is not reading yet", c.name)
+			}
 		}
 		return nil
 	}
@@ -247,7 +270,7 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 	matcherCtx, stopMatcher := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopMatcher()
 	var wg sync.WaitGroup
-	errs := make(chan error, 5) // one per component at most
+	errs := make(chan error, 5+len(consumers)) // one per component at most
 	run := func(name string, fn func() error) {
 		wg.Add(1)
 		go func() {
@@ -265,14 +288,15 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 	case <-runCtx.Done():
 	}
 	var consumer sync.WaitGroup
-	if src != nil && runCtx.Err() == nil {
-		consumer.Add(1)
-		go func() {
-			defer consumer.Done()
-			if err := src.Run(runCtx, disp.Handle); err != nil && !errors.Is(err, context.Canceled) {
-				errs <- fmt.Errorf("kafka source: %w", err)
+	for _, c := range consumers {
+		if runCtx.Err() != nil {
+			break
+		}
+		consumer.Go(func() {
+			if err := c.src.Run(runCtx, disp.Handle); err != nil && !errors.Is(err, context.Canceled) {
+				errs <- fmt.Errorf("%s: %w", c.name, err)
 			}
-		}()
+		})
 	}
 	if replays != nil {
 		// Like the consumer, the replay worker hands events to the
@@ -284,7 +308,7 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 		})
 	}
 	run("retries", func() error { return disp.RunRetries(runCtx) })
-	logger.InfoContext(ctx, "gateway running", slog.Bool("consuming", src != nil), slog.Bool("enriching", enricher != nil))
+	logger.InfoContext(ctx, "gateway running", slog.Int("sources", len(consumers)), slog.Bool("enriching", enricher != nil))
 
 	var firstErr error
 	select {
