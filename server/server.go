@@ -94,6 +94,10 @@ type Params struct {
 	Ready func() error
 	// Streams serves StreamEvents; nil answers UNAVAILABLE.
 	Streams Streams
+	// Replays says a replay worker runs for webhook subscriptions although
+	// Streams is nil (a gateway reading only Kinesis streams, which stream
+	// clients cannot read yet). With Streams set, replays are always on.
+	Replays bool
 }
 
 // Server serves the API over gRPC and HTTP.
@@ -110,6 +114,7 @@ type Server struct {
 	sender     *webhook.Sender
 	ready      func() error
 	streams    Streams
+	replays    bool
 }
 
 type metrics struct {
@@ -157,6 +162,7 @@ func New(ctx context.Context, p Params) (*Server, error) {
 		sender:     p.Sender,
 		ready:      p.Ready,
 		streams:    p.Streams,
+		replays:    p.Replays || p.Streams != nil,
 		metrics: metrics{requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outflow_api_requests_total",
 			Help: "API calls by gRPC method and status code (REST calls included).",

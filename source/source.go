@@ -207,3 +207,49 @@ func IsTemporary(err error) bool {
 	var t interface{ Temporary() bool }
 	return errors.As(err, &t) && t.Temporary()
 }
+
+// Shard is one shard of a stream whose positions are sequence numbers
+// (Kinesis), with the shards it was split or merged from.
+type Shard struct {
+	Stream  string
+	ID      string
+	Parents []string
+}
+
+// ShardRecord is one record read by a ShardReader.
+type ShardRecord struct {
+	// Sequence is the record's sequence number in its shard.
+	Sequence string
+	Key      []byte
+	Value    []byte
+	// Time is when the source received the record (Kinesis' approximate
+	// arrival time): the time ranges of replays are in this time.
+	Time time.Time
+}
+
+// ShardRangeRequest asks a ShardReader for a time range of one shard.
+type ShardRangeRequest struct {
+	Stream string
+	Shard  string
+	// After, when set, continues after this sequence number (a checkpoint);
+	// otherwise reading starts at the first record at or after From.
+	After string
+	From  time.Time
+	// To ends the range: reading stops before the first record at or after
+	// it, or at the shard's end.
+	To time.Time
+}
+
+// ShardReader reads time ranges of shards again, outside any lease, for
+// replays of sources whose positions are sequence numbers (source/kinesis).
+// Its errors wrap ErrNotFound for a stream or shard the source no longer
+// has (expired), and ErrFatal for a refusal no retry fixes.
+type ShardReader interface {
+	// Shards returns every shard of stream, parents before children.
+	Shards(ctx context.Context, stream string) ([]Shard, error)
+	// ReadRange reads req in sequence order, handing fn one batch at a time
+	// (so fn's return marks a point to checkpoint: the last record's
+	// Sequence), and returns nil once the range is read, fn's error or
+	// ctx's. Transient failures and throttling are retried with backoff.
+	ReadRange(ctx context.Context, req ShardRangeRequest, fn func([]ShardRecord) error) error
+}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -35,17 +36,35 @@ func (k *kinesisFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&k.idleWait, "kinesis-idle-wait", kinesis.DefaultIdleWait, "pause between GetRecords calls on a shard with nothing new")
 }
 
-// newKinesisSource builds the Kinesis source, loading AWS credentials and
-// region through the SDK's standard chain (environment, shared config and
-// credentials files, SSO, web identity, container and instance roles).
-func newKinesisSource(ctx context.Context, k *kinesisFlags, st *store.Store, logger *slog.Logger) (*kinesis.Source, error) {
+// awsConfig loads AWS credentials and region through the SDK's standard
+// chain (environment, shared config and credentials files, SSO, web
+// identity, container and instance roles); --kinesis-region wins.
+func awsConfig(ctx context.Context, k *kinesisFlags) (aws.Config, error) {
 	var opts []func(*awsconfig.LoadOptions) error
 	if k.region != "" {
 		opts = append(opts, awsconfig.WithRegion(k.region))
 	}
-	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
+	cfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("loading the AWS configuration: %w", err)
+		return aws.Config{}, fmt.Errorf("loading the AWS configuration: %w", err)
+	}
+	return cfg, nil
+}
+
+// newKinesisReader builds the reader replays use on the Kinesis streams.
+func newKinesisReader(ctx context.Context, k *kinesisFlags, logger *slog.Logger) (*kinesis.Reader, error) {
+	awsCfg, err := awsConfig(ctx, k)
+	if err != nil {
+		return nil, err
+	}
+	return kinesis.NewReader(kinesis.ReaderConfig{AWS: awsCfg, Endpoint: k.endpoint, IdleWait: k.idleWait, Logger: logger})
+}
+
+// newKinesisSource builds the Kinesis source.
+func newKinesisSource(ctx context.Context, k *kinesisFlags, st *store.Store, logger *slog.Logger) (*kinesis.Source, error) {
+	awsCfg, err := awsConfig(ctx, k)
+	if err != nil {
+		return nil, err
 	}
 	return kinesis.New(kinesis.Config{
 		Streams: splitList(k.streams), AWS: awsCfg, Endpoint: k.endpoint, Leases: st,

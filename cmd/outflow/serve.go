@@ -179,6 +179,8 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 		src  source.Consumer
 	}
 	var consumers []namedConsumer
+	// Replays read every configured source again.
+	replayCfg := replay.Config{Store: st, Subscriptions: matcher, Deliverer: disp, Poll: f.replayPoll, Logger: logger}
 	var src *kafka.Source
 	var streams server.Streams
 	var replays *replay.Worker
@@ -207,11 +209,7 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 			Logger: logger}, matcher, enricher); err != nil {
 			return err
 		}
-		if replays, err = replay.New(replay.Config{Store: st, Subscriptions: matcher, Deliverer: disp,
-			Source: stream.Config{Source: klog, Topics: kcfg.Topics, Logger: logger},
-			Poll:   f.replayPoll, Logger: logger}); err != nil {
-			return err
-		}
+		replayCfg.Source = stream.Config{Source: klog, Topics: kcfg.Topics, Logger: logger}
 	}
 	if f.kinesis.streams != "" {
 		ksrc, err := newKinesisSource(ctx, &f.kinesis, st, logger)
@@ -220,6 +218,18 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 		}
 		registry.MustRegister(kinesisLagCollector{ksrc})
 		consumers = append(consumers, namedConsumer{"kinesis source", ksrc})
+		kreader, err := newKinesisReader(ctx, &f.kinesis, logger)
+		if err != nil {
+			return err
+		}
+		defer kreader.Close()
+		replayCfg.Kinesis = kreader
+		replayCfg.KinesisStreams = splitList(f.kinesis.streams)
+	}
+	if replayCfg.Source.Source != nil || replayCfg.Kinesis != nil {
+		if replays, err = replay.New(replayCfg); err != nil {
+			return err
+		}
 	}
 	registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "outflow_retry_queue_depth", Help: "Webhook deliveries waiting in the retry queue.",
@@ -247,7 +257,7 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 		return nil
 	}
 	api, err := server.New(ctx, server.Params{Config: f.api, Store: st, Logger: logger, Registry: registry,
-		Sender: sender, Ready: ready, Streams: streams})
+		Sender: sender, Ready: ready, Streams: streams, Replays: replays != nil})
 	if err != nil {
 		return err
 	}

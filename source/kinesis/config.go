@@ -169,10 +169,6 @@ func (c Config) validate() error {
 		return bad("Streams lists a stream twice")
 	case c.Leases == nil:
 		return bad("Leases is required")
-	case c.AWS.Region == "":
-		return bad("AWS.Region is required")
-	case c.AWS.Credentials == nil:
-		return bad("AWS.Credentials is required")
 	case c.WorkerID == "":
 		return bad("WorkerID is required")
 	case c.StartPosition != StartTrimHorizon && c.StartPosition != StartLatest:
@@ -193,6 +189,18 @@ func (c Config) validate() error {
 		return bad("CommitInterval must be positive, got %s", c.CommitInterval)
 	case c.Logger == nil:
 		return bad("Logger is nil")
+	}
+	return validateAWS(c.AWS)
+}
+
+// validateAWS checks what every client of Kinesis needs (the Source's and
+// the range Reader's): a region and credentials.
+func validateAWS(c aws.Config) error {
+	switch {
+	case c.Region == "":
+		return fmt.Errorf("%w: AWS.Region is required", ErrInvalidConfig)
+	case c.Credentials == nil:
+		return fmt.Errorf("%w: AWS.Credentials is required", ErrInvalidConfig)
 	}
 	return nil
 }
