@@ -5,6 +5,41 @@
 // got on stdout. scripts/testenv.sh starts it; scripts/kinesalite-deps.sh
 // installs the pinned package.
 "use strict";
+
+// kinesalite 3.3.3 never answers GetShardIterator AT_TIMESTAMP when no
+// record of the shard arrived at or after the timestamp (its lookup only
+// calls back on a match), where Kinesis returns an iterator that reads the
+// records still to come. Outflow asks exactly that (a stream at the live
+// tail, a replay reaching the present), so the action is wrapped, before
+// kinesalite loads its actions, to answer as Kinesis does: such an iterator
+// is the LATEST one (every later record arrives after the timestamp).
+const atTimestampPath = require.resolve("kinesalite/actions/getShardIterator");
+const getShardIterator = require(atTimestampPath);
+const db = require("kinesalite/db");
+require.cache[atTimestampPath].exports = function (store, data, cb) {
+  const m = /^shardId-(\d{12})$/.exec(data.ShardId || "");
+  if (data.ShardIteratorType !== "AT_TIMESTAMP" || data.Timestamp == null || !m || data.Timestamp * 1000 > Date.now()) {
+    return getShardIterator(store, data, cb);
+  }
+  const ix = parseInt(m[1], 10);
+  const rs = store.getStreamDb(data.StreamName).createReadStream({ gt: db.shardIxToHex(ix), lt: db.shardIxToHex(ix + 1) });
+  let decided = false;
+  const decide = (found) => {
+    if (decided) return;
+    decided = true;
+    if (found) return getShardIterator(store, data, cb);
+    getShardIterator(store, Object.assign({}, data, { ShardIteratorType: "LATEST", Timestamp: undefined }), cb);
+  };
+  rs.on("data", (item) => {
+    if (item.value.ApproximateArrivalTimestamp >= data.Timestamp) {
+      decide(true);
+      rs.destroy();
+    }
+  });
+  rs.on("error", () => decide(false));
+  rs.on("end", () => decide(false));
+};
+
 const kinesalite = require("kinesalite");
 
 const port = Number(process.argv[2] || 0);

@@ -67,6 +67,11 @@ type Config struct {
 	// Source is the log the topics are read from (source/kafka.Log): each
 	// stream opens its own reader on it, with its own connections. Required.
 	Source source.Log
+	// Shards reads Kinesis streams (source/kinesis.Reader), and
+	// KinesisStreams names those to read. Either they or Source and Topics
+	// (or both) are required.
+	Shards         source.ShardReader
+	KinesisStreams []string
 	// Topics are the feature output streams to read: the same topics the
 	// gateway's consumer group reads. Required.
 	Topics []string
@@ -141,10 +146,14 @@ func (c Config) validate() error {
 		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
 	}
 	switch {
-	case c.Source == nil:
+	case c.Source == nil && (len(c.Topics) > 0 || len(c.KinesisStreams) == 0):
 		return bad("Source is required")
-	case len(c.Topics) == 0:
+	case len(c.Topics) == 0 && len(c.KinesisStreams) == 0:
 		return bad("Topics is required")
+	case len(c.KinesisStreams) > 0 && c.Shards == nil:
+		return bad("Shards is required with KinesisStreams")
+	case slices.Contains(c.KinesisStreams, ""):
+		return bad("KinesisStreams has an empty entry")
 	case slices.Contains(c.Topics, ""):
 		return bad("Topics has an empty entry")
 	case len(slices.Compact(slices.Sorted(slices.Values(c.Topics)))) != len(c.Topics):

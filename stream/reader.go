@@ -46,6 +46,10 @@ type Request struct {
 	// passed through unchanged into the stream's tokens, so a client moving
 	// between replicas configured with different topics keeps its place.
 	From Position
+	// FromShards is where to resume in Kinesis streams (Tokens.DecodeAll).
+	// With From, it decides the start: both nil start at the live tail;
+	// otherwise a shard FromShards does not list is read from its start.
+	FromShards ShardPosition
 	// Shard, when set, restricts the stream to one shard (see InShard); nil
 	// delivers every matching record. Index and Count must pass
 	// Shard.Validate; a server receiving an unset proto Shard (count 0)
@@ -103,6 +107,20 @@ type partition struct {
 	// skipped is the offset after the last record the reader skipped; every
 	// record below it was skipped or queued.
 	skipped int64
+
+	// Kinesis shards (shard set; topic is the stream) keep their position
+	// as a ShardPosition value instead of offsets (see shards.go).
+	shard   string
+	parents []string
+	// from is where reading starts; seqDelivered and seqSkipped are the
+	// sequence-number counterparts of delivered and skipped (guarded by
+	// Stream.mu, as is ended).
+	from, seqDelivered, seqSkipped string
+	// ended is set once the shard is closed and read to its end; drained
+	// is closed once, besides, none of its events is queued: its children
+	// may then be read, which keeps per-entity order across a split.
+	ended   bool
+	drained chan struct{}
 }
 
 func (p *partition) String() string { return p.topic + "/" + strconv.Itoa(int(p.id)) }
@@ -133,10 +151,14 @@ func Open(ctx context.Context, cfg Config, req Request) (*Stream, error) {
 		return nil, err
 	}
 	cfg.Topics = slices.Clone(cfg.Topics)
+	cfg.KinesisStreams = slices.Clone(cfg.KinesisStreams)
 	if req.Shard != nil {
 		req.Shard = new(*req.Shard)
 	}
-	reader := cfg.Source.NewReader(cfg.readerConfig())
+	var reader source.PositionReader = noReader{}
+	if cfg.Source != nil && len(cfg.Topics) > 0 {
+		reader = cfg.Source.NewReader(cfg.readerConfig())
+	}
 	streamCtx, cancel := context.WithCancel(context.Background())
 	s := &Stream{
 		cfg:    cfg,
@@ -151,8 +173,22 @@ func Open(ctx context.Context, cfg Config, req Request) (*Stream, error) {
 		born:   time.Now(),
 		parts:  make(map[topicPartition]*partition),
 		pos:    make(Position),
+		shards: make(map[string]*partition),
 	}
-	parts, err := s.resolveRetrying(ctx, req.From)
+	var parts []*partition
+	var err error
+	if len(cfg.Topics) > 0 {
+		from := req.From
+		if from == nil && req.FromShards != nil {
+			from = Position{} // a token without Kafka positions: no live tail
+		}
+		parts, err = s.resolveRetrying(ctx, from)
+	}
+	if err == nil && len(cfg.KinesisStreams) > 0 {
+		var shards []*partition
+		shards, err = s.resolveShards(ctx, req)
+		parts = append(parts, shards...)
+	}
 	if err != nil {
 		cancel()
 		reader.Close()
@@ -290,14 +326,18 @@ func (s *Stream) listOffsets(ctx context.Context, layout map[string][]int32) (ma
 // startPartition starts the goroutines reading p: a reader, and with
 // enrichment an emitter that hands out enriched events in order.
 func (s *Stream) startPartition(p *partition) {
+	read := s.readPartition
+	if p.shard != "" {
+		read = s.readShard
+	}
 	if s.req.Enrich == nil {
-		s.wg.Go(func() { s.readPartition(p, s.emitDirect) })
+		s.wg.Go(func() { read(p, s.emitDirect) })
 		return
 	}
 	order := make(chan *pending, s.cfg.EnrichConcurrency)
 	s.wg.Go(func() { s.emitInOrder(order) })
 	s.wg.Go(func() {
-		s.readPartition(p, func(p *partition, pos source.Position, rec *record.Record) bool {
+		read(p, func(p *partition, pos source.Position, rec *record.Record) bool {
 			return s.emitEnriched(order, p, pos, rec)
 		})
 	})
@@ -569,8 +609,15 @@ func (s *Stream) watchPartitions() {
 			return
 		case <-ticker.C:
 		}
-		if err := s.addPartitions(); err != nil && s.ctx.Err() == nil {
-			s.log.DebugContext(s.ctx, "stream: checking for new partitions failed", slog.Any("error", err))
+		if len(s.cfg.Topics) > 0 {
+			if err := s.addPartitions(); err != nil && s.ctx.Err() == nil {
+				s.log.DebugContext(s.ctx, "stream: checking for new partitions failed", slog.Any("error", err))
+			}
+		}
+		if len(s.cfg.KinesisStreams) > 0 {
+			if err := s.addShards(); err != nil && s.ctx.Err() == nil {
+				s.log.DebugContext(s.ctx, "stream: checking for new shards failed", slog.Any("error", err))
+			}
 		}
 	}
 }

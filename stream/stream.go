@@ -77,6 +77,11 @@ type Stream struct {
 	// carried are the topics of From that this stream does not read;
 	// guarded by mu.
 	carried []string
+	// shards are the Kinesis shards being read, by stream/shard, and
+	// shardPos their positions for tokens (plus the carried streams of
+	// FromShards); guarded by mu.
+	shards   map[string]*partition
+	shardPos ShardPosition
 }
 
 // item is an event in the buffer with the partition it came from.
@@ -150,12 +155,16 @@ func (s *Stream) take(it item) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p.queued--
-	p.delivered = it.ev.Position.Offset + 1
-	if p.queued == 0 && p.skipped > p.delivered {
-		p.delivered = p.skipped
+	if p.shard != "" {
+		s.takeShardLocked(p, it.ev.Position.Sequence)
+	} else {
+		p.delivered = it.ev.Position.Offset + 1
+		if p.queued == 0 && p.skipped > p.delivered {
+			p.delivered = p.skipped
+		}
+		s.pos[p.topic][p.id] = p.delivered
 	}
-	s.pos[p.topic][p.id] = p.delivered
-	it.ev.ResumeToken = s.cfg.Tokens.Encode(s.subID, s.pos)
+	it.ev.ResumeToken = s.cfg.Tokens.EncodeAll(s.subID, s.pos, s.shardPos)
 }
 
 // Done returns a channel that is closed when the stream has ended: by

@@ -179,6 +179,8 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 		src  source.Consumer
 	}
 	var consumers []namedConsumer
+	// Stream clients and replays read every configured source.
+	streamCfg := stream.Config{Logger: logger}
 	// Replays read every configured source again.
 	replayCfg := replay.Config{Store: st, Subscriptions: matcher, Deliverer: disp, Poll: f.replayPoll, Logger: logger}
 	var src *kafka.Source
@@ -192,23 +194,12 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 		registry.MustRegister(lagCollector{src})
 		consumers = append(consumers, namedConsumer{"kafka source", src})
 		// Stream clients read the topics directly, so any replica serves any
-		// client; their resume tokens are signed with a key all replicas share.
+		// client.
 		klog, err := kafka.NewLog(kcfg)
 		if err != nil {
 			return err
 		}
-		key, err := st.ServerKey(ctx, "resume_token")
-		if err != nil {
-			return err
-		}
-		tokens, err := stream.NewTokens(key)
-		if err != nil {
-			return err
-		}
-		if streams, err = newStreamSource(stream.Config{Source: klog, Topics: kcfg.Topics, Tokens: tokens,
-			Logger: logger}, matcher, enricher); err != nil {
-			return err
-		}
+		streamCfg.Source, streamCfg.Topics = klog, kcfg.Topics
 		replayCfg.Source = stream.Config{Source: klog, Topics: kcfg.Topics, Logger: logger}
 	}
 	if f.kinesis.streams != "" {
@@ -225,6 +216,21 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 		defer kreader.Close()
 		replayCfg.Kinesis = kreader
 		replayCfg.KinesisStreams = splitList(f.kinesis.streams)
+		streamCfg.Shards, streamCfg.KinesisStreams = kreader, replayCfg.KinesisStreams
+	}
+	if streamCfg.Source != nil || streamCfg.Shards != nil {
+		// Resume tokens are signed with a key all replicas share, so any
+		// replica continues any client's stream.
+		key, err := st.ServerKey(ctx, "resume_token")
+		if err != nil {
+			return err
+		}
+		if streamCfg.Tokens, err = stream.NewTokens(key); err != nil {
+			return err
+		}
+		if streams, err = newStreamSource(streamCfg, matcher, enricher); err != nil {
+			return err
+		}
 	}
 	if replayCfg.Source.Source != nil || replayCfg.Kinesis != nil {
 		if replays, err = replay.New(replayCfg); err != nil {

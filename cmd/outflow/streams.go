@@ -48,11 +48,11 @@ func (s *streamSource) Open(ctx context.Context, sub *store.Subscription, req se
 	}
 	r := stream.Request{Subscription: compiled}
 	if req.ResumeToken != "" {
-		from, err := s.cfg.Tokens.Decode(req.ResumeToken, sub.Proto.GetId())
+		from, shards, err := s.cfg.Tokens.DecodeAll(req.ResumeToken, sub.Proto.GetId())
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", server.ErrInvalidResumeToken, err)
 		}
-		r.From = from
+		r.From, r.FromShards = from, shards
 	}
 	if req.ShardCount > 0 {
 		r.Shard = &stream.Shard{Index: int32(req.ShardIndex), Count: int32(req.ShardCount)}
@@ -104,9 +104,20 @@ func (e eventStream) Close() { e.s.Close() }
 // TokenAt returns a resume token for sub at the first records at or after
 // t: the replay of a stream subscription.
 func (s *streamSource) TokenAt(ctx context.Context, sub *store.Subscription, t time.Time) (string, error) {
-	pos, err := stream.PositionAt(ctx, s.cfg, t)
+	var pos stream.Position
+	var err error
+	if len(s.cfg.Topics) > 0 {
+		pos, err = stream.PositionAt(ctx, s.cfg, t)
+	}
+	var shards stream.ShardPosition
+	if err == nil {
+		shards, err = stream.ShardPositionAt(ctx, s.cfg, t)
+	}
 	if err != nil {
 		return "", fmt.Errorf("%w: finding the source position at %s: %w", server.ErrSourceUnavailable, t.Format(time.RFC3339Nano), err)
 	}
-	return s.cfg.Tokens.Encode(sub.Proto.GetId(), pos), nil
+	if pos == nil {
+		pos = stream.Position{}
+	}
+	return s.cfg.Tokens.EncodeAll(sub.Proto.GetId(), pos, shards), nil
 }
