@@ -60,8 +60,9 @@ const requestTimeout = 10 * time.Second
 // position. It must be safe for concurrent use.
 type EnvelopeFunc func(subID string, pos source.Position, raw []byte, fv *outflowv1.FeatureVector) ([]byte, error)
 
-// Config configures the streams a server opens. Source, Topics, Tokens and
-// Envelope are required; WithDefaults (which Open applies) fills in the rest.
+// Config configures the streams a server opens. Source and Topics (Kafka),
+// or Shards and KinesisStreams (Kinesis), or both, and Tokens and Envelope
+// are required; WithDefaults (which Open applies) fills in the rest.
 // One Config is meant to be shared by all streams of a server.
 type Config struct {
 	// Source is the log the topics are read from (source/kafka.Log): each
