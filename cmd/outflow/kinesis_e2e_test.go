@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awskinesis "github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/outflow-dev/outflow/dispatcher"
 	"github.com/outflow-dev/outflow/featureserver"
@@ -531,4 +532,92 @@ warm:
 		again[ev.seq]++
 	}
 	t.Logf("the stream replay from the load's start re-delivered all %d clicks", len(again))
+}
+
+// TestKinesisPoison interleaves the bad records of TestPoison that Kinesis
+// accepts (up to 1 MiB, not empty) with good ones on one shard: every good
+// one is delivered, every bad one is kept with its reason and its Kinesis
+// position, and the shard never stalls.
+func TestKinesisPoison(t *testing.T) {
+	t.Parallel()
+	env := newKinesisEnv(t, 1)
+	g := env.startGateway(t)
+	recv := newReceiver(t)
+	created := g.api(t, env.key, "POST", "/v1/subscriptions", map[string]any{
+		"name": "clicks", "feature_view_names": []string{fvClicks}, "webhook": map[string]any{"url": recv.srv.URL}}, 200)
+	recv.mu.Lock()
+	recv.secret = created["secret"].(string)
+	recv.mu.Unlock()
+
+	base := time.Now().UTC()
+	var entries []types.PutRecordsRequestEntry
+	var goodSeqs []int
+	want := map[string]int{}
+	seq := 0
+	for _, c := range poisonCases() {
+		if len(c.value) == 0 || len(c.value) > 1<<20 {
+			continue // Kinesis refuses these itself
+		}
+		for {
+			_, value, fv, _ := testRecord(seq, base)
+			seq++
+			if fv == fvClicks {
+				entries = append(entries, types.PutRecordsRequestEntry{PartitionKey: aws.String("same"), Data: value})
+				goodSeqs = append(goodSeqs, seq-1)
+				break
+			}
+		}
+		entries = append(entries, types.PutRecordsRequestEntry{PartitionKey: aws.String("same"), Data: c.value})
+		want[c.reason]++
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := env.client.PutRecords(ctx, &awskinesis.PutRecordsInput{StreamName: aws.String(env.stream), Records: entries})
+	if err != nil || aws.ToInt32(out.FailedRecordCount) > 0 {
+		t.Fatalf("PutRecords: %v (%d failed)", err, aws.ToInt32(out.FailedRecordCount))
+	}
+	pollUntil(t, time.Minute, "every good record delivered", func() bool {
+		got, _, _ := recv.snapshot()
+		for _, s := range goodSeqs {
+			if got[s] == 0 {
+				return false
+			}
+		}
+		return true
+	})
+
+	db, err := pgx.Connect(ctx, env.databaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close(ctx)
+	total := 0
+	for _, n := range want {
+		total += n
+	}
+	var reasons map[string]int
+	pollUntil(t, 30*time.Second, "every poison record kept", func() bool {
+		rows, err := db.Query(ctx, `SELECT reason, count(*) FROM poison_records
+			WHERE source_kind = 'kinesis' AND stream = $1 AND shard = 'shardId-000000000000' AND sequence_number <> ''
+			GROUP BY reason`, env.stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reasons = map[string]int{}
+		n := 0
+		for rows.Next() {
+			var r string
+			var c int
+			if err := rows.Scan(&r, &c); err != nil {
+				t.Fatal(err)
+			}
+			reasons[r] = c
+			n += c
+		}
+		return n == total
+	})
+	if fmt.Sprint(reasons) != fmt.Sprint(want) {
+		t.Errorf("poison by reason = %v, want %v", reasons, want)
+	}
+	t.Logf("%d good Kinesis records delivered around %d poison records kept with their positions, by reason %v", len(goodSeqs), total, reasons)
 }
