@@ -119,3 +119,56 @@ func TestStreamReadsKinesisAndResumes(t *testing.T) {
 		t.Error("the live-tail stream delivered nothing")
 	}
 }
+
+// TestStreamKeepsEntityOrderAcrossASplit: a shard split while a stream reads
+// it; the children are found by the partition watch, read only once the
+// parent is drained, and every user's records arrive in the order written.
+func TestStreamKeepsEntityOrderAcrossASplit(t *testing.T) {
+	t.Parallel()
+	cfg, put := kinesisConfig(t, 1)
+	sub := testSubscription(t, "sub_split", "")
+	first := matching(0, 300, 7)
+	put(first)
+	s := open(t, cfg, Request{Subscription: sub, FromShards: ShardPosition{}})
+	c := newCollector(t, sub.ID)
+	readN(t, s, c, 50)
+
+	ctx, cancel := context.WithTimeout(t.Context(), waitTimeout)
+	defer cancel()
+	client := testenv.KinesisClient(t)
+	name := cfg.KinesisStreams[0]
+	if _, err := client.SplitShard(ctx, &awskinesis.SplitShardInput{StreamName: aws.String(name), ShardToSplit: aws.String("shardId-000000000000"),
+		NewStartingHashKey: aws.String("170141183460469231731687303715884105728")}); err != nil {
+		t.Fatalf("SplitShard: %v", err)
+	}
+	if err := testenv.AwaitKinesisStream(ctx, client, name); err != nil {
+		t.Fatal(err)
+	}
+	second := matching(300, 300, 7)
+	put(second)
+	want := wanted(first)
+	for seq := range wanted(second) {
+		want[seq] = true
+	}
+	last := map[string]int{}
+	shards := map[string]bool{}
+	for len(c.missing(want)) > 0 {
+		ev, err := s.Next(ctx)
+		if err != nil {
+			t.Fatalf("Next: %v (missing %d)", err, len(c.missing(want)))
+		}
+		c.add(ev)
+		seq, user := seqOf(t, ev), ev.Record.EntityKeys["user_id"]
+		if prev, ok := last[user]; ok && seq < prev {
+			t.Errorf("user %s: record %d after %d", user, seq, prev)
+		}
+		last[user] = seq
+		shards[ev.Position.Shard] = true
+	}
+	if len(shards) != 3 {
+		t.Errorf("events from shards %v, want the parent and both children", shards)
+	}
+	if c.dups != 0 {
+		t.Errorf("%d duplicates", c.dups)
+	}
+}
