@@ -128,8 +128,9 @@ func (s *Source) Lag() map[string]map[string]time.Duration {
 // ends it stops reading, waits up to DrainTimeout for in-flight records,
 // writes the last checkpoints, releases its leases (so other replicas take
 // over at once) and returns nil. Failures of Kinesis or the database are
-// logged and retried; Run returns an error only for a stream that does not
-// exist (ResourceNotFoundException) or ErrAlreadyRunning.
+// logged and retried, a stream that does not exist (yet) included: like the
+// Kafka source waiting for its topics, the Source then stays not Ready and
+// warns. Run returns an error only when called twice (ErrAlreadyRunning).
 func (s *Source) Run(ctx context.Context, h source.Handler) error {
 	if h == nil {
 		return errors.New("kinesis source: Run needs a handler")
@@ -182,13 +183,14 @@ func (r *run) loop() error {
 		now := time.Now()
 		if now.Sub(lastSync) >= cfg.ShardSyncInterval {
 			if err := r.syncShards(); err != nil {
-				if errors.Is(err, errStreamNotFound) {
-					return err
-				}
 				if r.ctx.Err() != nil {
 					return nil
 				}
-				s.log.WarnContext(r.ctx, "kinesis: listing shards failed; retrying", slog.Any("error", err))
+				msg := "kinesis: listing shards failed; retrying"
+				if errors.Is(err, errStreamNotFound) {
+					msg = "kinesis: waiting for the stream to exist"
+				}
+				s.log.WarnContext(r.ctx, msg, slog.Any("error", err))
 			} else {
 				lastSync = now
 			}

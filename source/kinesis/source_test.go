@@ -322,3 +322,34 @@ func TestTwoSourcesSplitTheShardsAndTakeOver(t *testing.T) {
 	waitFor(t, "every record after the takeover", func() bool { return c.distinct() == 800 })
 	c.checkOrder(t)
 }
+
+// TestSourceWaitsForAMissingStream: a Source started before its stream
+// exists is not Ready, keeps trying, and reads the stream once it appears.
+func TestSourceWaitsForAMissingStream(t *testing.T) {
+	t.Parallel()
+	b := bundle{client: testenv.KinesisClient(t), store: storetest.New(t).Store,
+		log: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))}
+	b.stream = "late-" + strings.ToLower(strconv.FormatInt(time.Now().UnixNano(), 36))
+	c := newCollector()
+	src, stop := start(t, b.config(t, "w"), c.handle)
+	if src.Ready() {
+		t.Fatal("Ready before the stream exists")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), waitTimeout)
+	defer cancel()
+	if _, err := b.client.CreateStream(ctx, &awskinesis.CreateStreamInput{StreamName: aws.String(b.stream), ShardCount: aws.Int32(1)}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = b.client.DeleteStream(context.Background(), &awskinesis.DeleteStreamInput{StreamName: aws.String(b.stream)})
+	})
+	if err := testenv.AwaitKinesisStream(ctx, b.client, b.stream); err != nil {
+		t.Fatal(err)
+	}
+	b.put(t, 0, 10, 2)
+	waitFor(t, "the records of the late stream", func() bool { return c.distinct() == 10 })
+	if !src.Ready() {
+		t.Error("not Ready while reading")
+	}
+	stop()
+}
