@@ -24,12 +24,14 @@ import (
 	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
 	"github.com/outflow-dev/outflow/record"
 	"github.com/outflow-dev/outflow/source"
+	"github.com/outflow-dev/outflow/source/kinesis"
 )
 
 // kinesisEnv is loadEnv over Kinesis: a migrated database with a key, a
-// stream on the local Kinesis, the reference feature server (fed the same
-// records directly: its materialisation does not depend on the output
-// stream's transport) and gateways reading the stream.
+// stream on the local Kinesis, the reference feature server materialising
+// the records it reads from the stream itself (as it consumes the Kafka
+// topic in loadEnv, so its lag behind the gateway is as real), and gateways
+// reading the stream.
 type kinesisEnv struct {
 	databaseURL string
 	stream      string
@@ -53,6 +55,37 @@ func newKinesisEnv(t *testing.T, shards int) *kinesisEnv {
 	fsHTTP := httptest.NewServer(fs.Handler())
 	t.Cleanup(fsHTTP.Close)
 	env.fsURL = fsHTTP.URL
+
+	// The feature server reads every shard the stream starts with from its
+	// start (the tests that split a shard use no enrichment).
+	reader, err := kinesis.NewReader(kinesis.ReaderConfig{AWS: testenv.KinesisAWS(), Endpoint: testenv.KinesisEndpoint(t), IdleWait: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := reader.Shards(t.Context(), env.stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, sh := range list {
+		wg.Go(func() {
+			_ = reader.ReadRange(ctx, source.ShardRangeRequest{Stream: env.stream, Shard: sh.ID, From: time.Unix(0, 0), To: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)},
+				func(batch []source.ShardRecord) error {
+					for _, r := range batch {
+						if rec, err := record.Decode(r.Value, record.DecodeOptions{}); err == nil {
+							fs.Apply(rec)
+						}
+					}
+					return nil
+				})
+		})
+	}
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		reader.Close()
+	})
 	return env
 }
 
@@ -86,8 +119,7 @@ func (env *kinesisEnv) subscribe(t *testing.T, g *gateway, subs []*e2eSubscripti
 }
 
 // produce writes records [from, to) with the user as partition key, so one
-// user's records share a shard (and follow it through a split), and applies
-// them to the feature server.
+// user's records share a shard (and follow it through a split).
 func (env *kinesisEnv) produce(t *testing.T, from, to int, base time.Time) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -96,11 +128,6 @@ func (env *kinesisEnv) produce(t *testing.T, from, to int, base time.Time) {
 		var entries []types.PutRecordsRequestEntry
 		for seq := start; seq < min(start+500, to); seq++ {
 			key, value, _, _ := testRecord(seq, base)
-			rec, err := record.Decode(value, record.DecodeOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			env.features.Apply(rec)
 			entries = append(entries, types.PutRecordsRequestEntry{PartitionKey: aws.String(key), Data: value})
 		}
 		// PutRecords may fail some entries (throttling); those are sent again,
