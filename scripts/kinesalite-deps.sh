@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # kinesalite-deps.sh installs kinesalite, the local Kinesis the Kinesis tests
 # run against, into ${OUTFLOW_KINESALITE_DIR:-.cache/kinesalite}, from the npm
-# registry, pinned. scripts/testenv.sh runs it through scripts/kinesalite.js.
+# registry, pinned. scripts/testenv.sh and `outflow dev --source kinesis` run it through
+# internal/kinesalite/kinesalite.js.
 # Safe to run again: an installed pin is left alone.
 set -euo pipefail
 

@@ -427,14 +427,14 @@ stop_kafka() {
 # ------------------------------------------------------------------- Kinesis --
 
 # start_kinesis starts kinesalite for state dir $1 on a free loopback port,
-# through scripts/kinesalite.js (kinesalite's own CLI binds every interface),
+# through internal/kinesalite/kinesalite.js (kinesalite's own CLI binds every interface),
 # in its own process group, and waits until it accepts connections.
 start_kinesis() {
 	local dir=$1 port attempt deadline
 	"$SCRIPT_DIR/kinesalite-deps.sh"
 	for ((attempt = 0; attempt < 5; attempt++)); do
 		pick_port port
-		NODE_PATH=$REPO_ROOT/.cache/kinesalite/node_modules setsid node "$SCRIPT_DIR/kinesalite.js" "$port" \
+		NODE_PATH=${OUTFLOW_KINESALITE_DIR:-$REPO_ROOT/.cache/kinesalite}/node_modules setsid node "$REPO_ROOT/internal/kinesalite/kinesalite.js" "$port" \
 			>"$dir/kinesis.out" 2>"$dir/kinesis.log" </dev/null &
 		printf '%s\n' "$!" >"$dir/kinesis.pid"
 		deadline=$(($(now_ms) + START_TIMEOUT * 1000))

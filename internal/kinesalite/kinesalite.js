@@ -2,7 +2,8 @@
 // on 127.0.0.1 only: its own CLI binds every interface. It listens on the
 // port given as the first argument (0: a free one), keeps its data in
 // memory, makes stream changes take effect at once, and prints the port it
-// got on stdout. scripts/testenv.sh starts it; scripts/kinesalite-deps.sh
+// got on stdout. scripts/testenv.sh and package internal/kinesalite (for
+// `outflow dev --source kinesis`) start it; scripts/kinesalite-deps.sh
 // installs the pinned package.
 "use strict";
 
