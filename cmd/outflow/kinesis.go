@@ -24,6 +24,8 @@ type kinesisFlags struct {
 	start    string
 	lease    time.Duration
 	idleWait time.Duration
+	// aws, when set (outflow dev), is used instead of the standard chain.
+	aws *aws.Config
 }
 
 func (k *kinesisFlags) register(fs *flag.FlagSet) {
@@ -40,6 +42,9 @@ func (k *kinesisFlags) register(fs *flag.FlagSet) {
 // chain (environment, shared config and credentials files, SSO, web
 // identity, container and instance roles); --kinesis-region wins.
 func awsConfig(ctx context.Context, k *kinesisFlags) (aws.Config, error) {
+	if k.aws != nil {
+		return *k.aws, nil
+	}
 	var opts []func(*awsconfig.LoadOptions) error
 	if k.region != "" {
 		opts = append(opts, awsconfig.WithRegion(k.region))
