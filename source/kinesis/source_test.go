@@ -353,3 +353,29 @@ func TestSourceWaitsForAMissingStream(t *testing.T) {
 	}
 	stop()
 }
+
+func TestSourceShardMergeKeepsEntityOrder(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 2)
+	const keys = 10
+	b.put(t, 0, 400, keys)
+	c := newCollector()
+	_, stop := start(t, b.config(t, "w1"), c.handle)
+	waitFor(t, "some records", func() bool { return c.distinct() > 0 })
+	ctx, cancel := context.WithTimeout(t.Context(), waitTimeout)
+	defer cancel()
+	if _, err := b.client.MergeShards(ctx, &awskinesis.MergeShardsInput{StreamName: aws.String(b.stream),
+		ShardToMerge: aws.String("shardId-000000000000"), AdjacentShardToMerge: aws.String("shardId-000000000001")}); err != nil {
+		t.Fatalf("MergeShards: %v", err)
+	}
+	if err := testenv.AwaitKinesisStream(ctx, b.client, b.stream); err != nil {
+		t.Fatal(err)
+	}
+	b.put(t, 400, 600, keys)
+	waitFor(t, "every record", func() bool { return c.distinct() == 1000 })
+	stop()
+	c.checkOrder(t)
+	if len(c.shards) != 3 {
+		t.Errorf("records from %d shards, want both parents and the merged child", len(c.shards))
+	}
+}
