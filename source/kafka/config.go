@@ -391,10 +391,9 @@ func redactSecret(s string) string {
 // dialTimeout bounds connecting (TCP, TLS and SASL) to one broker.
 const dialTimeout = 10 * time.Second
 
-// dialer returns the kafka-go dialer shared by the consumer group and the
-// partition readers. validate has checked the SASL settings.
 // Dialer returns a kafka-go dialer with the configuration's client id, TLS
-// and SASL, for other readers of the same cluster (stream connections).
+// and SASL: the consumer group's connections. (Partition reads, streams and
+// replays go through Log's transport instead.)
 func (c Config) Dialer() (*kafkago.Dialer, error) {
 	mech, err := c.SASL.mechanism()
 	if err != nil {
