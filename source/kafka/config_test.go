@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/outflow-dev/outflow/source"
 )
 
 // validConfig returns the smallest valid Config.
@@ -177,5 +179,27 @@ func TestNewLogValidates(t *testing.T) {
 				t.Fatalf("NewLog error = %v, want ErrInvalidConfig mentioning %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestSharedLogReadersShareOneTransport: readers of a SharedLog use its one
+// transport, and closing one leaves it to the owner.
+func TestSharedLogReadersShareOneTransport(t *testing.T) {
+	t.Parallel()
+	l, err := NewLog(Config{Brokers: []string{"127.0.0.1:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared := l.Shared(source.ReaderConfig{Streams: []string{"t"}})
+	a, b := shared.NewReader(source.ReaderConfig{}), shared.NewReader(source.ReaderConfig{})
+	ra, rb := a.(sharedReader), b.(sharedReader)
+	if ra.transport != rb.transport || ra.transport != shared.transport {
+		t.Error("readers of a SharedLog have their own transports")
+	}
+	a.Close()
+	shared.CloseIdleConnections()
+	own1, own2 := l.NewReader(source.ReaderConfig{}).(*reader), l.NewReader(source.ReaderConfig{}).(*reader)
+	if own1.transport == own2.transport {
+		t.Error("readers of a Log share a transport")
 	}
 }

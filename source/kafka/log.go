@@ -254,3 +254,38 @@ func release(r *kafkago.Record) {
 // Ready reports whether the Source has joined its group (Joined): the
 // source.Consumer readiness signal.
 func (s *Source) Ready() bool { return s.Joined() }
+
+// SharedLog is a Log whose readers share one transport: connections one
+// reader leaves idle serve the next, and all share the metadata connection,
+// so a server with many streams keeps about one broker connection per
+// partition being fetched. A reader's Close leaves the connections open for
+// the others; the owner calls CloseIdleConnections when no reader is left.
+type SharedLog struct {
+	transport *kafkago.Transport
+	client    *kafkago.Client
+}
+
+var _ source.Log = (*SharedLog)(nil)
+
+// Shared returns a SharedLog on l's cluster whose transport keeps the
+// metadata of rc.Streams, refreshed as rc.Refresh says (see NewReader);
+// every reader it makes must read only those streams.
+func (l *Log) Shared(rc source.ReaderConfig) *SharedLog {
+	r := l.NewReader(rc).(*reader)
+	return &SharedLog{transport: r.transport, client: r.client}
+}
+
+// NewReader returns a reader on the shared transport; rc is ignored (the
+// transport was configured by Shared).
+func (l *SharedLog) NewReader(source.ReaderConfig) source.PositionReader {
+	return sharedReader{&reader{transport: l.transport, client: l.client}}
+}
+
+// CloseIdleConnections closes the shared transport's idle connections.
+func (l *SharedLog) CloseIdleConnections() { l.transport.CloseIdleConnections() }
+
+// sharedReader is a reader whose Close leaves the shared connections open.
+type sharedReader struct{ *reader }
+
+// Close does nothing: the SharedLog's owner closes the connections.
+func (sharedReader) Close() {}
