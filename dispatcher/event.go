@@ -49,7 +49,7 @@ type sourceJSON struct {
 	Offset         *int64 `json:"offset,omitempty"`
 	Stream         string `json:"stream,omitempty"`
 	Shard          string `json:"shard,omitempty"`
-	SequenceNumber string `json:"sequence_number,omitempty"`
+	SequenceNumber string `json:"sequence,omitempty"` // SPEC §5: "sequence"
 }
 
 func newSourceJSON(p source.Position) sourceJSON {

@@ -8,15 +8,19 @@
 // resolves its time range to offsets once (stream.Ranges, kept in the row),
 // reads the offsets partition by partition, and checkpoints the next offset
 // of each partition after every fetched batch whose events are all settled
-// (delivered, dead-lettered or queued for retry), renewing its lease. A
+// (delivered, dead-lettered or queued for retry), renewing its lease.
+// Kinesis streams have no offsets to resolve: their shards are listed
+// once, parents before children, and each is read by arrival time
+// (source.ShardReader, AT_TIMESTAMP), checkpointing the last sequence number
+// of every settled batch. A
 // replica that dies loses its lease and another one continues from the last
 // checkpoint; events after it are sent again, which at-least-once allows and
 // receivers de-duplicate by id.
 //
 // A replay never blocks live delivery: it holds at most MaxInFlight events
 // in the subscription's delivery lanes at once, so live events queue behind
-// at most that many replayed ones, and it reads Kafka with its own
-// connections, outside the consumer group.
+// at most that many replayed ones, and it reads the source with its own
+// connections (source.PositionReader), outside the consumer group.
 package replay
 
 import (
@@ -27,8 +31,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/outflow-dev/outflow/match"
 	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
@@ -48,15 +50,20 @@ type Subscriptions interface {
 	Get(id string) *match.Subscription
 }
 
-// Config configures a Worker. Store, Subscriptions, Deliverer and
-// Kafka.Brokers and Kafka.Topics are required.
+// Config configures a Worker. Store, Subscriptions, Deliverer and a source
+// are required: Source.Source and Source.Topics (Kafka), or Kinesis and
+// KinesisStreams, or both.
 type Config struct {
 	Store         *store.Store
 	Subscriptions Subscriptions
 	Deliverer     Deliverer
-	// Kafka says where to read: Brokers, Topics and Dialer are used, and
+	// Source says where to read: Source (the log) and Topics are used, and
 	// MaxWait and FetchMaxBytes when set.
-	Kafka stream.Config
+	Source stream.Config
+	// Kinesis reads Kinesis shards by time (source/kinesis.Reader), and
+	// KinesisStreams names the streams to replay.
+	Kinesis        source.ShardReader
+	KinesisStreams []string
 	// Decode bounds the work spent on one record.
 	Decode record.DecodeOptions
 	// Poll is how often an idle worker looks for a replay. Default 1 s.
@@ -98,8 +105,10 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.Store == nil || cfg.Subscriptions == nil || cfg.Deliverer == nil {
 		return nil, errors.New("replay: a store, subscriptions and a deliverer are required")
 	}
-	if len(cfg.Kafka.Brokers) == 0 || len(cfg.Kafka.Topics) == 0 {
-		return nil, errors.New("replay: Kafka brokers and topics are required")
+	kafka := cfg.Source.Source != nil && len(cfg.Source.Topics) > 0
+	kinesis := cfg.Kinesis != nil && len(cfg.KinesisStreams) > 0
+	if !kafka && !kinesis {
+		return nil, errors.New("replay: a source and its topics or streams are required")
 	}
 	return &Worker{cfg: cfg, log: cfg.Logger}, nil
 }
@@ -132,7 +141,10 @@ func (w *Worker) Run(ctx context.Context) error {
 // ends (then its lease is released so another replica continues at once).
 func (w *Worker) run(ctx context.Context, r *store.Replay) {
 	log := w.log.With(slog.String("replay_id", r.ID), slog.String("subscription_id", r.SubscriptionID))
-	j := &job{w: w, r: r, log: log, slots: make(chan struct{}, w.cfg.MaxInFlight), lease: w.cfg.Lease, total: r.RecordsTotal}
+	// The stored total counts the Kinesis records read so far (their total is
+	// not known ahead); the job's own total is the Kafka part.
+	j := &job{w: w, r: r, log: log, slots: make(chan struct{}, w.cfg.MaxInFlight), lease: w.cfg.Lease,
+		total: r.RecordsTotal - kinesisRead(r.Plan)}
 	j.delivered.Store(r.EventsDelivered)
 	err := j.workWithHeartbeat(ctx)
 	var failure *failedError
@@ -154,7 +166,7 @@ func (w *Worker) run(ctx context.Context, r *store.Replay) {
 		defer cancel()
 		err = j.checkpoint(wctx, "", "")
 	default:
-		// A transient failure (the brokers or the database): the lease
+		// A transient failure (the source or the database): the lease
 		// runs out and a worker, perhaps this one, continues.
 		log.WarnContext(ctx, "replay: interrupted; it continues after its lease", slog.Any("error", err))
 		return
@@ -179,7 +191,7 @@ type job struct {
 	// delivered counts settled events. Events re-sent after a takeover
 	// are counted again.
 	delivered atomic.Int64
-	total     int64 // records in the range
+	total     int64 // records in the range's Kafka partitions
 	lease     time.Duration
 }
 
@@ -227,7 +239,11 @@ func (j *job) work(ctx context.Context) error {
 		}
 	}
 	for i := range j.r.Plan {
-		if err := j.partition(ctx, i); err != nil {
+		work := j.partition
+		if j.r.Plan[i].Kind == kindKinesis {
+			work = j.shard
+		}
+		if err := work(ctx, i); err != nil {
 			return err
 		}
 	}
@@ -235,25 +251,109 @@ func (j *job) work(ctx context.Context) error {
 	return nil
 }
 
-// resolve turns the replay's time range into offsets and records them.
+// resolve turns the replay's time range into offsets (Kafka) and lists the
+// shards to read (Kinesis), and records the plan.
 func (j *job) resolve(ctx context.Context) error {
-	ranges, err := stream.Ranges(ctx, j.w.cfg.Kafka, j.r.StartTime, j.r.EndTime)
-	switch {
-	case errors.Is(err, kafkago.UnknownTopicOrPartition), errors.Is(err, stream.ErrInvalidConfig):
-		return &failedError{reason: fmt.Sprintf("resolving the time range: %v", err)}
-	case err != nil:
-		return err
-	}
-	plan := make([]store.ReplayPartition, 0, len(ranges))
+	var plan []store.ReplayPartition
 	var total int64
-	for _, rg := range ranges {
-		plan = append(plan, store.ReplayPartition{Topic: rg.Topic, Partition: rg.Partition, Next: rg.Start, End: rg.End})
-		total += rg.End - rg.Start
+	if j.w.cfg.Source.Source != nil && len(j.w.cfg.Source.Topics) > 0 {
+		ranges, err := stream.Ranges(ctx, j.w.cfg.Source, j.r.StartTime, j.r.EndTime)
+		switch {
+		case errors.Is(err, source.ErrNotFound), errors.Is(err, stream.ErrInvalidConfig):
+			return &failedError{reason: fmt.Sprintf("resolving the time range: %v", err)}
+		case err != nil:
+			return err
+		}
+		for _, rg := range ranges {
+			plan = append(plan, store.ReplayPartition{Topic: rg.Topic, Partition: rg.Partition, Next: rg.Start, End: rg.End})
+			total += rg.End - rg.Start
+		}
+	}
+	if j.w.cfg.Kinesis != nil {
+		for _, name := range j.w.cfg.KinesisStreams {
+			shards, err := j.w.cfg.Kinesis.Shards(ctx, name)
+			switch {
+			case errors.Is(err, source.ErrNotFound), errors.Is(err, source.ErrFatal):
+				return &failedError{reason: fmt.Sprintf("listing the shards of %s: %v", name, err)}
+			case err != nil:
+				return err
+			}
+			for _, sh := range shards {
+				plan = append(plan, store.ReplayPartition{Kind: kindKinesis, Stream: sh.Stream, Shard: sh.ID})
+			}
+		}
 	}
 	j.mu.Lock()
 	j.r.Plan, j.total = plan, total
 	j.mu.Unlock()
 	return j.checkpoint(ctx, "", "")
+}
+
+// kindKinesis marks a plan entry that is a Kinesis shard.
+const kindKinesis = "kinesis"
+
+// kinesisRead counts the records of plan's Kinesis shards read so far (kept
+// in their Next).
+func kinesisRead(plan []store.ReplayPartition) int64 {
+	var n int64
+	for _, p := range plan {
+		if p.Kind == kindKinesis {
+			n += p.Next
+		}
+	}
+	return n
+}
+
+// subscription returns the replayed subscription, or why the replay cannot
+// go on.
+func (j *job) subscription() (*match.Subscription, error) {
+	sub := j.w.cfg.Subscriptions.Get(j.r.SubscriptionID)
+	switch {
+	case sub == nil:
+		return nil, fmt.Errorf("subscription %s: %w", j.r.SubscriptionID, store.ErrNotFound)
+	case sub.Proto.GetWebhook() == nil:
+		return nil, &failedError{reason: "the subscription is no longer a webhook subscription"}
+	case sub.Proto.GetState() == outflowv1.Subscription_DISABLED:
+		return nil, &failedError{reason: "the subscription is DISABLED; enable it and replay again"}
+	}
+	return sub, nil
+}
+
+// shard replays the rest of Kinesis plan entry i.
+func (j *job) shard(ctx context.Context, i int) error {
+	p := j.r.Plan[i]
+	if p.Done {
+		return nil
+	}
+	req := source.ShardRangeRequest{Stream: p.Stream, Shard: p.Shard, After: p.After, From: j.r.StartTime, To: j.r.EndTime}
+	err := j.w.cfg.Kinesis.ReadRange(ctx, req, func(batch []source.ShardRecord) error {
+		sub, err := j.subscription()
+		if err != nil {
+			return err
+		}
+		for _, rec := range batch {
+			pos := source.Position{Kind: kindKinesis, Stream: p.Stream, Shard: p.Shard, Sequence: rec.Sequence}
+			j.replay(ctx, sub, pos, rec.Value, rec.Key, rec.Time)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err() // shutting down: the plan stays before this batch
+		}
+		j.wait()
+		j.mu.Lock()
+		j.r.Plan[i].After = batch[len(batch)-1].Sequence
+		j.r.Plan[i].Next += int64(len(batch))
+		j.mu.Unlock()
+		return nil
+	})
+	switch {
+	case errors.Is(err, source.ErrNotFound):
+		return &failedError{reason: fmt.Sprintf("shard %s/%s is gone from the source (expired) while replaying", p.Stream, p.Shard)}
+	case err == nil:
+		j.mu.Lock()
+		j.r.Plan[i].Done = true
+		j.mu.Unlock()
+	}
+	return err
 }
 
 // partition replays the rest of plan entry i.
@@ -263,18 +363,14 @@ func (j *job) partition(ctx context.Context, i int) error {
 		return nil
 	}
 	rg := stream.PartitionRange{Topic: p.Topic, Partition: p.Partition, Start: p.Next, End: p.End}
-	err := stream.ReadRange(ctx, j.w.cfg.Kafka, rg, func(batch []stream.RangeRecord) error {
-		sub := j.w.cfg.Subscriptions.Get(j.r.SubscriptionID)
-		switch {
-		case sub == nil:
-			return fmt.Errorf("subscription %s: %w", j.r.SubscriptionID, store.ErrNotFound)
-		case sub.Proto.GetWebhook() == nil:
-			return &failedError{reason: "the subscription is no longer a webhook subscription"}
-		case sub.Proto.GetState() == outflowv1.Subscription_DISABLED:
-			return &failedError{reason: "the subscription is DISABLED; enable it and replay again"}
+	err := stream.ReadRange(ctx, j.w.cfg.Source, rg, func(batch []stream.RangeRecord) error {
+		sub, err := j.subscription()
+		if err != nil {
+			return err
 		}
 		for _, rec := range batch {
-			j.replay(ctx, sub, p, rec)
+			pos := source.Position{Kind: "kafka", Topic: p.Topic, Partition: p.Partition, Offset: rec.Offset}
+			j.replay(ctx, sub, pos, rec.Value, rec.Key, rec.Time)
 		}
 		if ctx.Err() != nil {
 			// Shutting down: what is in flight is parked by the dispatcher;
@@ -289,7 +385,7 @@ func (j *job) partition(ctx context.Context, i int) error {
 		j.mu.Unlock()
 		return nil
 	})
-	if errors.Is(err, kafkago.OffsetOutOfRange) {
+	if errors.Is(err, source.ErrOutOfRange) {
 		return &failedError{reason: fmt.Sprintf("records of the range in %s/%d expired from the source while replaying", p.Topic, p.Partition)}
 	}
 	if err == nil {
@@ -300,13 +396,13 @@ func (j *job) partition(ctx context.Context, i int) error {
 	return err
 }
 
-// replay hands one record to delivery when it is in the time range and
-// matches the subscription, waiting for a free slot first.
-func (j *job) replay(ctx context.Context, sub *match.Subscription, p store.ReplayPartition, r stream.RangeRecord) {
-	if r.Time.Before(j.r.StartTime) || !r.Time.Before(j.r.EndTime) {
+// replay hands one record, read at pos, to delivery when it is in the time
+// range and matches the subscription, waiting for a free slot first.
+func (j *job) replay(ctx context.Context, sub *match.Subscription, pos source.Position, value, key []byte, at time.Time) {
+	if at.Before(j.r.StartTime) || !at.Before(j.r.EndTime) {
 		return // a producer timestamp out of order: not in the range
 	}
-	rec, err := record.Decode(r.Value, j.w.cfg.Decode)
+	rec, err := record.Decode(value, j.w.cfg.Decode)
 	if err != nil {
 		return // poison: kept when it was first consumed, never delivered
 	}
@@ -322,8 +418,7 @@ func (j *job) replay(ctx context.Context, sub *match.Subscription, p store.Repla
 	case <-ctx.Done():
 		return
 	}
-	pos := source.Position{Kind: "kafka", Topic: p.Topic, Partition: p.Partition, Offset: r.Offset}
-	m := source.NewMessage(pos, r.Key, r.Value, r.Time, func() {
+	m := source.NewMessage(pos, key, value, at, func() {
 		j.delivered.Add(1)
 		<-j.slots
 	})
@@ -347,11 +442,17 @@ func (j *job) checkpoint(ctx context.Context, state, reason string) error {
 	plan := append([]store.ReplayPartition(nil), j.r.Plan...)
 	total := j.total
 	j.mu.Unlock()
-	// Records read: those of the range below each partition's checkpoint.
+	// Records read: those of the range below each partition's checkpoint,
+	// and those of the Kinesis shards so far (counted in both: their total
+	// is known only once read).
 	read := total
 	for _, p := range plan {
-		read -= p.End - p.Next
+		if p.Kind != kindKinesis {
+			read -= p.End - p.Next
+		}
 	}
+	kin := kinesisRead(plan)
+	total, read = total+kin, read+kin
 	return j.w.cfg.Store.UpdateReplay(ctx, j.r.ID, store.ReplayProgress{
 		Plan: plan, RecordsTotal: total, RecordsRead: read, EventsDelivered: j.delivered.Load(),
 		State: state, Error: reason, Lease: j.lease,

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # testenv.sh starts the throwaway PostgreSQL cluster, single-node Apache Kafka
-# broker (KRaft mode) and Feast feature server that Outflow's tests run
-# against, on free loopback ports, and tells the tests where they are through
-# environment variables.
+# broker (KRaft mode), Feast feature server and local Kinesis (kinesalite)
+# that Outflow's tests run against, on free loopback ports, and tells the
+# tests where they are through environment variables.
 #
 # Usage:
 #   scripts/testenv.sh run -- <command...>  start both services, run the command
@@ -22,6 +22,7 @@
 #   OUTFLOW_TEST_KAFKA_BROKERS  comma-separated bootstrap brokers
 #   OUTFLOW_TEST_FEAST_URL      base URL of `feast serve` (SQLite online store)
 #                               serving the feature repo of write_feast_repo
+#   OUTFLOW_TEST_KINESIS_ENDPOINT  URL of the local Kinesis
 #
 # Missing pieces are installed on first use: Debian's postgresql package (as
 # root, via apt-get) and the Kafka jars (via Maven, cached in
@@ -29,7 +30,8 @@
 # Maven must already be present. Feast (FEAST_VERSION below) is installed from
 # PyPI into a venv cached in ${XDG_CACHE_HOME:-$HOME/.cache}/outflow/feast-<version>
 # (about 40 s the first time); Python 3.10+ with the venv module and curl must
-# be present.
+# be present. kinesalite is installed from npm into .cache/kinesalite by
+# scripts/kinesalite-deps.sh (node and npm must be present).
 #
 # Tunables (environment):
 #   OUTFLOW_TESTENV_DIR            state root; default <repo>/.cache/testenv
@@ -586,6 +588,50 @@ stop_feast() {
 	rm -f -- "$dir/feast.pid"
 }
 
+# ------------------------------------------------------------------- Kinesis --
+
+# start_kinesis starts kinesalite for state dir $1 on a free loopback port,
+# through internal/kinesalite/kinesalite.js (kinesalite's own CLI binds every interface),
+# in its own process group, and waits until it accepts connections.
+start_kinesis() {
+	local dir=$1 port attempt deadline
+	"$SCRIPT_DIR/kinesalite-deps.sh"
+	for ((attempt = 0; attempt < 5; attempt++)); do
+		pick_port port
+		NODE_PATH=${OUTFLOW_KINESALITE_DIR:-$REPO_ROOT/.cache/kinesalite}/node_modules setsid node "$REPO_ROOT/internal/kinesalite/kinesalite.js" "$port" \
+			>"$dir/kinesis.out" 2>"$dir/kinesis.log" </dev/null &
+		printf '%s\n' "$!" >"$dir/kinesis.pid"
+		deadline=$(($(now_ms) + START_TIMEOUT * 1000))
+		while ! port_in_use "$port"; do
+			if ! kill -0 "$(<"$dir/kinesis.pid")" 2>/dev/null; then
+				break
+			fi
+			(($(now_ms) < deadline)) || { tail_log "$dir/kinesis.log"; die "kinesalite did not start"; }
+			sleep 0.1
+		done
+		if port_in_use "$port" && kill -0 "$(<"$dir/kinesis.pid")" 2>/dev/null; then
+			printf '%s\n' "$port" >"$dir/kinesis.port"
+			log "kinesalite ready on 127.0.0.1:$port"
+			return 0
+		fi
+		log "kinesalite could not bind port $port; retrying"
+	done
+	tail_log "$dir/kinesis.log"
+	die "kinesalite did not start"
+}
+
+# stop_kinesis stops the kinesalite of state dir $1, if any; with strict set
+# the pid is trusted only if its command line is our launcher's.
+stop_kinesis() {
+	local dir=$1 strict=${2:-} pid
+	[[ -f $dir/kinesis.pid ]] || return 0
+	pid=$(<"$dir/kinesis.pid")
+	if [[ -z $strict ]] || tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "kinesalite.js"; then
+		stop_group "$pid" TERM || true
+	fi
+	rm -f -- "$dir/kinesis.pid"
+}
+
 # ------------------------------------------------------------------ The pair --
 
 # make_scratch creates the directory that holds both services' data (and the
@@ -630,6 +676,7 @@ start_all() {
 		launch_feast "$dir"
 	fi
 	start_postgres "$dir"
+	start_kinesis "$dir"
 	await_kafka "$dir" "$t0"
 	if [[ $WITH_FEAST == 1 ]]; then
 		await_feast "$dir" "$t0"
@@ -637,6 +684,7 @@ start_all() {
 	cat >"$dir/env" <<EOF
 export OUTFLOW_TEST_DATABASE_URL='postgres://outflow@127.0.0.1:$(<"$dir/pg.port")/postgres?sslmode=disable'
 export OUTFLOW_TEST_KAFKA_BROKERS='127.0.0.1:$(<"$dir/kafka.port")'
+export OUTFLOW_TEST_KINESIS_ENDPOINT='http://127.0.0.1:$(<"$dir/kinesis.port")'
 EOF
 	if [[ $WITH_FEAST == 1 ]]; then
 		printf "export OUTFLOW_TEST_FEAST_URL='http://127.0.0.1:%s'\n" "$(<"$dir/feast.port")" >>"$dir/env"
@@ -647,6 +695,7 @@ EOF
 # and on a partly started set.
 stop_all() {
 	stop_feast "$1" "${2:-}"
+	stop_kinesis "$1" "${2:-}"
 	stop_kafka "$1" "${2:-}"
 	stop_postgres "$1"
 	remove_scratch "$1"

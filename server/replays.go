@@ -35,8 +35,8 @@ func (s *subscriptionService) ReplaySubscription(ctx context.Context, req *outfl
 	if err != nil {
 		return nil, err
 	}
-	if s.streams == nil {
-		return nil, status.Error(codes.FailedPrecondition, "this gateway does not read a source (no Kafka brokers configured), so it cannot replay")
+	if !s.replays || (s.streams == nil && sub.Proto.GetStream() != nil) {
+		return nil, status.Error(codes.FailedPrecondition, "this gateway does not read a source it can replay for this subscription (no Kafka brokers configured), so it cannot replay")
 	}
 	if sub.Proto.GetState() == outflowv1.Subscription_DISABLED {
 		return nil, status.Error(codes.FailedPrecondition, "the subscription is DISABLED; set its state to ACTIVE before replaying")

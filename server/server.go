@@ -155,6 +155,10 @@ type Params struct {
 	Ready func() error
 	// Streams serves StreamEvents; nil answers UNAVAILABLE.
 	Streams Streams
+	// Replays says a replay worker runs for webhook subscriptions although
+	// Streams is nil (a gateway reading only Kinesis streams, which stream
+	// clients cannot read yet). With Streams set, replays are always on.
+	Replays bool
 }
 
 // Server serves the API over gRPC and HTTP.
@@ -179,6 +183,7 @@ type Server struct {
 	// revoked.
 	streamSlots *streamSlots
 	keyWatch    *keyWatch
+	replays     bool
 }
 
 type metrics struct {
@@ -230,6 +235,7 @@ func New(ctx context.Context, p Params) (*Server, error) {
 		testEvents:  newLimiters(cfg.MaxLimitedKeys),
 		streamSlots: newStreamSlots(cfg.MaxStreamsPerSubscription, cfg.MaxStreamsPerTenant),
 		keyWatch:    newKeyWatch(p.Store, cfg.KeyCheckInterval, logger),
+		replays:     p.Replays || p.Streams != nil,
 		metrics: metrics{requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outflow_api_requests_total",
 			Help: "API calls by gRPC method and status code (REST calls included).",

@@ -11,6 +11,7 @@ package source
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"sync"
 	"time"
@@ -85,3 +86,170 @@ func (m *Message) Done() {
 // source bounds how many messages may be in flight (not Done) per partition,
 // and stops reading a partition while at that bound.
 type Handler func(ctx context.Context, m *Message)
+
+// Consumer is a source read as one member of a group of gateway replicas
+// that share its partitions (Kafka's consumer group) or shards (Kinesis'
+// leases): it hands the dispatcher every record under the commit rule above.
+// source/kafka.Source and source/kinesis.Source implement it.
+type Consumer interface {
+	// Run reads until ctx ends, calling h from one goroutine per partition
+	// (or shard) in position order, and commits only past Done messages. It
+	// returns nil after a clean stop, or an error no retry can heal.
+	Run(ctx context.Context, h Handler) error
+	// Ready reports whether the consumer is reading its share: a readiness
+	// signal for /readyz.
+	Ready() bool
+}
+
+// Partition names one partition of a stream (a Kafka topic's partition).
+type Partition struct {
+	Stream string
+	ID     int32
+}
+
+// Bounds are a partition's earliest retained position and its end: the
+// position the next appended record will get.
+type Bounds struct{ First, End int64 }
+
+// Record is one record fetched by a PositionReader.
+type Record struct {
+	// Offset is the record's position in its partition.
+	Offset int64
+	Key    []byte
+	Value  []byte
+	// Time is the record's timestamp (Kafka's create or log-append time).
+	Time time.Time
+}
+
+// FetchRequest asks a PositionReader for the records of one partition from
+// Offset on.
+type FetchRequest struct {
+	Partition Partition
+	Offset    int64
+	// MaxBytes bounds the response, in bytes (at least one record is always
+	// returned when one exists).
+	MaxBytes int
+	// MaxWait is how long the source may hold the request open waiting for
+	// records.
+	MaxWait time.Duration
+}
+
+// Batch is the answer to one fetch.
+type Batch struct {
+	// Records are at or after the offset asked for, in offset order.
+	Records []Record
+	// Next is the offset to fetch next: after the last record, or past a
+	// gap the source knows holds no record (compaction), or the offset
+	// asked for when nothing came back.
+	Next int64
+	// End is the partition's end as the source reported it with this fetch
+	// (-1: not reported).
+	End int64
+}
+
+// PositionReader reads the partitions of a source from any position, outside
+// any group: stream clients and replays use it so that any replica can read
+// any partition. It also answers time → position lookups, for replays and
+// stream replays. Each reader holds its own connections; Close releases them.
+//
+// Errors wrap ErrNotFound for a stream or partition the source does not
+// have, ErrOutOfRange for a position outside the partition's bounds, and
+// ErrFatal for a failure no retry fixes (credentials, permissions); those
+// for which IsTemporary is true are worth retrying.
+type PositionReader interface {
+	// Partitions returns the sorted partition ids of each stream.
+	Partitions(ctx context.Context, streams []string) (map[string][]int32, error)
+	// Bounds returns the bounds of each partition of layout.
+	Bounds(ctx context.Context, layout map[string][]int32) (map[Partition]Bounds, error)
+	// OffsetsAt returns, for each partition of layout, the first offset
+	// whose record time is at or after t; a partition without such a record
+	// is absent.
+	OffsetsAt(ctx context.Context, layout map[string][]int32, t time.Time) (map[Partition]int64, error)
+	// Fetch makes one fetch.
+	Fetch(ctx context.Context, req FetchRequest) (*Batch, error)
+	// Close releases the reader's connections once no call is in flight.
+	Close()
+}
+
+// Log opens PositionReaders on one source cluster. It is safe for concurrent
+// use and holds no connections itself.
+type Log interface {
+	// NewReader returns a reader for cfg.
+	NewReader(cfg ReaderConfig) PositionReader
+}
+
+// ReaderConfig configures one PositionReader.
+type ReaderConfig struct {
+	// Streams are the streams the reader reads; they bound the metadata it
+	// keeps.
+	Streams []string
+	// Refresh is how stale the reader's view of a stream's partitions may
+	// get; zero leaves the source's default (6 s for Kafka).
+	Refresh time.Duration
+}
+
+// Sentinels wrapped by PositionReader errors, so callers need not know the
+// client library.
+var (
+	// ErrNotFound: the stream or partition does not exist.
+	ErrNotFound = errors.New("source: stream or partition not found")
+	// ErrOutOfRange: the position is before the earliest retained record
+	// or beyond the partition's end.
+	ErrOutOfRange = errors.New("source: position out of range")
+	// ErrFatal: the source refused this client (credentials, permissions,
+	// settings); retrying will not help.
+	ErrFatal = errors.New("source: refused")
+)
+
+// IsTemporary reports whether err says it is transient (an error in its
+// chain has a Temporary method returning true), as a leader moving is.
+func IsTemporary(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
+
+// Shard is one shard of a stream whose positions are sequence numbers
+// (Kinesis), with the shards it was split or merged from.
+type Shard struct {
+	Stream  string
+	ID      string
+	Parents []string
+}
+
+// ShardRecord is one record read by a ShardReader.
+type ShardRecord struct {
+	// Sequence is the record's sequence number in its shard.
+	Sequence string
+	Key      []byte
+	Value    []byte
+	// Time is when the source received the record (Kinesis' approximate
+	// arrival time): the time ranges of replays are in this time.
+	Time time.Time
+}
+
+// ShardRangeRequest asks a ShardReader for a time range of one shard.
+type ShardRangeRequest struct {
+	Stream string
+	Shard  string
+	// After, when set, continues after this sequence number (a checkpoint);
+	// otherwise reading starts at the first record at or after From.
+	After string
+	From  time.Time
+	// To ends the range: reading stops before the first record at or after
+	// it, or at the shard's end.
+	To time.Time
+}
+
+// ShardReader reads time ranges of shards again, outside any lease, for
+// replays of sources whose positions are sequence numbers (source/kinesis).
+// Its errors wrap ErrNotFound for a stream or shard the source no longer
+// has (expired), and ErrFatal for a refusal no retry fixes.
+type ShardReader interface {
+	// Shards returns every shard of stream, parents before children.
+	Shards(ctx context.Context, stream string) ([]Shard, error)
+	// ReadRange reads req in sequence order, handing fn one batch at a time
+	// (so fn's return marks a point to checkpoint: the last record's
+	// Sequence), and returns nil once the range is read, fn's error or
+	// ctx's. Transient failures and throttling are retried with backoff.
+	ReadRange(ctx context.Context, req ShardRangeRequest, fn func([]ShardRecord) error) error
+}

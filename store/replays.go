@@ -38,13 +38,22 @@ type Replay struct {
 	UpdateTime      time.Time
 }
 
-// ReplayPartition is one partition of a replay's range: its records are the
-// offsets [Next, End) still to read.
+// ReplayPartition is one partition of a replay's range. For a Kafka
+// partition (Kind empty) its records are the offsets [Next, End) still to
+// read. For a Kinesis shard (Kind "kinesis") they are those of the replay's
+// time range after the sequence number After ("": from the range's start),
+// until Done.
 type ReplayPartition struct {
-	Topic     string `json:"topic"`
+	Topic     string `json:"topic,omitempty"`
 	Partition int32  `json:"partition"`
 	Next      int64  `json:"next"`
 	End       int64  `json:"end"`
+
+	Kind   string `json:"kind,omitempty"`
+	Stream string `json:"stream,omitempty"`
+	Shard  string `json:"shard,omitempty"`
+	After  string `json:"after,omitempty"`
+	Done   bool   `json:"done,omitempty"`
 }
 
 const replayColumns = `id, subscription_id, tenant_id, start_time, end_time, state, plan,

@@ -3,11 +3,8 @@ package stream
 import (
 	"fmt"
 	"log/slog"
-	"net"
 	"slices"
 	"time"
-
-	kafkago "github.com/segmentio/kafka-go"
 
 	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
 	"github.com/outflow-dev/outflow/record"
@@ -51,10 +48,6 @@ const (
 	// partitions added to its topics, which it then reads from their
 	// earliest offset.
 	DefaultPartitionWatchInterval = 10 * time.Second
-
-	// DefaultClientID is sent to the brokers when Config.Dialer is nil, so
-	// that stream connections are recognisable in broker logs and quotas.
-	DefaultClientID = "outflow-stream"
 )
 
 // requestTimeout bounds each metadata and offset request, and a fetch
@@ -67,12 +60,19 @@ const requestTimeout = 10 * time.Second
 // position. It must be safe for concurrent use.
 type EnvelopeFunc func(subID string, pos source.Position, raw []byte, fv *outflowv1.FeatureVector) ([]byte, error)
 
-// Config configures the streams a server opens. Brokers, Topics, Tokens and
-// Envelope are required; WithDefaults (which Open applies) fills in the rest.
+// Config configures the streams a server opens. Source and Topics (Kafka),
+// or Shards and KinesisStreams (Kinesis), or both, and Tokens and Envelope
+// are required; WithDefaults (which Open applies) fills in the rest.
 // One Config is meant to be shared by all streams of a server.
 type Config struct {
-	// Brokers are the bootstrap brokers, host:port. Required.
-	Brokers []string
+	// Source is the log the topics are read from (source/kafka.Log): each
+	// stream opens its own reader on it, with its own connections. Required.
+	Source source.Log
+	// Shards reads Kinesis streams (source/kinesis.Reader), and
+	// KinesisStreams names those to read. Either they or Source and Topics
+	// (or both) are required.
+	Shards         source.ShardReader
+	KinesisStreams []string
 	// Topics are the feature output streams to read: the same topics the
 	// gateway's consumer group reads. Required.
 	Topics []string
@@ -82,11 +82,6 @@ type Config struct {
 	// Envelope builds the event JSON. Required: it is the dispatcher's
 	// envelope, so stream clients and webhook receivers get the same bytes.
 	Envelope EnvelopeFunc
-	// Dialer configures connections to the brokers: ClientID, TLS,
-	// SASLMechanism, Timeout (connect timeout), DialFunc or LocalAddr,
-	// KeepAlive and FallbackDelay are used. Default: plaintext, client id
-	// DefaultClientID, 10 s connect timeout.
-	Dialer *kafkago.Dialer
 	// BufferSize is how many events a stream holds for its client. Default
 	// DefaultBufferSize (1024).
 	BufferSize int
@@ -116,20 +111,7 @@ type Config struct {
 	// Logger receives retried broker failures (warn) and skipped records
 	// (debug), never record contents. Default: discard.
 	Logger *slog.Logger
-	// Transport, when set, is shared by every stream opened with this
-	// Config (make it with NewTransport): connections one stream leaves idle
-	// serve the next, and all streams share the metadata connection, so a
-	// stream costs about one broker connection per partition being fetched
-	// instead of that plus its own metadata connection. Streams then leave
-	// the idle connections open for others; the owner closes them
-	// (CloseIdleConnections) when no stream is left. Default: nil, each
-	// stream has its own transport and closes it on Close.
-	Transport *kafkago.Transport
 }
-
-// NewTransport returns a kafka-go transport configured from c (Dialer,
-// Topics, PartitionWatchInterval after defaults) for Config.Transport.
-func (c Config) NewTransport() *kafkago.Transport { return c.WithDefaults().transport() }
 
 // WithDefaults returns a copy of c with every unset optional field set to
 // its default. It does not validate: Open does that after applying defaults.
@@ -165,12 +147,14 @@ func (c Config) validate() error {
 		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
 	}
 	switch {
-	case len(c.Brokers) == 0:
-		return bad("Brokers is required")
-	case slices.Contains(c.Brokers, ""):
-		return bad("Brokers has an empty entry")
-	case len(c.Topics) == 0:
+	case c.Source == nil && (len(c.Topics) > 0 || len(c.KinesisStreams) == 0):
+		return bad("Source is required")
+	case len(c.Topics) == 0 && len(c.KinesisStreams) == 0:
 		return bad("Topics is required")
+	case len(c.KinesisStreams) > 0 && c.Shards == nil:
+		return bad("Shards is required with KinesisStreams")
+	case slices.Contains(c.KinesisStreams, ""):
+		return bad("KinesisStreams has an empty entry")
 	case slices.Contains(c.Topics, ""):
 		return bad("Topics has an empty entry")
 	case len(slices.Compact(slices.Sorted(slices.Values(c.Topics)))) != len(c.Topics):
@@ -202,41 +186,12 @@ func (c Config) validate() error {
 	return nil
 }
 
-// dialTimeout is the connect timeout without a Dialer (or with a zero
-// Dialer.Timeout).
-const dialTimeout = 10 * time.Second
-
-// transport returns a kafka-go transport for one stream, configured from
-// c.Dialer, with metadata restricted to the stream's topics and refreshed at
-// least as often as partitions are watched. The stream closes its
-// connections with CloseIdleConnections when it ends.
-func (c Config) transport() *kafkago.Transport {
-	t := &kafkago.Transport{
-		ClientID:       DefaultClientID,
-		DialTimeout:    dialTimeout,
-		MetadataTopics: slices.Clone(c.Topics),
-	}
+// readerConfig is what a stream's reader is opened with: its topics, and
+// metadata refreshed at least as often as partitions are watched.
+func (c Config) readerConfig() source.ReaderConfig {
+	rc := source.ReaderConfig{Streams: slices.Clone(c.Topics)}
 	if c.PartitionWatchInterval > 0 {
-		// kafka-go's default TTL is 6 s (randomised below it).
-		t.MetadataTTL = min(c.PartitionWatchInterval, 6*time.Second)
+		rc.Refresh = c.PartitionWatchInterval
 	}
-	d := c.Dialer
-	if d == nil {
-		return t
-	}
-	if d.ClientID != "" {
-		t.ClientID = d.ClientID
-	}
-	if d.Timeout > 0 {
-		t.DialTimeout = d.Timeout
-	}
-	t.TLS = d.TLS
-	t.SASL = d.SASLMechanism
-	if d.DialFunc != nil {
-		t.Dial = d.DialFunc
-	} else {
-		nd := &net.Dialer{LocalAddr: d.LocalAddr, KeepAlive: d.KeepAlive, FallbackDelay: d.FallbackDelay}
-		t.Dial = nd.DialContext
-	}
-	return t
+	return rc
 }

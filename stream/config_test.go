@@ -34,7 +34,7 @@ func TestConfigWithDefaults(t *testing.T) {
 // validConfig returns a Config that passes validate, for tests to break.
 func validConfig(t testing.TB) Config {
 	return Config{
-		Brokers:  []string{"127.0.0.1:1"},
+		Source:   testLog(t, []string{"127.0.0.1:1"}),
 		Topics:   []string{"t"},
 		Tokens:   mustTokens(t, testKey(1)),
 		Envelope: func(string, source.Position, []byte, *outflowv1.FeatureVector) ([]byte, error) { return nil, nil },
@@ -49,8 +49,8 @@ func TestConfigValidate(t *testing.T) {
 		want   string
 	}{
 		{"valid", func(*Config) {}, ""},
-		{"no brokers", func(c *Config) { c.Brokers = nil }, "Brokers is required"},
-		{"empty broker", func(c *Config) { c.Brokers = []string{""} }, "Brokers has an empty entry"},
+		// The broker list is checked by kafka.NewLog (TestNewLogValidates).
+		{"no source", func(c *Config) { c.Source = nil }, "Source is required"},
 		{"no topics", func(c *Config) { c.Topics = nil }, "Topics is required"},
 		{"empty topic", func(c *Config) { c.Topics = []string{"a", ""} }, "Topics has an empty entry"},
 		{"duplicate topic", func(c *Config) { c.Topics = []string{"a", "b", "a"} }, "twice"},

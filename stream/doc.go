@@ -10,8 +10,12 @@
 // enriches records for its one subscription. Kafka is the log: nothing is
 // stored per event, and any replica can continue any client's stream.
 //
+// Kinesis streams (Config.KinesisStreams) are read the same way, shard by
+// shard through a source.ShardReader, a shard once its parents are drained
+// (see shards.go), so that a split or merge keeps each entity's order.
+//
 // A resume token (Tokens) encodes, per topic and partition, the next offset
-// to read, signed with HMAC-SHA256 and bound to the subscription. Every event
+// to read (and per Kinesis shard, the sequence number to continue after), signed with HMAC-SHA256 and bound to the subscription. Every event
 // carries the token that continues right after it, so reconnecting with the
 // last token received continues without gaps or duplicates (at-least-once
 // overall: events in flight when a connection drops are sent again) for as

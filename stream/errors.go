@@ -42,10 +42,17 @@ type TokenTooOldError struct {
 	Wanted int64
 	// Earliest is the partition's oldest retained offset, above Wanted.
 	Earliest int64
+	// Shard, for a Kinesis stream (named by Topic), is the shard the source
+	// no longer has; Partition, Wanted and Earliest are then unused.
+	Shard string
 }
 
 // Error says which records are gone and what the client should do.
 func (e *TokenTooOldError) Error() string {
+	if e.Shard != "" {
+		return fmt.Sprintf("stream: resume position is older than the retained data: shard %s/%s is gone; reconnect without a token to start at the live tail",
+			e.Topic, e.Shard)
+	}
 	return fmt.Sprintf("stream: resume position is older than the retained data: %s/%d needs offset %d but the earliest retained is %d; reconnect without a token to start at the live tail",
 		e.Topic, e.Partition, e.Wanted, e.Earliest)
 }

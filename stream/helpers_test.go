@@ -22,6 +22,7 @@ import (
 	"github.com/outflow-dev/outflow/match"
 	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
 	"github.com/outflow-dev/outflow/source"
+	"github.com/outflow-dev/outflow/source/kafka"
 	"github.com/outflow-dev/outflow/store"
 )
 
@@ -80,7 +81,7 @@ func setup(t *testing.T, partitions int) kafkaEnv {
 // config returns a stream Config for the test's topic with quick timings.
 func (e kafkaEnv) config(t *testing.T) Config {
 	return Config{
-		Brokers:  e.brokers,
+		Source:   testLog(t, e.brokers),
 		Topics:   []string{e.topic},
 		Tokens:   e.tokens,
 		Envelope: testEnvelope,
@@ -248,6 +249,8 @@ type collector struct {
 	// next is, per partition, the offset after the last event of the
 	// current session (reset by newSession).
 	next map[int32]int64
+	// seqs is the same per Kinesis shard: the last sequence number.
+	seqs map[string]string
 }
 
 func newCollector(t testing.TB, subID string) *collector {
@@ -259,6 +262,7 @@ func (c *collector) newSession() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.next = make(map[int32]int64)
+	c.seqs = nil
 }
 
 // add checks and records one event.
@@ -266,10 +270,20 @@ func (c *collector) add(ev *Event) {
 	c.t.Helper()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if ev.Position.Offset < c.next[ev.Position.Partition] {
-		c.t.Errorf("partition %d: offset %d after %d: out of order", ev.Position.Partition, ev.Position.Offset, c.next[ev.Position.Partition]-1)
+	if ev.Position.Kind == "kinesis" {
+		if c.seqs == nil {
+			c.seqs = make(map[string]string)
+		}
+		if !seqLess(c.seqs[ev.Position.Shard], ev.Position.Sequence) {
+			c.t.Errorf("shard %s: sequence %s after %s: out of order", ev.Position.Shard, ev.Position.Sequence, c.seqs[ev.Position.Shard])
+		}
+		c.seqs[ev.Position.Shard] = ev.Position.Sequence
+	} else {
+		if ev.Position.Offset < c.next[ev.Position.Partition] {
+			c.t.Errorf("partition %d: offset %d after %d: out of order", ev.Position.Partition, ev.Position.Offset, c.next[ev.Position.Partition]-1)
+		}
+		c.next[ev.Position.Partition] = ev.Position.Offset + 1
 	}
-	c.next[ev.Position.Partition] = ev.Position.Offset + 1
 	var env struct {
 		SubscriptionID string `json:"subscription_id"`
 		Source         struct {
@@ -410,4 +424,14 @@ func deleteRecords(t *testing.T, broker, topic string, partition int32, offset i
 	if low != offset {
 		t.Fatalf("DeleteRecords: low watermark %d, want %d", low, offset)
 	}
+}
+
+// testLog returns the Kafka log of brokers that streams read.
+func testLog(t testing.TB, brokers []string) *kafka.Log {
+	t.Helper()
+	l, err := kafka.NewLog(kafka.Config{Brokers: brokers})
+	if err != nil {
+		t.Fatalf("kafka.NewLog: %v", err)
+	}
+	return l
 }

@@ -5,7 +5,6 @@ import (
 	crand "crypto/rand"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"math/rand/v2"
@@ -13,14 +12,11 @@ import (
 	"strconv"
 	"time"
 
-	kafkago "github.com/segmentio/kafka-go"
-
 	"github.com/outflow-dev/outflow/enrich"
 	"github.com/outflow-dev/outflow/match"
 	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
 	"github.com/outflow-dev/outflow/record"
 	"github.com/outflow-dev/outflow/source"
-	"github.com/outflow-dev/outflow/source/kafka"
 )
 
 // Backoff between failed fetches of one partition, and between retries of a
@@ -50,6 +46,10 @@ type Request struct {
 	// passed through unchanged into the stream's tokens, so a client moving
 	// between replicas configured with different topics keeps its place.
 	From Position
+	// FromShards is where to resume in Kinesis streams (Tokens.DecodeAll).
+	// With From, it decides the start: both nil start at the live tail;
+	// otherwise a shard FromShards does not list is read from its start.
+	FromShards ShardPosition
 	// Shard, when set, restricts the stream to one shard (see InShard); nil
 	// delivers every matching record. Index and Count must pass
 	// Shard.Validate; a server receiving an unset proto Shard (count 0)
@@ -107,6 +107,20 @@ type partition struct {
 	// skipped is the offset after the last record the reader skipped; every
 	// record below it was skipped or queued.
 	skipped int64
+
+	// Kinesis shards (shard set; topic is the stream) keep their position
+	// as a ShardPosition value instead of offsets (see shards.go).
+	shard   string
+	parents []string
+	// from is where reading starts; seqDelivered and seqSkipped are the
+	// sequence-number counterparts of delivered and skipped (guarded by
+	// Stream.mu, as is ended).
+	from, seqDelivered, seqSkipped string
+	// ended is set once the shard is closed and read to its end; drained
+	// is closed once, besides, none of its events is queued: its children
+	// may then be read, which keeps per-entity order across a split.
+	ended   bool
+	drained chan struct{}
 }
 
 func (p *partition) String() string { return p.topic + "/" + strconv.Itoa(int(p.id)) }
@@ -126,8 +140,8 @@ func (p *partition) String() string { return p.topic + "/" + strconv.Itoa(int(p.
 // instead would resend the whole partition in the common case).
 //
 // Other errors: ErrInvalidConfig and ErrInvalidRequest (wrapped), and
-// failures to reach the brokers or find the topics (wrapping kafka-go's
-// errors, for example kafkago.UnknownTopicOrPartition).
+// failures to reach the source or find the topics (wrapping the source's
+// sentinels, for example source.ErrNotFound).
 func Open(ctx context.Context, cfg Config, req Request) (*Stream, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.validate(); err != nil {
@@ -136,38 +150,48 @@ func Open(ctx context.Context, cfg Config, req Request) (*Stream, error) {
 	if err := req.validate(); err != nil {
 		return nil, err
 	}
-	cfg.Brokers = slices.Clone(cfg.Brokers)
 	cfg.Topics = slices.Clone(cfg.Topics)
+	cfg.KinesisStreams = slices.Clone(cfg.KinesisStreams)
 	if req.Shard != nil {
 		req.Shard = new(*req.Shard)
 	}
-	transport, ownTransport := cfg.Transport, false
-	if transport == nil {
-		transport, ownTransport = cfg.transport(), true
+	var reader source.PositionReader = noReader{}
+	if cfg.Source != nil && len(cfg.Topics) > 0 {
+		reader = cfg.Source.NewReader(cfg.readerConfig())
 	}
 	streamCtx, cancel := context.WithCancel(context.Background())
 	s := &Stream{
-		cfg:          cfg,
-		req:          req,
-		subID:        req.Subscription.ID,
-		log:          cfg.Logger.With(slog.String("subscription_id", req.Subscription.ID)),
-		transport:    transport,
-		ownTransport: ownTransport,
-		client:       &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Transport: transport, Timeout: requestTimeout},
-		events:       make(chan item, cfg.BufferSize),
-		ctx:          streamCtx,
-		cancel:       cancel,
-		done:         make(chan struct{}),
-		born:         time.Now(),
-		parts:        make(map[topicPartition]*partition),
-		pos:          make(Position),
+		cfg:    cfg,
+		req:    req,
+		subID:  req.Subscription.ID,
+		log:    cfg.Logger.With(slog.String("subscription_id", req.Subscription.ID)),
+		reader: reader,
+		events: make(chan item, cfg.BufferSize),
+		ctx:    streamCtx,
+		cancel: cancel,
+		done:   make(chan struct{}),
+		born:   time.Now(),
+		parts:  make(map[topicPartition]*partition),
+		pos:    make(Position),
+		shards: make(map[string]*partition),
 	}
-	parts, err := s.resolveRetrying(ctx, req.From)
+	var parts []*partition
+	var err error
+	if len(cfg.Topics) > 0 {
+		from := req.From
+		if from == nil && req.FromShards != nil {
+			from = Position{} // a token without Kafka positions: no live tail
+		}
+		parts, err = s.resolveRetrying(ctx, from)
+	}
+	if err == nil && len(cfg.KinesisStreams) > 0 {
+		var shards []*partition
+		shards, err = s.resolveShards(ctx, req)
+		parts = append(parts, shards...)
+	}
 	if err != nil {
 		cancel()
-		if ownTransport {
-			transport.CloseIdleConnections()
-		}
+		reader.Close()
 		return nil, err
 	}
 	for _, p := range parts {
@@ -192,8 +216,7 @@ func (s *Stream) resolveRetrying(ctx context.Context, from Position) ([]*partiti
 	rng := newRand()
 	for attempt := 1; ; attempt++ {
 		parts, err := s.resolve(ctx, from)
-		var kerr kafkago.Error
-		if err == nil || !errors.As(err, &kerr) || !kerr.Temporary() || errors.Is(err, kafkago.UnknownTopicOrPartition) {
+		if err == nil || !source.IsTemporary(err) || errors.Is(err, source.ErrNotFound) {
 			return parts, err
 		}
 		d := jitter(rng, backoff(fetchBackoffMin, fetchBackoffMax, attempt))
@@ -231,19 +254,19 @@ func (s *Stream) resolve(ctx context.Context, from Position) ([]*partition, erro
 	var parts []*partition
 	for _, topic := range slices.Sorted(maps.Keys(layout)) {
 		for _, id := range layout[topic] {
-			b := bounds[topicPartition{topic, id}]
-			start := b.first
+			b := bounds[source.Partition{Stream: topic, ID: id}]
+			start := b.First
 			if from == nil {
-				start = b.last
+				start = b.End
 			} else if want, ok := from[topic][id]; ok {
 				switch {
-				case want < b.first:
-					return nil, &TokenTooOldError{Topic: topic, Partition: id, Wanted: want, Earliest: b.first}
-				case want > b.last:
+				case want < b.First:
+					return nil, &TokenTooOldError{Topic: topic, Partition: id, Wanted: want, Earliest: b.First}
+				case want > b.End:
 					s.log.WarnContext(ctx, "stream: resume offset beyond the partition's end; starting at the end",
 						slog.String("topic", topic), slog.Int("partition", int(id)),
-						slog.Int64("wanted", want), slog.Int64("end", b.last))
-					start = b.last
+						slog.Int64("wanted", want), slog.Int64("end", b.End))
+					start = b.End
 				default:
 					start = want
 				}
@@ -281,95 +304,40 @@ func (s *Stream) addLocked(p *partition) {
 	s.pos[p.topic][p.id] = p.delivered
 }
 
-// partitions returns the partition ids of every configured topic, sorted.
+// partitions returns the partition ids of every configured topic, sorted,
+// failing when a topic is missing.
 func (s *Stream) partitions(ctx context.Context) (map[string][]int32, error) {
-	return partitions(ctx, s.client, s.cfg.Topics)
-}
-
-// partitions lists the partitions of topics, failing when one is missing.
-func partitions(ctx context.Context, client *kafkago.Client, topics []string) (map[string][]int32, error) {
-	md, err := client.Metadata(ctx, &kafkago.MetadataRequest{Topics: topics})
+	layout, err := s.reader.Partitions(ctx, s.cfg.Topics)
 	if err != nil {
-		return nil, fmt.Errorf("stream: reading topic metadata: %w", err)
-	}
-	layout := make(map[string][]int32, len(topics))
-	for _, t := range md.Topics {
-		if !slices.Contains(topics, t.Name) {
-			continue
-		}
-		if t.Error != nil {
-			return nil, fmt.Errorf("stream: reading metadata of topic %q: %w", t.Name, t.Error)
-		}
-		ids := make([]int32, 0, len(t.Partitions))
-		for _, p := range t.Partitions {
-			ids = append(ids, int32(p.ID))
-		}
-		slices.Sort(ids)
-		layout[t.Name] = ids
-	}
-	for _, topic := range topics {
-		if len(layout[topic]) == 0 {
-			return nil, fmt.Errorf("stream: topic %q: %w", topic, kafkago.UnknownTopicOrPartition)
-		}
+		return nil, fmt.Errorf("stream: %w", err)
 	}
 	return layout, nil
 }
 
-// bounds are a partition's earliest retained offset and its end (the high
-// watermark: the offset the next record will get).
-type bounds struct{ first, last int64 }
-
-// listOffsets asks the partitions' leaders for their bounds.
-func (s *Stream) listOffsets(ctx context.Context, layout map[string][]int32) (map[topicPartition]bounds, error) {
-	return listOffsets(ctx, s.client, layout)
-}
-
-// listOffsets asks the partitions' leaders for their bounds.
-func listOffsets(ctx context.Context, client *kafkago.Client, layout map[string][]int32) (map[topicPartition]bounds, error) {
-	req := &kafkago.ListOffsetsRequest{Topics: make(map[string][]kafkago.OffsetRequest, len(layout))}
-	for topic, ids := range layout {
-		for _, id := range ids {
-			req.Topics[topic] = append(req.Topics[topic], kafkago.FirstOffsetOf(int(id)), kafkago.LastOffsetOf(int(id)))
-		}
-	}
-	resp, err := client.ListOffsets(ctx, req)
+// listOffsets asks the source for the partitions' bounds.
+func (s *Stream) listOffsets(ctx context.Context, layout map[string][]int32) (map[source.Partition]source.Bounds, error) {
+	b, err := s.reader.Bounds(ctx, layout)
 	if err != nil {
-		return nil, fmt.Errorf("stream: listing offsets: %w", err)
+		return nil, fmt.Errorf("stream: %w", err)
 	}
-	out := make(map[topicPartition]bounds)
-	for topic, offsets := range resp.Topics {
-		for _, o := range offsets {
-			tp := topicPartition{topic, int32(o.Partition)}
-			switch {
-			case o.Error != nil:
-				return nil, fmt.Errorf("stream: listing offsets of %s/%d: %w", topic, o.Partition, o.Error)
-			case o.FirstOffset < 0 || o.LastOffset < o.FirstOffset:
-				return nil, fmt.Errorf("stream: listing offsets of %s/%d: got first %d, last %d", topic, o.Partition, o.FirstOffset, o.LastOffset)
-			}
-			out[tp] = bounds{first: o.FirstOffset, last: o.LastOffset}
-		}
-	}
-	for topic, ids := range layout {
-		for _, id := range ids {
-			if _, ok := out[topicPartition{topic, id}]; !ok {
-				return nil, fmt.Errorf("stream: listing offsets of %s/%d: no answer", topic, id)
-			}
-		}
-	}
-	return out, nil
+	return b, nil
 }
 
 // startPartition starts the goroutines reading p: a reader, and with
 // enrichment an emitter that hands out enriched events in order.
 func (s *Stream) startPartition(p *partition) {
+	read := s.readPartition
+	if p.shard != "" {
+		read = s.readShard
+	}
 	if s.req.Enrich == nil {
-		s.wg.Go(func() { s.readPartition(p, s.emitDirect) })
+		s.wg.Go(func() { read(p, s.emitDirect) })
 		return
 	}
 	order := make(chan *pending, s.cfg.EnrichConcurrency)
 	s.wg.Go(func() { s.emitInOrder(order) })
 	s.wg.Go(func() {
-		s.readPartition(p, func(p *partition, pos source.Position, rec *record.Record) bool {
+		read(p, func(p *partition, pos source.Position, rec *record.Record) bool {
 			return s.emitEnriched(order, p, pos, rec)
 		})
 	})
@@ -393,11 +361,11 @@ func (s *Stream) readPartition(p *partition, emit func(*partition, source.Positi
 		if s.ctx.Err() != nil {
 			return
 		}
-		if kafka.IsFatal(err) {
+		if errors.Is(err, source.ErrFatal) {
 			s.end(fmt.Errorf("stream: reading %s: %w", p, err))
 			return
 		}
-		if errors.Is(err, kafkago.OffsetOutOfRange) {
+		if errors.Is(err, source.ErrOutOfRange) {
 			if offset, err = s.recoverRange(p, offset, log); err == nil {
 				continue
 			}
@@ -424,26 +392,17 @@ func (s *Stream) readPartition(p *partition, emit func(*partition, source.Positi
 func (s *Stream) fetch(p *partition, offset int64, emit func(*partition, source.Position, *record.Record) bool) (int64, error) {
 	// The fetch outlives Close (bounded by MaxWait, or requestTimeout for a
 	// broker that does not answer): Close waits for it, so that the
-	// connection is idle, and closed, when Close returns. kafka-go would
-	// otherwise finish an abandoned request on a goroutine of its own.
+	// connection is idle, and closed, when Close returns.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), s.cfg.MaxWait+requestTimeout)
 	defer cancel()
-	resp, err := s.client.Fetch(ctx, &kafkago.FetchRequest{
-		Topic:     p.topic,
-		Partition: int(p.id),
+	batch, err := s.reader.Fetch(ctx, source.FetchRequest{
+		Partition: source.Partition{Stream: p.topic, ID: p.id},
 		Offset:    offset,
-		MinBytes:  1,
-		MaxBytes:  int64(s.cfg.FetchMaxBytes),
+		MaxBytes:  s.cfg.FetchMaxBytes,
 		MaxWait:   s.cfg.MaxWait,
 	})
 	if err != nil {
-		return offset, fmt.Errorf("fetching at offset %d: %w", offset, err)
-	}
-	if c, ok := resp.Records.(io.Closer); ok {
-		defer c.Close()
-	}
-	if resp.Error != nil {
-		return offset, fmt.Errorf("fetching at offset %d: %w", offset, resp.Error)
+		return offset, err
 	}
 	pos := source.Position{Kind: "kafka", Topic: p.topic, Partition: p.id}
 	skipTo := int64(-1)
@@ -452,36 +411,13 @@ func (s *Stream) fetch(p *partition, offset int64, emit func(*partition, source.
 			s.markSkipped(p, skipTo)
 		}
 	}()
-	asked, stale := offset, false
-	for s.ctx.Err() == nil {
-		r, err := resp.Records.ReadRecord()
-		if errors.Is(err, io.EOF) {
-			if stale && offset == asked {
-				// Records came back, all below the offset asked for: the
-				// batch holding it lost its later records to compaction.
-				// The broker always returns the batch holding the offset
-				// asked for, whole, so no record exists there; stepping
-				// on (rather than asking again) avoids a busy loop.
-				offset++
-			}
+	for _, r := range batch.Records {
+		if s.ctx.Err() != nil {
 			return offset, nil
-		}
-		if err != nil {
-			return offset, fmt.Errorf("reading the records fetched at offset %d: %w", offset, err)
-		}
-		if r.Offset < offset {
-			release(r) // a batch may start before the offset asked for
-			stale = true
-			continue
-		}
-		value, err := kafkago.ReadAll(r.Value)
-		release(r)
-		if err != nil {
-			return offset, fmt.Errorf("reading the record at offset %d: %w", r.Offset, err)
 		}
 		pos.Offset = r.Offset
 		offset = r.Offset + 1
-		rec := s.accept(pos, value)
+		rec := s.accept(pos, r.Value)
 		if rec == nil {
 			skipTo = offset
 			continue
@@ -490,18 +426,7 @@ func (s *Stream) fetch(p *partition, offset int64, emit func(*partition, source.
 			return offset, nil
 		}
 	}
-	return offset, nil
-}
-
-// release hands a fetched record's buffers back to kafka-go's page pool
-// (the value has been copied, or is not wanted).
-func release(r *kafkago.Record) {
-	if r.Key != nil {
-		_ = r.Key.Close()
-	}
-	if r.Value != nil {
-		_ = r.Value.Close()
-	}
+	return max(offset, batch.Next), nil
 }
 
 // accept decodes a record and returns it when it belongs on this stream: it
@@ -537,20 +462,20 @@ func (s *Stream) recoverRange(p *partition, offset int64, log *slog.Logger) (int
 	if err != nil {
 		return offset, fmt.Errorf("offset %d out of range: %w", offset, err)
 	}
-	bb := b[topicPartition{p.topic, p.id}]
+	bb := b[source.Partition{Stream: p.topic, ID: p.id}]
 	switch {
-	case offset < bb.first:
-		s.end(&TokenTooOldError{Topic: p.topic, Partition: p.id, Wanted: offset, Earliest: bb.first})
+	case offset < bb.First:
+		s.end(&TokenTooOldError{Topic: p.topic, Partition: p.id, Wanted: offset, Earliest: bb.First})
 		return offset, s.ctx.Err()
-	case offset > bb.last:
+	case offset > bb.End:
 		log.WarnContext(s.ctx, "stream: read position beyond the partition's end; continuing at the end",
-			slog.Int64("offset", offset), slog.Int64("end", bb.last))
+			slog.Int64("offset", offset), slog.Int64("end", bb.End))
 		s.mu.Lock()
-		p.skipped = bb.last
+		p.skipped = bb.End
 		s.mu.Unlock()
-		return bb.last, nil
+		return bb.End, nil
 	default:
-		return offset, fmt.Errorf("offset %d out of range %d..%d: %w", offset, bb.first, bb.last, kafkago.OffsetOutOfRange)
+		return offset, fmt.Errorf("offset %d out of range %d..%d: %w", offset, bb.First, bb.End, source.ErrOutOfRange)
 	}
 }
 
@@ -684,8 +609,15 @@ func (s *Stream) watchPartitions() {
 			return
 		case <-ticker.C:
 		}
-		if err := s.addPartitions(); err != nil && s.ctx.Err() == nil {
-			s.log.DebugContext(s.ctx, "stream: checking for new partitions failed", slog.Any("error", err))
+		if len(s.cfg.Topics) > 0 {
+			if err := s.addPartitions(); err != nil && s.ctx.Err() == nil {
+				s.log.DebugContext(s.ctx, "stream: checking for new partitions failed", slog.Any("error", err))
+			}
+		}
+		if len(s.cfg.KinesisStreams) > 0 {
+			if err := s.addShards(); err != nil && s.ctx.Err() == nil {
+				s.log.DebugContext(s.ctx, "stream: checking for new shards failed", slog.Any("error", err))
+			}
 		}
 	}
 }
@@ -723,7 +655,7 @@ func (s *Stream) addPartitions() error {
 	var parts []*partition
 	for _, topic := range slices.Sorted(maps.Keys(added)) {
 		for _, id := range added[topic] {
-			first := b[topicPartition{topic, id}].first
+			first := b[source.Partition{Stream: topic, ID: id}].First
 			parts = append(parts, &partition{topic: topic, id: id, start: first, delivered: first, skipped: first})
 		}
 	}

@@ -7,8 +7,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	kafkago "github.com/segmentio/kafka-go"
-
 	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
 	"github.com/outflow-dev/outflow/record"
 	"github.com/outflow-dev/outflow/source"
@@ -47,15 +45,11 @@ type Event struct {
 // Next must not be called concurrently with itself; Close and Done may be
 // called from any goroutine.
 type Stream struct {
-	cfg       Config
-	req       Request
-	subID     string
-	log       *slog.Logger
-	transport *kafkago.Transport
-	// ownTransport: Close closes the transport's connections (it is not
-	// Config.Transport, shared with other streams).
-	ownTransport bool
-	client       *kafkago.Client
+	cfg    Config
+	req    Request
+	subID  string
+	log    *slog.Logger
+	reader source.PositionReader
 
 	events chan item
 	// ctx ends when the stream ends (end): it stops every goroutine.
@@ -83,6 +77,11 @@ type Stream struct {
 	// carried are the topics of From that this stream does not read;
 	// guarded by mu.
 	carried []string
+	// shards are the Kinesis shards being read, by stream/shard, and
+	// shardPos their positions for tokens (plus the carried streams of
+	// FromShards); guarded by mu.
+	shards   map[string]*partition
+	shardPos ShardPosition
 }
 
 // item is an event in the buffer with the partition it came from.
@@ -156,12 +155,16 @@ func (s *Stream) take(it item) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p.queued--
-	p.delivered = it.ev.Position.Offset + 1
-	if p.queued == 0 && p.skipped > p.delivered {
-		p.delivered = p.skipped
+	if p.shard != "" {
+		s.takeShardLocked(p, it.ev.Position.Sequence)
+	} else {
+		p.delivered = it.ev.Position.Offset + 1
+		if p.queued == 0 && p.skipped > p.delivered {
+			p.delivered = p.skipped
+		}
+		s.pos[p.topic][p.id] = p.delivered
 	}
-	s.pos[p.topic][p.id] = p.delivered
-	it.ev.ResumeToken = s.cfg.Tokens.Encode(s.subID, s.pos)
+	it.ev.ResumeToken = s.cfg.Tokens.EncodeAll(s.subID, s.pos, s.shardPos)
 }
 
 // Done returns a channel that is closed when the stream has ended: by
@@ -180,17 +183,15 @@ func (s *Stream) end(err error) {
 }
 
 // Close ends the stream and returns once all its goroutines have stopped and
-// its connections are closed (left idle for other streams, with a shared
-// Config.Transport), which may take up to MaxWait while a fetch is held by
+// its reader is closed (a reader of a kafka.SharedLog leaves its idle
+// connections to the other streams), which may take up to MaxWait while a fetch is held by
 // the broker. It is idempotent and safe to call concurrently with Next,
 // which then returns ErrClosed (or the reason the stream had already ended).
 func (s *Stream) Close() {
 	s.end(ErrClosed)
 	s.closeOnce.Do(func() {
 		s.wg.Wait()
-		if s.ownTransport {
-			s.transport.CloseIdleConnections()
-		}
+		s.reader.Close()
 	})
 }
 

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
+	"time"
 )
 
 // Position says where a stream continues: for each topic and partition, the
@@ -53,8 +55,56 @@ const (
 const MinTokenKeyLen = 32
 
 // tokenVersion is the first byte of every token, so that the format can
-// change without old tokens being misread.
-const tokenVersion = 1
+// change without old tokens being misread. Version 1 holds Kafka positions
+// only; version 2 appends Kinesis shard positions, and is written only when
+// there are some, so Kafka-only tokens are unchanged.
+const (
+	tokenVersion       = 1
+	tokenVersionShards = 2
+)
+
+// ShardPosition says where a stream continues in sources whose positions
+// are sequence numbers (Kinesis): for each stream and shard, one of
+//   - a sequence number (decimal digits): continue after that record;
+//   - ShardStart (""): read the shard from its oldest retained record;
+//   - "@" and Unix milliseconds (ShardAt): read from the first record that
+//     arrived at or after that time;
+//   - ShardDone: the shard is closed and was read to its end.
+//
+// It is what a resume token carries besides Position. A ShardPosition is a
+// plain map; the Stream never keeps or changes one it was given or returned.
+type ShardPosition map[string]map[string]string
+
+// Special ShardPosition values.
+const (
+	ShardStart = ""
+	ShardDone  = "end"
+)
+
+// ShardAt returns the ShardPosition value that reads from time t on.
+func ShardAt(t time.Time) string { return "@" + strconv.FormatInt(t.UnixMilli(), 10) }
+
+// Clone returns a deep copy of p (nil for nil).
+func (p ShardPosition) Clone() ShardPosition {
+	if p == nil {
+		return nil
+	}
+	out := make(ShardPosition, len(p))
+	for stream, shards := range p {
+		out[stream] = maps.Clone(shards)
+	}
+	return out
+}
+
+// Limits on the shard part of a token.
+const (
+	// MaxShardNameLen bounds stream names and shard ids in a token, in
+	// bytes: Kinesis allows 128 characters for both.
+	MaxShardNameLen = 128
+	// maxShardValueLen bounds a shard's position value: Kinesis sequence
+	// numbers have at most 129 digits.
+	maxShardValueLen = 130
+)
 
 // tokenMACLen is how much of the HMAC-SHA256 a token carries: 128 bits is
 // far beyond what an online forger (one guess per StreamEvents call) can hit,
@@ -118,7 +168,18 @@ func NewTokens(key []byte, previous ...[]byte) (*Tokens, error) {
 // name, or a negative partition or offset; a Stream never produces such a
 // position.
 func (t *Tokens) Encode(subID string, p Position) string {
-	payload := appendPosition([]byte{tokenVersion}, p)
+	return t.EncodeAll(subID, p, nil)
+}
+
+// EncodeAll is Encode for a position that may also hold Kinesis shards.
+// Without shards the token is the one Encode makes.
+func (t *Tokens) EncodeAll(subID string, p Position, shards ShardPosition) string {
+	var payload []byte
+	if countShards(shards) == 0 {
+		payload = appendPosition([]byte{tokenVersion}, p)
+	} else {
+		payload = appendShards(appendPosition([]byte{tokenVersionShards}, p), shards)
+	}
 	out := t.mac(t.keys[0], subID, payload)
 	return tokenEncoding.EncodeToString(append(payload, out...))
 }
@@ -128,18 +189,28 @@ func (t *Tokens) Encode(subID string, p Position) string {
 // tokens are outside input, so Decode never panics, and it refuses a token
 // longer than MaxTokenLen before decoding it.
 func (t *Tokens) Decode(token, subID string) (Position, error) {
+	p, shards, err := t.DecodeAll(token, subID)
+	if err == nil && countShards(shards) > 0 {
+		return nil, fmt.Errorf("%w: the token holds Kinesis positions; decode it with DecodeAll", ErrInvalidToken)
+	}
+	return p, err
+}
+
+// DecodeAll is Decode for tokens that may also hold Kinesis shard positions
+// (EncodeAll); shards is nil for a token without them.
+func (t *Tokens) DecodeAll(token, subID string) (Position, ShardPosition, error) {
 	if len(token) > MaxTokenLen {
-		return nil, fmt.Errorf("%w: longer than %d characters", ErrInvalidToken, MaxTokenLen)
+		return nil, nil, fmt.Errorf("%w: longer than %d characters", ErrInvalidToken, MaxTokenLen)
 	}
 	raw, err := tokenEncoding.DecodeString(token)
 	if err != nil {
-		return nil, fmt.Errorf("%w: not base64url", ErrInvalidToken)
+		return nil, nil, fmt.Errorf("%w: not base64url", ErrInvalidToken)
 	}
 	if len(raw) < 1+tokenMACLen {
-		return nil, fmt.Errorf("%w: too short", ErrInvalidToken)
+		return nil, nil, fmt.Errorf("%w: too short", ErrInvalidToken)
 	}
-	if raw[0] != tokenVersion {
-		return nil, fmt.Errorf("%w: unknown version %d", ErrInvalidToken, raw[0])
+	if raw[0] != tokenVersion && raw[0] != tokenVersionShards {
+		return nil, nil, fmt.Errorf("%w: unknown version %d", ErrInvalidToken, raw[0])
 	}
 	payload, sum := raw[:len(raw)-tokenMACLen], raw[len(raw)-tokenMACLen:]
 	valid := false
@@ -152,15 +223,154 @@ func (t *Tokens) Decode(token, subID string) (Position, error) {
 	if !valid {
 		// Deliberately one message for "tampered" and "another
 		// subscription's": they cannot be told apart, by design.
-		return nil, fmt.Errorf("%w: signature does not match this subscription", ErrInvalidToken)
+		return nil, nil, fmt.Errorf("%w: signature does not match this subscription", ErrInvalidToken)
 	}
-	p, err := parsePosition(payload[1:])
+	r := &reader{b: payload[1:]}
+	p, err := readPosition(r)
+	var shards ShardPosition
+	if err == nil && raw[0] == tokenVersionShards {
+		shards, err = parseShards(r, countPartitions(p))
+	}
+	if err == nil && len(r.b) != 0 {
+		err = fmt.Errorf("%w: %d trailing bytes", errMalformed, len(r.b))
+	}
 	if err != nil {
 		// Only a token signed with our key gets here, so this means a bug
 		// or a token made by a future format under the same version.
-		return nil, fmt.Errorf("%w: %w", ErrInvalidToken, err)
+		return nil, nil, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
-	return p, nil
+	return p, shards, nil
+}
+
+// countPartitions counts the partitions of p.
+func countPartitions(p Position) int {
+	n := 0
+	for _, parts := range p {
+		n += len(parts)
+	}
+	return n
+}
+
+// countShards counts the shards of s.
+func countShards(s ShardPosition) int {
+	n := 0
+	for _, shards := range s {
+		n += len(shards)
+	}
+	return n
+}
+
+// appendShards appends the binary form of s: the stream count, then for
+// each stream in bytewise order its length-prefixed name and shard count,
+// then its shards in bytewise order of id, each a length-prefixed id and a
+// length-prefixed position value.
+func appendShards(b []byte, s ShardPosition) []byte {
+	streams := slices.DeleteFunc(slices.Sorted(maps.Keys(s)), func(n string) bool { return len(s[n]) == 0 })
+	b = binary.AppendUvarint(b, uint64(len(streams)))
+	for _, name := range streams {
+		b = binary.AppendUvarint(b, uint64(len(name)))
+		b = append(b, name...)
+		ids := slices.Sorted(maps.Keys(s[name]))
+		b = binary.AppendUvarint(b, uint64(len(ids)))
+		for _, id := range ids {
+			b = binary.AppendUvarint(b, uint64(len(id)))
+			b = append(b, id...)
+			v := s[name][id]
+			b = binary.AppendUvarint(b, uint64(len(v)))
+			b = append(b, v...)
+		}
+	}
+	return b
+}
+
+// parseShards reads what appendShards wrote, canonical form only, with at
+// most MaxTokenPartitions entries in all counting the partitions already
+// read.
+func parseShards(r *reader, partitions int) (ShardPosition, error) {
+	nStreams := r.uvarint()
+	if r.err == nil && (nStreams == 0 || nStreams > MaxTokenTopics) {
+		return nil, fmt.Errorf("%w: %d streams", errMalformed, nStreams)
+	}
+	out := make(ShardPosition, min(nStreams, MaxTokenTopics))
+	total := uint64(partitions)
+	prev := ""
+	for i := uint64(0); i < nStreams && r.err == nil; i++ {
+		n := r.uvarint()
+		if r.err == nil && (n == 0 || n > MaxShardNameLen) {
+			return nil, fmt.Errorf("%w: stream name of %d bytes", errMalformed, n)
+		}
+		name := string(r.bytes(n))
+		nShards := r.uvarint()
+		if r.err != nil {
+			break
+		}
+		if i > 0 && cmp.Compare(name, prev) <= 0 {
+			return nil, fmt.Errorf("%w: streams out of order", errMalformed)
+		}
+		prev = name
+		total += nShards
+		if nShards == 0 || total > MaxTokenPartitions {
+			return nil, fmt.Errorf("%w: %d shards in stream %d, %d entries in all (at most %d)", errMalformed, nShards, i, total, MaxTokenPartitions)
+		}
+		shards := make(map[string]string, nShards)
+		prevID := ""
+		for j := uint64(0); j < nShards && r.err == nil; j++ {
+			n := r.uvarint()
+			if r.err == nil && (n == 0 || n > MaxShardNameLen) {
+				return nil, fmt.Errorf("%w: shard id of %d bytes", errMalformed, n)
+			}
+			id := string(r.bytes(n))
+			m := r.uvarint()
+			if r.err == nil && m > maxShardValueLen {
+				return nil, fmt.Errorf("%w: shard position of %d bytes", errMalformed, m)
+			}
+			v := string(r.bytes(m))
+			if r.err != nil {
+				break
+			}
+			if j > 0 && cmp.Compare(id, prevID) <= 0 {
+				return nil, fmt.Errorf("%w: shards out of order", errMalformed)
+			}
+			prevID = id
+			if !validShardValue(v) {
+				return nil, fmt.Errorf("%w: shard position %q", errMalformed, v)
+			}
+			shards[id] = v
+		}
+		out[name] = shards
+	}
+	if r.err != nil {
+		return nil, fmt.Errorf("%w: %w", errMalformed, r.err)
+	}
+	return out, nil
+}
+
+// validShardValue reports whether v is a ShardPosition value: ShardStart,
+// ShardDone, a sequence number (digits, no leading zero) or "@" and Unix
+// milliseconds.
+func validShardValue(v string) bool {
+	switch {
+	case v == ShardStart, v == ShardDone:
+		return true
+	case v[0] == '@':
+		ms, err := strconv.ParseInt(v[1:], 10, 64)
+		return err == nil && ms >= 0 && strconv.FormatInt(ms, 10) == v[1:]
+	}
+	return isSequence(v)
+}
+
+// isSequence reports whether v is a sequence number: decimal digits, no
+// leading zero unless it is "0".
+func isSequence(v string) bool {
+	if v == "" || (v[0] == '0' && len(v) > 1) {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] < '0' || v[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // mac returns the truncated HMAC of the subscription id and payload. The id
@@ -210,7 +420,16 @@ var errMalformed = errors.New("malformed position")
 // partitions, no trailing bytes), so that a decoded position re-encodes to
 // the same bytes.
 func parsePosition(b []byte) (Position, error) {
-	r := reader{b: b}
+	r := &reader{b: b}
+	p, err := readPosition(r)
+	if err == nil && len(r.b) != 0 {
+		err = fmt.Errorf("%w: %d trailing bytes", errMalformed, len(r.b))
+	}
+	return p, err
+}
+
+// readPosition reads a position from r, leaving what follows it.
+func readPosition(r *reader) (Position, error) {
 	nTopics := r.uvarint()
 	if r.err == nil && nTopics > MaxTokenTopics {
 		return nil, fmt.Errorf("%w: %d topics, at most %d", errMalformed, nTopics, MaxTokenTopics)
@@ -261,9 +480,6 @@ func parsePosition(b []byte) (Position, error) {
 	}
 	if r.err != nil {
 		return nil, fmt.Errorf("%w: %w", errMalformed, r.err)
-	}
-	if len(r.b) != 0 {
-		return nil, fmt.Errorf("%w: %d trailing bytes", errMalformed, len(r.b))
 	}
 	return p, nil
 }

@@ -4,16 +4,17 @@ import (
 	"testing"
 )
 
-// TestSharedTransport: streams opened with one Config.Transport each deliver
-// every record; closing one leaves the other reading; the owner's
+// TestSharedTransport: streams reading through one kafka.SharedLog each
+// deliver every record; closing one leaves the other reading; the owner's
 // CloseIdleConnections then leaves nothing behind (goleak in TestMain).
 func TestSharedTransport(t *testing.T) {
 	t.Parallel()
 	e := setup(t, 3)
 	p := newProducer(t, e, 100)
 	cfg := e.config(t)
-	cfg.Transport = cfg.NewTransport()
-	t.Cleanup(cfg.Transport.CloseIdleConnections) // after the streams' cleanups
+	shared := testLog(t, e.brokers).Shared(cfg.WithDefaults().readerConfig())
+	cfg.Source = shared
+	t.Cleanup(shared.CloseIdleConnections) // after the streams' cleanups
 	sub := testSubscription(t, "sub_x", "")
 	a := open(t, cfg, Request{Subscription: sub})
 	b := open(t, cfg, Request{Subscription: sub})

@@ -25,6 +25,7 @@ import (
 	"github.com/outflow-dev/outflow/featureserver"
 	"github.com/outflow-dev/outflow/migrations"
 	"github.com/outflow-dev/outflow/server"
+	"github.com/outflow-dev/outflow/source/kinesis"
 	"github.com/outflow-dev/outflow/store"
 )
 
@@ -34,6 +35,9 @@ type devFlags struct {
 	httpAddr     string
 	grpcAddr     string
 	kafkaAddr    string
+	source       string
+	kinesisURL   string
+	kinesaliteAt string
 	featureAddr  string
 	receiver     bool
 	receiverAddr string
@@ -74,6 +78,9 @@ func runDev(ctx context.Context, env *environment, args []string) error {
 	fs.StringVar(&f.httpAddr, "http-addr", "127.0.0.1:8080", "address of the gateway's REST API, /openapi.json and /metrics (port 0: any free port)")
 	fs.StringVar(&f.grpcAddr, "grpc-addr", "127.0.0.1:9090", "address of the gateway's gRPC API (port 0: any free port)")
 	fs.StringVar(&f.kafkaAddr, "kafka-addr", "127.0.0.1:0", "address of the in-process Kafka broker (port 0: any free port)")
+	fs.StringVar(&f.source, "source", "kafka", "the output stream to run on: kafka (an in-process broker) or kinesis (a local Kinesis, kinesalite; needs node)")
+	fs.StringVar(&f.kinesisURL, "kinesis-endpoint", "", "with --source kinesis: the URL of a running local Kinesis to use instead of starting kinesalite")
+	fs.StringVar(&f.kinesaliteAt, "kinesalite-dir", defaultKinesaliteDir(), "with --source kinesis: where scripts/kinesalite-deps.sh installed kinesalite")
 	fs.StringVar(&f.featureAddr, "featureserver-addr", "127.0.0.1:0", "address of the reference feature server's GetFeatures API (port 0: any free port)")
 	fs.BoolVar(&f.receiver, "receiver", false, "also run a demo webhook receiver that verifies each event's signature and prints it")
 	fs.StringVar(&f.receiverAddr, "receiver-addr", "127.0.0.1:0", "address of the demo webhook receiver (port 0: any free port)")
@@ -105,6 +112,8 @@ func runDev(ctx context.Context, env *environment, args []string) error {
 		return fmt.Errorf("--secret-keys: %w", err)
 	}
 	switch {
+	case f.source != "kafka" && f.source != "kinesis":
+		return fmt.Errorf("--source %q: want kafka or kinesis", f.source)
 	case f.rate < 0:
 		return fmt.Errorf("--rate %v: must not be negative", f.rate)
 	case f.users < 1:
@@ -143,21 +152,23 @@ type devRun struct {
 
 // devInfo is what the printed instructions need.
 type devInfo struct {
-	StartedIn      time.Duration
-	HTTPAddr       string
-	GRPCAddr       string
-	APIKey         string
-	Tenant         string
-	KafkaAddr      string
-	FeatureURL     string
-	DatabaseURL    string
-	PostgresDir    string // empty with --database-url
-	ReceiverURL    string // empty without --receiver
-	Rate           float64
-	Users          int
-	NewUsers       float64
-	Lag, LagJitter time.Duration
-	NameSuffix     string // keeps subscription names unique in a reused database
+	StartedIn time.Duration
+	HTTPAddr  string
+	GRPCAddr  string
+	APIKey    string
+	Tenant    string
+	KafkaAddr string // empty with --source kinesis
+	// KinesisEndpoint is the local Kinesis with --source kinesis.
+	KinesisEndpoint string
+	FeatureURL      string
+	DatabaseURL     string
+	PostgresDir     string // empty with --database-url
+	ReceiverURL     string // empty without --receiver
+	Rate            float64
+	Users           int
+	NewUsers        float64
+	Lag, LagJitter  time.Duration
+	NameSuffix      string // keeps subscription names unique in a reused database
 }
 
 // run starts everything, prints the instructions, waits for ctx, then
@@ -259,11 +270,19 @@ func (d *devRun) run(ctx context.Context) (err error) {
 		})
 	}
 
-	broker, err := startDevBroker(ctx, devBrokerConfig{Addr: f.kafkaAddr, Topic: demoTopic, Partitions: devPartitions, Logger: d.logger})
-	if err != nil {
-		return err
+	var broker *devBroker
+	var kin *devKinesis
+	if f.source == "kinesis" {
+		if kin, err = startDevKinesis(ctx, f.kinesisURL, f.kinesaliteAt, d.env.stderr); err != nil {
+			return err
+		}
+		defer kin.Close()
+	} else {
+		if broker, err = startDevBroker(ctx, devBrokerConfig{Addr: f.kafkaAddr, Topic: demoTopic, Partitions: devPartitions, Logger: d.logger}); err != nil {
+			return err
+		}
+		defer broker.Close()
 	}
-	defer broker.Close()
 
 	featureKey := "dev-" + randomHex(16)
 	features, err := featureserver.New(featureserver.Config{Lag: f.lag, LagJitter: f.lagJitter, CacheTTL: devCacheTTL, APIKey: featureKey, Logger: d.logger})
@@ -278,6 +297,9 @@ func (d *devRun) run(ctx context.Context) (err error) {
 	featureURL := "http://" + featureLis.Addr().String()
 	goRun(&auxWG, "feature server", func() error { return features.Serve(auxCtx, featureLis) })
 	goRun(&auxWG, "feature server ingestion", func() error {
+		if kin != nil {
+			return kin.feed(auxCtx, features)
+		}
 		return features.Consume(auxCtx, []string{broker.Addr()}, []string{demoTopic}, devConsumerGroup+"-featureserver")
 	})
 	// Whatever happens from here, stop the helpers in order, then close the
@@ -299,8 +321,13 @@ func (d *devRun) run(ctx context.Context) (err error) {
 	if res.err != nil {
 		return res.err
 	}
-	info := devInfo{HTTPAddr: httpShown, GRPCAddr: grpcShown, Tenant: devTenant, KafkaAddr: broker.Addr(),
+	info := devInfo{HTTPAddr: httpShown, GRPCAddr: grpcShown, Tenant: devTenant,
 		FeatureURL: featureURL, DatabaseURL: f.databaseURL, Rate: f.rate, Users: f.users, NewUsers: f.newUsers, Lag: f.lag, LagJitter: f.lagJitter}
+	if kin != nil {
+		info.KinesisEndpoint = kin.endpoint
+	} else {
+		info.KafkaAddr = broker.Addr()
+	}
 	if res.pg != nil {
 		info.DatabaseURL, info.PostgresDir = res.pg.URL(), res.pg.Dir()
 	} else {
@@ -352,6 +379,9 @@ func (d *devRun) run(ctx context.Context) (err error) {
 	}
 	if f.rate > 0 {
 		goRun(&prodWG, "demo producer", func() error {
+			if kin != nil {
+				return kin.produce(prodCtx, demoProducerConfig{Rate: f.rate, Users: f.users, NewUsers: new(f.newUsers), Logger: d.logger})
+			}
 			return produceDemo(prodCtx, demoProducerConfig{Brokers: []string{broker.Addr()}, Rate: f.rate, Users: f.users, NewUsers: new(f.newUsers), Logger: d.logger})
 		})
 	}
@@ -372,7 +402,7 @@ func (d *devRun) run(ctx context.Context) (err error) {
 // so local receivers work, and short drains so Ctrl-C is quick.
 func (d *devRun) serveFlags(info devInfo, featureKey string) *serveFlags {
 	cidrs, _ := parseCIDRs("127.0.0.0/8,::1/128")
-	return &serveFlags{
+	sf := &serveFlags{
 		databaseURL: info.DatabaseURL,
 		grpcAddr:    info.GRPCAddr,
 		httpAddr:    info.HTTPAddr,
@@ -402,6 +432,13 @@ func (d *devRun) serveFlags(info devInfo, featureKey string) *serveFlags {
 			Retry:        dispatcher.RetryConfig{Poll: 500 * time.Millisecond},
 		},
 	}
+	if info.KinesisEndpoint != "" {
+		aws := devAWS()
+		sf.kafkaBrokers = ""
+		sf.kinesis = kinesisFlags{streams: demoTopic, endpoint: info.KinesisEndpoint, group: devConsumerGroup,
+			start: string(kinesis.StartTrimHorizon), lease: 3 * time.Second, idleWait: 100 * time.Millisecond, aws: &aws}
+	}
+	return sf
 }
 
 // cleanup stops the PostgreSQL cluster and removes the temporary directory.

@@ -615,6 +615,7 @@ func TestDevFlags(t *testing.T) {
 		{args: []string{"dev", "extra"}, code: 1, wantStderr: []string{`unexpected argument "extra"`}},
 		{args: []string{"dev", "--rate", "-1"}, code: 1, wantStderr: []string{"--rate"}},
 		{args: []string{"dev", "--new-users", "1.5"}, code: 1, wantStderr: []string{"--new-users 1.5"}},
+		{args: []string{"dev", "--source", "pulsar"}, code: 1, wantStderr: []string{`--source "pulsar": want kafka or kinesis`}},
 		{args: []string{"dev", "--log-level", "loud"}, code: 1, wantStderr: []string{"--log-level"}},
 		{args: []string{"demo-producer", "--help"}, code: 0, wantOut: []string{
 			"--kafka-brokers (env OUTFLOW_KAFKA_BROKERS)", "--kafka-topic", "(default fv-output)", "--rate", "(default 2)",
@@ -644,5 +645,45 @@ func TestDevFlags(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDevKinesis: `outflow dev --source kinesis` runs the quickstart on a
+// local Kinesis (kinesalite, started by dev itself): the printed webhook
+// subscription gets signed, consistent events, and the printed stream
+// subscription streams them over HTTP.
+func TestDevKinesis(t *testing.T) {
+	t.Parallel()
+	requireDevTools(t, "curl", "bash", "node")
+	dir, _ := filepath.Abs("../../.cache/kinesalite")
+	if d := os.Getenv("OUTFLOW_KINESALITE_DIR"); d != "" {
+		dir = d
+	}
+	p := startDev(t, devEnv("DATABASE_URL="+testenv.Postgres(t)), "--source", "kinesis", "--kinesalite-dir", dir, "--receiver",
+		"--http-addr", freeAddr(t), "--grpc-addr", freeAddr(t), "--rate", "10")
+	p.waitLine(devReadyRE, 30*time.Second)
+	p.waitLine(devBlockEndRE, 5*time.Second)
+	p.waitLine(regexp.MustCompile(`^  Kinesis +http://127\.0\.0\.1:\d+  \(local Kinesis; stream `+demoTopic), time.Second)
+	cmds := printedCommands(p.snapshot())
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	var sub struct{ ID, Secret string }
+	body := runShell(ctx, t, findCommand(t, cmds, "curl -sS -X POST", `"webhook"`))
+	if err := json.Unmarshal(body, &sub); err != nil || !strings.HasPrefix(sub.ID, "sub_") {
+		t.Fatalf("creating the webhook subscription answered %s (%v)", body, err)
+	}
+	p.waitLine(regexp.MustCompile(`^receiver: verified evt_\S+ sub=`+sub.ID+` fv=`+demoFeatureView+` user_id=u\d+ .*\| feature_vector=consistent attempts=\d+ `), 30*time.Second)
+
+	lines := followShell(t, devEnv(), findCommand(t, cmds, "SUB=$(curl")+"\n"+findCommand(t, cmds, "curl -N", "/events:stream"))
+	streamSub := devNextLine(t, lines, 10*time.Second)
+	if !strings.HasPrefix(streamSub, "sub_") {
+		t.Fatalf("the printed SUB=$(...) line echoed %q, want a subscription id", streamSub)
+	}
+	checkStreamEvent(t, []byte(devNextLine(t, lines, 30*time.Second)), streamSub)
+	if _, err := p.interrupt(20 * time.Second); err != nil {
+		t.Errorf("exit after SIGINT: %v", err)
+	}
+	if pids := processesMentioning(t, "outflow-kinesalite-"); len(pids) > 0 {
+		t.Errorf("kinesalite still runs after outflow dev stopped: pids %v", pids)
 	}
 }

@@ -115,7 +115,11 @@ func TestDevBrokerServesKafkaGo(t *testing.T) {
 	}
 	sub := match.Compile(filters, &store.Subscription{Proto: &outflowv1.Subscription{
 		Id: "sub_test", FeatureViewNames: []string{demoFeatureView}, State: outflowv1.Subscription_ACTIVE}})
-	st, err := stream.Open(ctx, stream.Config{Brokers: brokers, Topics: []string{demoTopic}, Tokens: tokens,
+	klog, err := kafka.NewLog(kafka.Config{Brokers: brokers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := stream.Open(ctx, stream.Config{Source: klog, Topics: []string{demoTopic}, Tokens: tokens,
 		Envelope: func(string, source.Position, []byte, *outflowv1.FeatureVector) ([]byte, error) {
 			return []byte("{}"), nil
 		},
@@ -142,7 +146,7 @@ func TestDevBrokerServesKafkaGo(t *testing.T) {
 
 	// ListOffsets by timestamp (replays): every record lies in
 	// [before, now), none after now.
-	cfg := stream.Config{Brokers: brokers, Topics: []string{demoTopic}}
+	cfg := stream.Config{Source: klog, Topics: []string{demoTopic}}
 	count := func(from, to time.Time) int64 {
 		ranges, err := stream.Ranges(ctx, cfg, from, to)
 		if err != nil {

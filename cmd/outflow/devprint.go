@@ -26,15 +26,20 @@ func devInstructions(in devInfo) string {
 	p("  REST API        %s  (OpenAPI %s/openapi.json, metrics %s/metrics)", api, api, api)
 	p("  gRPC API        %s  (reflection on; every call needs the API key)", in.GRPCAddr)
 	p("  API key         %s  (tenant %q)", in.APIKey, in.Tenant)
-	p("  Kafka           %s  (in-process broker; topic %s, %d partitions)", in.KafkaAddr, demoTopic, devPartitions)
-	if in.Rate > 0 {
-		if in.NewUsers > 0 {
-			p("  Demo producer   add_item_to_cart events -> %s records, users u1..u%d, ~%g/s;", demoFeatureView, in.Users, in.Rate)
-			p("                  %.0f%% from first-time shoppers new1, new2, ... whose values the feature store does not have yet", in.NewUsers*100)
-		} else {
-			p("  Demo producer   add_item_to_cart events -> %s records, users u1..u%d, ~%g/s", demoFeatureView, in.Users, in.Rate)
-		}
+	if in.KinesisEndpoint != "" {
+		p("  Kinesis         %s  (local Kinesis; stream %s, %d shards)", in.KinesisEndpoint, demoTopic, devPartitions)
 	} else {
+		p("  Kafka           %s  (in-process broker; topic %s, %d partitions)", in.KafkaAddr, demoTopic, devPartitions)
+	}
+	switch {
+	case in.Rate > 0 && in.NewUsers > 0:
+		p("  Demo producer   add_item_to_cart events -> %s records, users u1..u%d, ~%g/s;", demoFeatureView, in.Users, in.Rate)
+		p("                  %.0f%% from first-time shoppers new1, new2, ... whose values the feature store does not have yet", in.NewUsers*100)
+	case in.Rate > 0:
+		p("  Demo producer   add_item_to_cart events -> %s records, users u1..u%d, ~%g/s", demoFeatureView, in.Users, in.Rate)
+	case in.KinesisEndpoint != "":
+		p("  Demo producer   off (--rate 0); put records on stream %s yourself, e.g. aws kinesis put-record --endpoint-url %s", demoTopic, in.KinesisEndpoint)
+	default:
 		p("  Demo producer   off (--rate 0); write records to %s yourself, e.g. outflow demo-producer --kafka-brokers %s", demoTopic, in.KafkaAddr)
 	}
 	p("  Feature server  %s  (reference GetFeatures API: workspace %s, feature service %s; values visible %s to %s after their record;",

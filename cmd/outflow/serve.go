@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -24,6 +25,7 @@ import (
 	"github.com/outflow-dev/outflow/migrations"
 	"github.com/outflow-dev/outflow/replay"
 	"github.com/outflow-dev/outflow/server"
+	"github.com/outflow-dev/outflow/source"
 	"github.com/outflow-dev/outflow/source/kafka"
 	"github.com/outflow-dev/outflow/store"
 	"github.com/outflow-dev/outflow/stream"
@@ -49,6 +51,8 @@ type serveFlags struct {
 	kafkaUser     string
 	kafkaPassword string
 	kafkaTLS      bool
+
+	kinesis kinesisFlags
 
 	tectonURL  string
 	tectonKey  string
@@ -91,6 +95,7 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	fs.StringVar(&f.kafkaUser, "kafka-username", "", "SASL username")
 	fs.StringVar(&f.kafkaPassword, "kafka-password", "", "SASL password (prefer the environment variable)")
 	fs.BoolVar(&f.kafkaTLS, "kafka-tls", false, "connect to the brokers over TLS (system roots)")
+	f.kinesis.register(fs)
 
 	fs.StringVar(&f.tectonURL, "tecton-url", "", "base URL of the GetFeatures API (Tecton, or `outflow featureserver`); enrichment fails without it")
 	fs.StringVar(&f.tectonKey, "tecton-api-key", "", "Tecton API key, required with --tecton-url (prefer the environment variable)")
@@ -131,10 +136,11 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	return serve(ctx, &f, logger)
 }
 
-// serve runs the API, the matcher, the retry worker and (with Kafka
-// configured) the consumer until ctx is done, then shuts down in the order
-// that keeps the at-least-once promise: stop fetching and let the consumer
-// drain and commit, park what is still in flight, then stop the rest.
+// serve runs the API, the matcher, the retry worker and the configured
+// sources (Kafka topics, Kinesis streams, or both) until ctx is done, then
+// shuts down in the order that keeps the at-least-once promise: stop
+// fetching and let the sources drain and commit, park what is still in
+// flight, then stop the rest.
 func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 	if f.migrate {
 		if err := migrateUp(ctx, f.databaseURL, migrations.Options{Logger: logger}); err != nil {
@@ -186,6 +192,17 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 		return err
 	}
 
+	// consumers are the sources read as a group (Kafka topics, Kinesis
+	// streams; several at once), each handing records to the dispatcher.
+	type namedConsumer struct {
+		name string
+		src  source.Consumer
+	}
+	var consumers []namedConsumer
+	// Stream clients and replays read every configured source.
+	streamCfg := stream.Config{Logger: logger}
+	// Replays read every configured source again.
+	replayCfg := replay.Config{Store: st, Subscriptions: matcher, Deliverer: disp, Poll: f.replayPoll, Logger: logger}
 	var src *kafka.Source
 	var streams server.Streams
 	var replays *replay.Worker
@@ -195,30 +212,52 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 			return err
 		}
 		registry.MustRegister(lagCollector{src})
+		consumers = append(consumers, namedConsumer{"kafka source", src})
 		// Stream clients read the topics directly, so any replica serves any
-		// client; their resume tokens are signed with a key all replicas share.
-		dialer, err := kcfg.Dialer()
+		// client.
+		klog, err := kafka.NewLog(kcfg)
 		if err != nil {
 			return err
 		}
+		// All stream clients read through one transport: they share the
+		// metadata connection and reuse each other's idle fetch connections.
+		shared := klog.Shared(source.ReaderConfig{Streams: slices.Clone(kcfg.Topics)})
+		defer shared.CloseIdleConnections() // after the API, and so every stream, has stopped
+		streamCfg.Source, streamCfg.Topics = shared, kcfg.Topics
+		replayCfg.Source = stream.Config{Source: klog, Topics: kcfg.Topics, Logger: logger}
+	}
+	if f.kinesis.streams != "" {
+		ksrc, err := newKinesisSource(ctx, &f.kinesis, st, logger)
+		if err != nil {
+			return err
+		}
+		registry.MustRegister(kinesisLagCollector{ksrc})
+		consumers = append(consumers, namedConsumer{"kinesis source", ksrc})
+		kreader, err := newKinesisReader(ctx, &f.kinesis, logger)
+		if err != nil {
+			return err
+		}
+		defer kreader.Close()
+		replayCfg.Kinesis = kreader
+		replayCfg.KinesisStreams = splitList(f.kinesis.streams)
+		streamCfg.Shards, streamCfg.KinesisStreams = kreader, replayCfg.KinesisStreams
+	}
+	if streamCfg.Source != nil || streamCfg.Shards != nil {
+		// Resume tokens are signed with a key all replicas share, so any
+		// replica continues any client's stream.
 		key, err := st.ServerKey(ctx, "resume_token")
 		if err != nil {
 			return err
 		}
-		tokens, err := stream.NewTokens(key)
-		if err != nil {
+		if streamCfg.Tokens, err = stream.NewTokens(key); err != nil {
 			return err
 		}
-		ss, err := newStreamSource(stream.Config{Brokers: kcfg.Brokers, Topics: kcfg.Topics, Tokens: tokens,
-			Dialer: dialer, Logger: logger}, matcher, enricher)
-		if err != nil {
+		if streams, err = newStreamSource(streamCfg, matcher, enricher); err != nil {
 			return err
 		}
-		defer ss.Close() // after the API, and so every stream, has stopped
-		streams = ss
-		if replays, err = replay.New(replay.Config{Store: st, Subscriptions: matcher, Deliverer: disp,
-			Kafka: stream.Config{Brokers: kcfg.Brokers, Topics: kcfg.Topics, Dialer: dialer, Logger: logger},
-			Poll:  f.replayPoll, Logger: logger}); err != nil {
+	}
+	if replayCfg.Source.Source != nil || replayCfg.Kinesis != nil {
+		if replays, err = replay.New(replayCfg); err != nil {
 			return err
 		}
 	}
@@ -240,13 +279,15 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 		default:
 			return errors.New("subscriptions not loaded yet")
 		}
-		if src != nil && !src.Joined() {
-			return errors.New("the Kafka consumer has not joined its group")
+		for _, c := range consumers {
+			if !c.src.Ready() {
+				return fmt.Errorf("the %s is not reading yet", c.name)
+			}
 		}
 		return nil
 	}
 	api, err := server.New(ctx, server.Params{Config: f.api, Store: st, Logger: logger, Registry: registry,
-		Sender: sender, Ready: ready, Streams: streams})
+		Sender: sender, Ready: ready, Streams: streams, Replays: replays != nil})
 	if err != nil {
 		return err
 	}
@@ -269,7 +310,7 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 	matcherCtx, stopMatcher := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopMatcher()
 	var wg sync.WaitGroup
-	errs := make(chan error, 5) // one per component at most
+	errs := make(chan error, 5+len(consumers)) // one per component at most
 	run := func(name string, fn func() error) {
 		wg.Add(1)
 		go func() {
@@ -287,14 +328,15 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 	case <-runCtx.Done():
 	}
 	var consumer sync.WaitGroup
-	if src != nil && runCtx.Err() == nil {
-		consumer.Add(1)
-		go func() {
-			defer consumer.Done()
-			if err := src.Run(runCtx, disp.Handle); err != nil && !errors.Is(err, context.Canceled) {
-				errs <- fmt.Errorf("kafka source: %w", err)
+	for _, c := range consumers {
+		if runCtx.Err() != nil {
+			break
+		}
+		consumer.Go(func() {
+			if err := c.src.Run(runCtx, disp.Handle); err != nil && !errors.Is(err, context.Canceled) {
+				errs <- fmt.Errorf("%s: %w", c.name, err)
 			}
-		}()
+		})
 	}
 	if replays != nil {
 		// Like the consumer, the replay worker hands events to the
@@ -306,7 +348,7 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 		})
 	}
 	run("retries", func() error { return disp.RunRetries(runCtx) })
-	logger.InfoContext(ctx, "gateway running", slog.Bool("consuming", src != nil),
+	logger.InfoContext(ctx, "gateway running", slog.Int("sources", len(consumers)),
 		slog.Bool("tecton", backends.Tecton != nil), slog.Bool("feast", backends.Feast != nil))
 
 	var firstErr error

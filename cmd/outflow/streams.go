@@ -33,9 +33,6 @@ func newStreamSource(cfg stream.Config, matcher *match.Matcher, enricher dispatc
 	if err != nil {
 		return nil, err
 	}
-	// One transport for all streams: they share the metadata connection
-	// and reuse each other's idle fetch connections.
-	cfg.Transport = cfg.NewTransport()
 	cfg.Envelope = func(subID string, pos source.Position, raw []byte, fv *outflowv1.FeatureVector) ([]byte, error) {
 		return dispatcher.Envelope(subID, pos, raw, fv, time.Now())
 	}
@@ -51,11 +48,11 @@ func (s *streamSource) Open(ctx context.Context, sub *store.Subscription, req se
 	}
 	r := stream.Request{Subscription: compiled}
 	if req.ResumeToken != "" {
-		from, err := s.cfg.Tokens.Decode(req.ResumeToken, sub.Proto.GetId())
+		from, shards, err := s.cfg.Tokens.DecodeAll(req.ResumeToken, sub.Proto.GetId())
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", server.ErrInvalidResumeToken, err)
 		}
-		r.From = from
+		r.From, r.FromShards = from, shards
 	}
 	if req.ShardCount > 0 {
 		r.Shard = &stream.Shard{Index: int32(req.ShardIndex), Count: int32(req.ShardCount)}
@@ -88,10 +85,6 @@ func (s *streamSource) Open(ctx context.Context, sub *store.Subscription, req se
 	return eventStream{st}, nil
 }
 
-// Close closes the broker connections the streams left idle; call it once
-// no stream is open.
-func (s *streamSource) Close() { s.cfg.Transport.CloseIdleConnections() }
-
 // eventStream adapts a *stream.Stream to server.EventStream.
 type eventStream struct{ s *stream.Stream }
 
@@ -114,9 +107,20 @@ func (e eventStream) Close() { e.s.Close() }
 // TokenAt returns a resume token for sub at the first records at or after
 // t: the replay of a stream subscription.
 func (s *streamSource) TokenAt(ctx context.Context, sub *store.Subscription, t time.Time) (string, error) {
-	pos, err := stream.PositionAt(ctx, s.cfg, t)
+	var pos stream.Position
+	var err error
+	if len(s.cfg.Topics) > 0 {
+		pos, err = stream.PositionAt(ctx, s.cfg, t)
+	}
+	var shards stream.ShardPosition
+	if err == nil {
+		shards, err = stream.ShardPositionAt(ctx, s.cfg, t)
+	}
 	if err != nil {
 		return "", fmt.Errorf("%w: finding the source position at %s: %w", server.ErrSourceUnavailable, t.Format(time.RFC3339Nano), err)
 	}
-	return s.cfg.Tokens.Encode(sub.Proto.GetId(), pos), nil
+	if pos == nil {
+		pos = stream.Position{}
+	}
+	return s.cfg.Tokens.EncodeAll(sub.Proto.GetId(), pos, shards), nil
 }

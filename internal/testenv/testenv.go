@@ -3,7 +3,7 @@
 // starts for `make test`, so that tests run in parallel against real services
 // without seeing each other's data.
 //
-// The services are found through two environment variables, exported by
+// The services are found through three environment variables, exported by
 // `scripts/testenv.sh run -- ...` (which `make test` uses) or, for an
 // interactive shell, by `make testenv-start` followed by
 // `eval "$(scripts/testenv.sh env)"`:
@@ -11,6 +11,7 @@
 //	OUTFLOW_TEST_DATABASE_URL   superuser URL of the cluster's maintenance database
 //	OUTFLOW_TEST_KAFKA_BROKERS  comma-separated bootstrap brokers, host:port
 //	OUTFLOW_TEST_FEAST_URL      base URL of the Feast feature server (see FeastURL)
+//	OUTFLOW_TEST_KINESIS_ENDPOINT  URL of the local Kinesis (kinesalite; see kinesis.go)
 //
 // When a variable is missing the test is skipped, so a plain `go test ./...`
 // still runs the unit tests; with CI=true it fails instead (see requireEnv).

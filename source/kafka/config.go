@@ -297,11 +297,10 @@ func (c Config) validate() error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
 	}
+	if err := c.validateConnection(); err != nil {
+		return err
+	}
 	switch {
-	case len(c.Brokers) == 0:
-		return bad("Brokers is required")
-	case slices.Contains(c.Brokers, ""):
-		return bad("Brokers has an empty entry")
 	case len(c.Topics) == 0:
 		return bad("Topics is required")
 	case slices.Contains(c.Topics, ""):
@@ -332,6 +331,22 @@ func (c Config) validate() error {
 		return bad("RebalanceDrainTimeout (%s) must be below RebalanceTimeout (%s)", c.RebalanceDrainTimeout, c.RebalanceTimeout)
 	case c.PartitionWatchInterval > maxProtocolDuration:
 		return bad("PartitionWatchInterval out of range: %s", c.PartitionWatchInterval)
+	}
+	return nil
+}
+
+// validateConnection checks the settings every use of the cluster needs
+// (the consumer group, and Log's readers): Brokers, SASL and Logger. Its
+// errors wrap ErrInvalidConfig and never quote the password.
+func (c Config) validateConnection() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
+	}
+	switch {
+	case len(c.Brokers) == 0:
+		return bad("Brokers is required")
+	case slices.Contains(c.Brokers, ""):
+		return bad("Brokers has an empty entry")
 	case c.Logger == nil:
 		return bad("Logger is nil")
 	}
@@ -404,10 +419,9 @@ func redactSecret(s string) string {
 // dialTimeout bounds connecting (TCP, TLS and SASL) to one broker.
 const dialTimeout = 10 * time.Second
 
-// dialer returns the kafka-go dialer shared by the consumer group and the
-// partition readers. validate has checked the SASL settings.
 // Dialer returns a kafka-go dialer with the configuration's client id, TLS
-// and SASL, for other readers of the same cluster (stream connections).
+// and SASL: the consumer group's connections. (Partition reads, streams and
+// replays go through Log's transport instead.)
 func (c Config) Dialer() (*kafkago.Dialer, error) {
 	mech, err := c.SASL.mechanism()
 	if err != nil {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/outflow-dev/outflow/source"
 )
 
 // validConfig returns the smallest valid Config.
@@ -148,5 +150,57 @@ func TestConfigNeverPrintsPassword(t *testing.T) {
 	c.SASL.Mechanism = "SCRAM-SHA-1"
 	if _, err := New(c); err == nil || strings.Contains(err.Error(), password) {
 		t.Errorf("New error = %v; want an error without the password", err)
+	}
+}
+
+// TestNewLogValidates checks that NewLog applies the connection part of the
+// one validation (brokers, SASL) and ignores the group settings it does not
+// use.
+func TestNewLogValidates(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		cfg  Config
+		want string // "" when valid
+	}{
+		{"brokers only", Config{Brokers: []string{"127.0.0.1:1"}}, ""},
+		{"no brokers", Config{}, "Brokers is required"},
+		{"empty broker", Config{Brokers: []string{""}}, "Brokers has an empty entry"},
+		{"bad SASL", Config{Brokers: []string{"b:1"}, SASL: SASL{Mechanism: "GSSAPI"}}, "unsupported SASL mechanism"},
+		{"SASL without password", Config{Brokers: []string{"b:1"}, SASL: SASL{Mechanism: SASLPlain, Username: "u"}}, "needs a Username and a Password"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := NewLog(tt.cfg)
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("NewLog: %v", err)
+			case tt.want != "" && (!errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("NewLog error = %v, want ErrInvalidConfig mentioning %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestSharedLogReadersShareOneTransport: readers of a SharedLog use its one
+// transport, and closing one leaves it to the owner.
+func TestSharedLogReadersShareOneTransport(t *testing.T) {
+	t.Parallel()
+	l, err := NewLog(Config{Brokers: []string{"127.0.0.1:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared := l.Shared(source.ReaderConfig{Streams: []string{"t"}})
+	a, b := shared.NewReader(source.ReaderConfig{}), shared.NewReader(source.ReaderConfig{})
+	ra, rb := a.(sharedReader), b.(sharedReader)
+	if ra.transport != rb.transport || ra.transport != shared.transport {
+		t.Error("readers of a SharedLog have their own transports")
+	}
+	a.Close()
+	shared.CloseIdleConnections()
+	own1, own2 := l.NewReader(source.ReaderConfig{}).(*reader), l.NewReader(source.ReaderConfig{}).(*reader)
+	if own1.transport == own2.transport {
+		t.Error("readers of a Log share a transport")
 	}
 }

@@ -3,9 +3,11 @@ package kafka
 import (
 	"cmp"
 	"context"
+	crand "crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"sync"
@@ -42,6 +44,8 @@ type run struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	client *kafkago.Client
+	// reader fetches the partitions: the one fetch loop of Log.
+	reader source.PositionReader
 
 	mu    sync.Mutex
 	fatal error
@@ -351,53 +355,159 @@ func (r *run) pollHighWaterMarks(ctx context.Context, parts []*partition, log *s
 	}
 }
 
+// fetchMaxBytes bounds one fetch of a partition reader, in bytes (kafka-go's
+// Reader default); a larger record is still returned whole.
+const fetchMaxBytes = 1 << 20
+
 // readPartition reads one partition until ctx ends, handing each message to
-// the handler once the tracker has room for it.
+// the handler once the tracker has room for it. It fetches through the
+// package's one fetch loop (reader.Fetch, shared with streams and replays):
+// a fetch is left to finish when ctx ends (at most fetchMaxWait, or
+// requestTimeout for a broker that does not answer) so that its connection
+// is idle when the Run closes it.
 func (r *run) readPartition(ctx context.Context, p *partition, log *slog.Logger) {
 	log = log.With(slog.String("topic", p.topic), slog.Int("partition", p.id))
-	reader := kafkago.NewReader(kafkago.ReaderConfig{
-		Brokers:         r.s.cfg.Brokers,
-		Topic:           p.topic,
-		Partition:       p.id,
-		Dialer:          r.s.dialer,
-		MaxWait:         fetchMaxWait,
-		ReadLagInterval: -1, // Lag comes from pollHighWaterMarks instead
-		// The reader retries on its own; its error log is where it reports
-		// skipping records that retention deleted before they were read.
-		ErrorLogger: kafkaLogger(log, slog.LevelWarn),
-	})
-	defer reader.Close()
-	if err := reader.SetOffset(p.start); err != nil {
-		log.ErrorContext(ctx, "kafka: cannot position the partition reader", slog.Any("error", err))
-		return
-	}
+	tp := source.Partition{Stream: p.topic, ID: int32(p.id)}
+	rng := newRand()
+	offset, failures := p.start, 0
 	pos := source.Position{Kind: "kafka", Topic: p.topic, Partition: int32(p.id)}
-	for {
-		if err := p.tracker.waitCapacity(ctx); err != nil {
+	for ctx.Err() == nil {
+		if offset < 0 {
+			// FirstOffset or LastOffset, not resolved when the generation
+			// started: resolve it now.
+			resolved, err := r.resolveStart(ctx, tp, offset)
+			if err != nil {
+				failures++
+				if ctx.Err() == nil {
+					log.WarnContext(ctx, "kafka: resolving the start offset failed; retrying", slog.Any("error", err))
+				}
+				sleep(ctx, jitter(rng, backoff(failures)))
+				continue
+			}
+			offset = resolved
+		}
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), fetchMaxWait+requestTimeout)
+		b, err := r.reader.Fetch(fctx, source.FetchRequest{Partition: tp, Offset: offset, MaxBytes: fetchMaxBytes, MaxWait: fetchMaxWait})
+		cancel()
+		if ctx.Err() != nil {
 			return
 		}
-		m, err := reader.FetchMessage(ctx)
 		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			if IsFatal(err) {
+			switch {
+			case IsFatal(err):
 				r.fail(&FatalError{Op: "read " + p.String(), Err: err})
 				return
+			case errors.Is(err, source.ErrOutOfRange):
+				offset = r.recoverRange(ctx, tp, offset, log)
+			default:
+				failures++
+				level := slog.LevelDebug // one failure is usually a leader moving
+				if failures > 1 {
+					level = slog.LevelWarn
+				}
+				log.Log(ctx, level, "kafka: reading the partition failed; retrying", slog.Int64("offset", offset), slog.Any("error", err))
+				sleep(ctx, jitter(rng, backoff(failures)))
 			}
-			// The reader backs off between attempts, so this is not a hot loop.
-			log.WarnContext(ctx, "kafka: reading the partition failed; retrying", slog.Any("error", err))
 			continue
 		}
-		storeMax(&p.hwm, m.HighWaterMark)
-		seq, ok := p.tracker.add(m.Offset)
-		if !ok {
-			log.DebugContext(ctx, "kafka: skipped a record at or before an offset already handed out", slog.Int64("offset", m.Offset))
-			continue
+		failures = 0
+		if b.End >= 0 {
+			storeMax(&p.hwm, b.End)
 		}
-		pos.Offset = m.Offset
-		t := p.tracker
-		r.h(ctx, source.NewMessage(pos, m.Key, m.Value, m.Time, func() { t.markDone(seq) }))
+		for _, m := range b.Records {
+			if err := p.tracker.waitCapacity(ctx); err != nil {
+				return
+			}
+			seq, ok := p.tracker.add(m.Offset)
+			if !ok {
+				log.DebugContext(ctx, "kafka: skipped a record at or before an offset already handed out", slog.Int64("offset", m.Offset))
+				continue
+			}
+			pos.Offset = m.Offset
+			t := p.tracker
+			r.h(ctx, source.NewMessage(pos, m.Key, m.Value, m.Time, func() { t.markDone(seq) }))
+		}
+		offset = b.Next
+	}
+}
+
+// resolveStart returns the partition's first or last offset (which:
+// kafkago.FirstOffset or LastOffset).
+func (r *run) resolveStart(ctx context.Context, tp source.Partition, which int64) (int64, error) {
+	rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	b, err := r.reader.Bounds(rctx, map[string][]int32{tp.Stream: {tp.ID}})
+	if err != nil {
+		return which, err
+	}
+	if which == kafkago.LastOffset {
+		return b[tp].End, nil
+	}
+	return b[tp].First, nil
+}
+
+// recoverRange handles a fetch refused with OffsetOutOfRange: below the
+// partition's earliest offset, retention deleted records before they were
+// read, and reading continues at the earliest (logged as a warning: those
+// records are lost to the gateway); beyond its end (a truncated log, or a
+// new leader behind) it continues at the end; otherwise the same offset is
+// fetched again.
+func (r *run) recoverRange(ctx context.Context, tp source.Partition, offset int64, log *slog.Logger) int64 {
+	rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	bounds, err := r.reader.Bounds(rctx, map[string][]int32{tp.Stream: {tp.ID}})
+	if err != nil {
+		log.WarnContext(ctx, "kafka: offset out of range, and reading the partition's bounds failed", slog.Int64("offset", offset), slog.Any("error", err))
+		sleep(ctx, backoffMin)
+		return offset
+	}
+	switch b := bounds[tp]; {
+	case offset < b.First:
+		log.WarnContext(ctx, "kafka: records were deleted by retention before they were read; continuing at the earliest retained offset",
+			slog.Int64("offset", offset), slog.Int64("earliest", b.First))
+		return b.First
+	case offset > b.End:
+		log.WarnContext(ctx, "kafka: read position beyond the partition's end; continuing at the end", slog.Int64("offset", offset), slog.Int64("end", b.End))
+		return b.End
+	}
+	return offset
+}
+
+// Backoff between failed fetches of a partition: exponential from
+// backoffMin, capped at backoffMax, each delay drawn from [d/2, d].
+const (
+	backoffMin = 100 * time.Millisecond
+	backoffMax = 5 * time.Second
+)
+
+func backoff(n int) time.Duration {
+	d := backoffMin
+	for i := 1; i < n && d < backoffMax; i++ {
+		d *= 2
+	}
+	return min(d, backoffMax)
+}
+
+func jitter(rng *rand.Rand, d time.Duration) time.Duration {
+	half := d / 2
+	return half + time.Duration(rng.Int64N(int64(d-half)+1))
+}
+
+// newRand returns a jitter generator for one goroutine, seeded from
+// crypto/rand so that replicas do not retry in step.
+func newRand() *rand.Rand {
+	var seed [32]byte
+	_, _ = crand.Read(seed[:])
+	return rand.New(rand.NewChaCha8(seed))
+}
+
+// sleep waits for d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
 	}
 }
 

@@ -110,6 +110,9 @@ func (s *Source) Run(ctx context.Context, h source.Handler) error {
 		},
 	}
 
+	r.reader = (&Log{cfg: s.cfg}).NewReader(source.ReaderConfig{Streams: s.cfg.Topics})
+	defer r.reader.Close()
+
 	if err := r.awaitTopics(); err != nil {
 		return err
 	}

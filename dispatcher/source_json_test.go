@@ -1,0 +1,45 @@
+package dispatcher
+
+import (
+	"encoding/json"
+	"maps"
+	"testing"
+	"time"
+
+	"github.com/outflow-dev/outflow/source"
+)
+
+// TestEnvelopeSourceBySourceKind checks the envelope's "source" for each
+// source kind: SPEC §5 names the Kafka fields topic/partition/offset and the
+// Kinesis ones stream/shard/sequence, and a kind carries only its own.
+func TestEnvelopeSourceBySourceKind(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		pos  source.Position
+		want map[string]any
+	}{
+		{"kafka", source.Position{Kind: "kafka", Topic: "fv", Partition: 0, Offset: 0},
+			map[string]any{"kind": "kafka", "topic": "fv", "partition": float64(0), "offset": float64(0)}},
+		{"kinesis", source.Position{Kind: "kinesis", Stream: "fv", Shard: "shardId-000000000001", Sequence: "49680825713011036106314782874244872083627753250616246290"},
+			map[string]any{"kind": "kinesis", "stream": "fv", "shard": "shardId-000000000001", "sequence": "49680825713011036106314782874244872083627753250616246290"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			body, err := Envelope("sub_x", tt.pos, []byte(`{"version":"1"}`), nil, time.Unix(0, 0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got struct {
+				Source map[string]any `json:"source"`
+			}
+			if err := json.Unmarshal(body, &got); err != nil {
+				t.Fatal(err)
+			}
+			if !maps.Equal(got.Source, tt.want) {
+				t.Errorf("source = %v, want %v", got.Source, tt.want)
+			}
+		})
+	}
+}
