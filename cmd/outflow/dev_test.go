@@ -298,12 +298,7 @@ func TestDevQuickstart(t *testing.T) {
 	if !strings.HasPrefix(streamSub, "sub_") {
 		t.Fatalf("the printed SUB=$(...) line echoed %q, want a subscription id", streamSub)
 	}
-	// The first line is the heartbeat that says the stream reads the source.
-	streamLine := devNextLine(t, lines, 15*time.Second)
-	if strings.HasPrefix(streamLine, `{"heartbeat_time":`) {
-		streamLine = devNextLine(t, lines, 15*time.Second)
-	}
-	checkStreamEvent(t, []byte(streamLine), streamSub)
+	checkStreamEvent(t, []byte(devNextEvent(t, lines, 15*time.Second)), streamSub)
 
 	// The printed grpcurl, with the grpcurl pinned in tools/go.mod standing
 	// in for one on PATH.
@@ -467,6 +462,19 @@ func devNextLine(t *testing.T, lines <-chan string, timeout time.Duration) strin
 	case <-time.After(timeout):
 		t.Fatalf("no line within %s", timeout)
 		return ""
+	}
+}
+
+// devNextEvent returns the next NDJSON line of a stream that is not a
+// heartbeat: a stream opens with one, to say it reads the source, and sends
+// more while idle.
+func devNextEvent(t *testing.T, lines <-chan string, timeout time.Duration) string {
+	t.Helper()
+	for {
+		l := devNextLine(t, lines, timeout)
+		if !strings.HasPrefix(l, `{"heartbeat_time":`) {
+			return l
+		}
 	}
 }
 
@@ -679,7 +687,7 @@ func TestDevKinesis(t *testing.T) {
 	if !strings.HasPrefix(streamSub, "sub_") {
 		t.Fatalf("the printed SUB=$(...) line echoed %q, want a subscription id", streamSub)
 	}
-	checkStreamEvent(t, []byte(devNextLine(t, lines, 30*time.Second)), streamSub)
+	checkStreamEvent(t, []byte(devNextEvent(t, lines, 30*time.Second)), streamSub)
 	if _, err := p.interrupt(20 * time.Second); err != nil {
 		t.Errorf("exit after SIGINT: %v", err)
 	}

@@ -109,6 +109,8 @@ type loadEnv struct {
 	key         string
 	gateway     *gateway
 	features    *featureserver.Server
+	// subscribed counts the subscriptions created through subscribe.
+	subscribed int
 }
 
 func newLoadEnv(t *testing.T, gatewayArgs ...string) *loadEnv {
@@ -154,6 +156,13 @@ func (env *loadEnv) subscribe(t *testing.T, subs []*e2eSubscription) {
 		s.recv.secret = created["secret"].(string)
 		s.recv.mu.Unlock()
 	}
+	// The gateway's matcher learns of a subscription by LISTEN/NOTIFY, a
+	// moment after the API commits it: wait for it, or a record produced
+	// next could be consumed before the subscription is there to match it.
+	env.subscribed += len(subs)
+	pollUntil(t, 30*time.Second, "the gateway's matcher to load the subscriptions", func() bool {
+		return metricValue(env.gateway.get(t, "/metrics"), "outflow_subscriptions_loaded") >= float64(env.subscribed)
+	})
 }
 
 // produce writes records [from, to) keyed by user, so one user's records

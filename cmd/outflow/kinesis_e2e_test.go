@@ -94,7 +94,7 @@ func newKinesisEnv(t *testing.T, shards int) *kinesisEnv {
 func (env *kinesisEnv) startGateway(t *testing.T, args ...string) *gateway {
 	t.Helper()
 	g := &gateway{t: t, logs: &lockedBuffer{}, env: append(os.Environ(),
-		"OUTFLOW_DATABASE_URL="+env.databaseURL,
+		"OUTFLOW_DATABASE_URL="+env.databaseURL, "OUTFLOW_SECRET_KEYS="+testSecretKeys,
 		"AWS_ACCESS_KEY_ID=outflow-test", "AWS_SECRET_ACCESS_KEY=outflow-test", "AWS_REGION="+testenv.KinesisRegion,
 		"AWS_EC2_METADATA_DISABLED=true", "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null")}
 	g.args = append([]string{

@@ -262,6 +262,15 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 		}
 	}
 	registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "outflow_subscriptions_loaded",
+		Help: "Subscriptions this replica's matcher holds, in every state. A change reaches it by LISTEN/NOTIFY moments after the API commits it; records consumed before then do not see it.",
+	}, func() float64 {
+		if ix := matcher.Index(); ix != nil {
+			return float64(ix.Len())
+		}
+		return 0
+	}))
+	registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "outflow_retry_queue_depth", Help: "Webhook deliveries waiting in the retry queue.",
 	}, func() float64 {
 		qctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
