@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -23,10 +24,13 @@ import (
 	"github.com/outflow-dev/outflow/devenv"
 	"github.com/outflow-dev/outflow/dispatcher"
 	"github.com/outflow-dev/outflow/featureserver"
-	"github.com/outflow-dev/outflow/migrations"
+	outflowgw "github.com/outflow-dev/outflow/gateway"
+	"github.com/outflow-dev/outflow/internal/httpretry"
 	"github.com/outflow-dev/outflow/server"
+	"github.com/outflow-dev/outflow/source/kafka"
 	"github.com/outflow-dev/outflow/source/kinesis"
 	"github.com/outflow-dev/outflow/store"
+	"github.com/outflow-dev/outflow/tecton"
 )
 
 // devFlags are the flags of `outflow dev`.
@@ -334,7 +338,7 @@ func (d *devRun) run(ctx context.Context) (err error) {
 		info.NameSuffix = " " + time.Now().Format("150405")
 	}
 
-	if err := migrateUp(ctx, info.DatabaseURL, migrations.Options{Logger: d.logger}); err != nil {
+	if err := outflowgw.Migrate(ctx, info.DatabaseURL, d.logger); err != nil {
 		return err
 	}
 	if pool, err = store.Open(ctx, info.DatabaseURL); err != nil {
@@ -367,12 +371,14 @@ func (d *devRun) run(ctx context.Context) (err error) {
 		goRun(&auxWG, "demo receiver", func() error { return recv.Serve(auxCtx) })
 	}
 
-	sf := d.serveFlags(info, featureKey)
-	sf.httpAddr, sf.grpcAddr = httpListen, grpcListen
+	gw, err := outflowgw.New(d.gatewayConfig(info, featureKey, httpListen, grpcListen))
+	if err != nil {
+		return err
+	}
 	served := make(chan struct{})
 	goRun(&gwWG, "gateway", func() error {
 		defer close(served)
-		return serve(gwCtx, sf, d.logger)
+		return gw.Run(gwCtx)
 	})
 	if err := awaitReady(ctx, "http://"+httpShown+"/readyz", served, failed); err != nil {
 		return err
@@ -397,48 +403,40 @@ func (d *devRun) run(ctx context.Context) (err error) {
 	}
 }
 
-// serveFlags is the gateway's configuration in dev: the local feature
-// server, the in-process broker, http:// and loopback webhook URLs allowed
-// so local receivers work, and short drains so Ctrl-C is quick.
-func (d *devRun) serveFlags(info devInfo, featureKey string) *serveFlags {
-	cidrs, _ := parseCIDRs("127.0.0.0/8,::1/128")
-	sf := &serveFlags{
-		databaseURL: info.DatabaseURL,
-		grpcAddr:    info.GRPCAddr,
-		httpAddr:    info.HTTPAddr,
-		migrate:     true,
-		api: server.Config{
-			MaxRequestBytes:           1 << 20,
-			MaxSubscriptionsPerTenant: 1000,
-			SecretOverlap:             24 * time.Hour,
-			AllowInsecureURLs:         true,
-			AllowCIDRs:                cidrs,
-			ShutdownTimeout:           2 * time.Second,
-			RequestsPerSecond:         50,
-			RequestBurst:              100,
-			TestEventsPerSecond:       1,
-			TestEventBurst:            5,
+// gatewayConfig is the gateway's configuration in dev: the local feature
+// server, the in-process broker (or local Kinesis), http:// and loopback
+// webhook URLs allowed so local receivers work, and short drains so Ctrl-C
+// is quick.
+func (d *devRun) gatewayConfig(info devInfo, featureKey, httpAddr, grpcAddr string) outflowgw.Config {
+	cfg := outflowgw.Config{
+		DatabaseURL: info.DatabaseURL,
+		Migrate:     true,
+		SecretKeys:  d.f.secretKeys,
+		GRPCAddr:    grpcAddr,
+		HTTPAddr:    httpAddr,
+		API: server.Config{
+			AllowInsecureURLs: true,
+			AllowCIDRs:        []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
+			ShutdownTimeout:   2 * time.Second,
 		},
-		kafkaBrokers: info.KafkaAddr,
-		kafkaTopics:  demoTopic,
-		kafkaGroup:   devConsumerGroup,
-		kafkaStart:   "earliest",
-		tectonURL:    info.FeatureURL,
-		tectonKey:    featureKey,
-		secretKeys:   d.f.secretKeys,
-		dispatch: dispatcher.Config{
+		Tecton: tecton.Config{BaseURL: info.FeatureURL, APIKey: featureKey, TransportRetries: httpretry.DefaultRetryMax},
+		Dispatch: dispatcher.Config{
 			DrainTimeout: 2 * time.Second,
 			Breaker:      dispatcher.BreakerConfig{Cooldown: 5 * time.Second, DisableAfter: 72 * time.Hour},
 			Retry:        dispatcher.RetryConfig{Poll: 500 * time.Millisecond},
 		},
+		Version: buildVersion(),
+		Logger:  d.logger,
 	}
 	if info.KinesisEndpoint != "" {
-		aws := devAWS()
-		sf.kafkaBrokers = ""
-		sf.kinesis = kinesisFlags{streams: demoTopic, endpoint: info.KinesisEndpoint, group: devConsumerGroup,
-			start: string(kinesis.StartTrimHorizon), lease: 3 * time.Second, idleWait: 100 * time.Millisecond, aws: &aws}
+		cfg.Kinesis = kinesis.Config{Streams: []string{demoTopic}, AWS: devAWS(), Endpoint: info.KinesisEndpoint,
+			GroupID: devConsumerGroup, StartPosition: kinesis.StartTrimHorizon, LeaseDuration: 3 * time.Second,
+			IdleWait: 100 * time.Millisecond}
+	} else {
+		cfg.Kafka = kafka.Config{Brokers: []string{info.KafkaAddr}, Topics: []string{demoTopic},
+			GroupID: devConsumerGroup, StartOffset: kafka.StartEarliest}
 	}
-	return sf
+	return cfg
 }
 
 // cleanup stops the PostgreSQL cluster and removes the temporary directory.
