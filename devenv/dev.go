@@ -1,4 +1,4 @@
-package main
+package devenv
 
 import (
 	"context"
@@ -12,19 +12,16 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/outflow-dev/outflow/devenv"
 	"github.com/outflow-dev/outflow/dispatcher"
 	"github.com/outflow-dev/outflow/featureserver"
-	outflowgw "github.com/outflow-dev/outflow/gateway"
+	"github.com/outflow-dev/outflow/gateway"
 	"github.com/outflow-dev/outflow/internal/httpretry"
 	"github.com/outflow-dev/outflow/server"
 	"github.com/outflow-dev/outflow/source/kafka"
@@ -33,117 +30,165 @@ import (
 	"github.com/outflow-dev/outflow/tecton"
 )
 
-// devFlags are the flags of `outflow dev`.
-type devFlags struct {
-	logs         logFlags
-	httpAddr     string
-	grpcAddr     string
-	kafkaAddr    string
-	source       string
-	kinesisURL   string
-	kinesaliteAt string
-	featureAddr  string
-	receiver     bool
-	receiverAddr string
-	databaseURL  string
-	pgBinDir     string
-	pgDownload   bool
-	rate         float64
-	users        int
-	newUsers     float64
-	lag          time.Duration
-	lagJitter    time.Duration
-	secretKeys   string
+// Config is what `outflow dev` runs with; the CLI maps its flags to it and
+// reads the environment (DATABASE_URL), this package reads none. The flag
+// each field comes from is named in its doc; error messages name the flags.
+type Config struct {
+	// HTTPAddr and GRPCAddr are the gateway's REST and gRPC addresses
+	// (--http-addr, default 127.0.0.1:8080; --grpc-addr, default
+	// 127.0.0.1:9090); port 0 picks a free port.
+	HTTPAddr, GRPCAddr string
+	// KafkaAddr is the in-process broker's address (--kafka-addr, default
+	// 127.0.0.1:0).
+	KafkaAddr string
+	// Source is "kafka" (the in-process broker, the default) or "kinesis"
+	// (a local Kinesis) (--source).
+	Source string
+	// KinesisEndpoint, with Source "kinesis", is a running local Kinesis
+	// used instead of starting kinesalite from KinesaliteDir
+	// (--kinesis-endpoint, --kinesalite-dir).
+	KinesisEndpoint, KinesaliteDir string
+	// FeatureServerAddr is the reference feature server's address
+	// (--featureserver-addr, default 127.0.0.1:0).
+	FeatureServerAddr string
+	// Receiver also runs the demo webhook receiver, on ReceiverAddr
+	// (--receiver, default false; --receiver-addr, default 127.0.0.1:0).
+	Receiver     bool
+	ReceiverAddr string
+	// DatabaseURL is a PostgreSQL to use instead of a throwaway cluster
+	// (--database-url or DATABASE_URL); it is migrated and gets a tenant
+	// "dev".
+	DatabaseURL string
+	// PostgresBinDir holds initdb and postgres (--postgres-bin-dir; default:
+	// PATH, the newest /usr/lib/postgresql/*/bin, else a download);
+	// PostgresDownload always uses the downloaded build
+	// (--postgres-download, default false).
+	PostgresBinDir   string
+	PostgresDownload bool
+	// Rate is the demo producer's mean records per second (--rate, default
+	// 2; 0: no producer), over Users returning users (--users, default 20)
+	// and a share NewUsers (0 to 1) of first-time shoppers (--new-users,
+	// default DefaultDemoNewUsers).
+	Rate     float64
+	Users    int
+	NewUsers float64
+	// Lag and LagJitter are the feature server's materialisation lag and
+	// its random extra, uniform from 0 to LagJitter (--lag, default 500ms;
+	// --lag-jitter, default 1s).
+	Lag, LagJitter time.Duration
+	// SecretKeys encrypt webhook secrets at rest (--secret-keys; default: a
+	// new random key each run).
+	SecretKeys string
+	// Version names the build in the gateway's User-Agent. Default "dev".
+	Version string
+	// Instructions returns the block printed on Stdout once everything is
+	// ready (the CLI formats it). Default: nothing is printed.
+	Instructions func(Info) string
+	// Stdout receives the instructions and the demo receiver's lines;
+	// Stderr the download progress and messages of kinesalite and of the
+	// stop. Default: discarded.
+	Stdout, Stderr io.Writer
+	// Logger receives the components' logs. Default: discard.
+	Logger *slog.Logger
+}
+
+// validate checks the Config, naming the flags of `outflow dev`.
+func (f *Config) validate() error {
+	if _, err := store.ParseSecretKeys(f.SecretKeys); err != nil {
+		return fmt.Errorf("--secret-keys: %w", err)
+	}
+	switch {
+	case f.Source != "kafka" && f.Source != "kinesis":
+		return fmt.Errorf("--source %q: want kafka or kinesis", f.Source)
+	case f.Rate < 0:
+		return fmt.Errorf("--rate %v: must not be negative", f.Rate)
+	case f.Users < 1:
+		return fmt.Errorf("--users %d: want at least 1", f.Users)
+	case !(f.NewUsers >= 0 && f.NewUsers <= 1):
+		return fmt.Errorf("--new-users %v: want a share from 0 to 1", f.NewUsers)
+	case f.Lag < 0 || f.LagJitter < 0:
+		return errors.New("--lag and --lag-jitter must not be negative")
+	case f.PostgresDownload && f.PostgresBinDir != "":
+		return errors.New("--postgres-download and --postgres-bin-dir exclude each other")
+	}
+	return nil
 }
 
 // devReadyTimeout bounds the start of everything, PostgreSQL's initdb
 // included; it normally takes two to four seconds.
 const devReadyTimeout = 60 * time.Second
 
-// devCacheTTL is the age limit of the reference feature server's serving
+// FeatureCacheTTL is the age limit of the reference feature server's serving
 // cache in dev: a read that does not bypass the cache (the first call for
 // each record) may see values up to a minute old, as Tecton's feature
 // serving cache allows, so the consistency retries' read_from_cache=false
 // is what gets an event its fresh values.
-const devCacheTTL = time.Minute
+const FeatureCacheTTL = time.Minute
 
 // Names `outflow dev` gives what it creates.
 const (
 	devTenant        = "dev"
 	devConsumerGroup = "outflow-dev"
-	devPartitions    = 3
+	DemoPartitions   = 3
 )
 
-func runDev(ctx context.Context, env *environment, args []string) error {
-	fs := newFlagSet(env, "dev")
-	var f devFlags
-	fs.StringVar(&f.logs.level, "log-level", "warn", "log level of the components' logs on stderr: debug, info, warn or error")
-	fs.StringVar(&f.logs.format, "log-format", "text", "log format: json or text")
-	fs.StringVar(&f.httpAddr, "http-addr", "127.0.0.1:8080", "address of the gateway's REST API, /openapi.json and /metrics (port 0: any free port)")
-	fs.StringVar(&f.grpcAddr, "grpc-addr", "127.0.0.1:9090", "address of the gateway's gRPC API (port 0: any free port)")
-	fs.StringVar(&f.kafkaAddr, "kafka-addr", "127.0.0.1:0", "address of the in-process Kafka broker (port 0: any free port)")
-	fs.StringVar(&f.source, "source", "kafka", "the output stream to run on: kafka (an in-process broker) or kinesis (a local Kinesis, kinesalite; needs node)")
-	fs.StringVar(&f.kinesisURL, "kinesis-endpoint", "", "with --source kinesis: the URL of a running local Kinesis to use instead of starting kinesalite")
-	fs.StringVar(&f.kinesaliteAt, "kinesalite-dir", defaultKinesaliteDir(), "with --source kinesis: where scripts/kinesalite-deps.sh installed kinesalite")
-	fs.StringVar(&f.featureAddr, "featureserver-addr", "127.0.0.1:0", "address of the reference feature server's GetFeatures API (port 0: any free port)")
-	fs.BoolVar(&f.receiver, "receiver", false, "also run a demo webhook receiver that verifies each event's signature and prints it")
-	fs.StringVar(&f.receiverAddr, "receiver-addr", "127.0.0.1:0", "address of the demo webhook receiver (port 0: any free port)")
-	fs.StringVar(&f.databaseURL, "database-url", "", "PostgreSQL URL to use instead of a throwaway cluster (also read from DATABASE_URL); it is migrated and gets a tenant \"dev\"")
-	fs.StringVar(&f.pgBinDir, "postgres-bin-dir", "", "directory of the PostgreSQL server binaries initdb and postgres (default: PATH, then the newest /usr/lib/postgresql/*/bin, else PostgreSQL "+devenv.PostgresVersion+" downloaded from Maven Central into the user cache directory)")
-	fs.BoolVar(&f.pgDownload, "postgres-download", false, "run PostgreSQL "+devenv.PostgresVersion+" downloaded from Maven Central (once, into the user cache directory) even where server binaries are installed")
-	fs.Float64Var(&f.rate, "rate", 2, "mean add_item_to_cart records per second of the demo producer (0: no producer)")
-	fs.IntVar(&f.users, "users", 20, "number of returning demo users (user_id u1..uN)")
-	fs.Float64Var(&f.newUsers, "new-users", DefaultDemoNewUsers, "share of demo events from first-time shoppers (user_id new1, new2, ...), whose first record the feature store has never seen (0 to 1)")
-	fs.DurationVar(&f.lag, "lag", 500*time.Millisecond, "the feature server's materialisation lag: a record's values become visible this long after it is read")
-	fs.DurationVar(&f.lagJitter, "lag-jitter", time.Second, "random extra materialisation lag per record, uniform from 0 to this")
-	fs.StringVar(&f.secretKeys, "secret-keys", "", "keys that encrypt webhook secrets at rest, as for serve (default: a new random key each run; set it to keep subscriptions of a --database-url readable across runs)")
-	if err := parseFlags(env, fs, args); err != nil {
-		return err
+// WithDefaults returns c with its zero fields set to the defaults of the
+// flags of `outflow dev`, where zero is not itself a setting: Rate,
+// NewUsers, Lag and LagJitter are used as they are (0: no producer, no
+// first-time shoppers, no lag), and Users must be set (the flag's default
+// is 20).
+func (c Config) WithDefaults() Config {
+	if c.HTTPAddr == "" {
+		c.HTTPAddr = "127.0.0.1:8080"
 	}
-	if err := noArgs(fs); err != nil {
-		return err
+	if c.GRPCAddr == "" {
+		c.GRPCAddr = "127.0.0.1:9090"
 	}
-	var err error
-	if f.databaseURL == "" {
-		f.databaseURL = env.getenv("DATABASE_URL")
-	}
-	if f.secretKeys == "" {
-		if f.secretKeys, err = store.GenerateSecretKey("dev"); err != nil {
-			return err
+	for _, a := range []*string{&c.KafkaAddr, &c.FeatureServerAddr, &c.ReceiverAddr} {
+		if *a == "" {
+			*a = "127.0.0.1:0"
 		}
 	}
-	if _, err := store.ParseSecretKeys(f.secretKeys); err != nil {
-		return fmt.Errorf("--secret-keys: %w", err)
+	if c.Source == "" {
+		c.Source = "kafka"
 	}
-	switch {
-	case f.source != "kafka" && f.source != "kinesis":
-		return fmt.Errorf("--source %q: want kafka or kinesis", f.source)
-	case f.rate < 0:
-		return fmt.Errorf("--rate %v: must not be negative", f.rate)
-	case f.users < 1:
-		return fmt.Errorf("--users %d: want at least 1", f.users)
-	case !(f.newUsers >= 0 && f.newUsers <= 1):
-		return fmt.Errorf("--new-users %v: want a share from 0 to 1", f.newUsers)
-	case f.lag < 0 || f.lagJitter < 0:
-		return errors.New("--lag and --lag-jitter must not be negative")
-	case f.pgDownload && f.pgBinDir != "":
-		return errors.New("--postgres-download and --postgres-bin-dir exclude each other")
+	if c.Version == "" {
+		c.Version = "dev"
 	}
-	logger, err := f.logs.logger(env.stderr)
-	if err != nil {
-		return err
+	if c.Stdout == nil {
+		c.Stdout = io.Discard
 	}
-	d := &devRun{f: f, env: env, logger: logger, out: &syncWriter{w: env.stdout}, started: time.Now()}
-	if err := d.run(ctx); err != nil && ctx.Err() == nil {
-		return err
+	if c.Stderr == nil {
+		c.Stderr = io.Discard
 	}
-	return nil // stopped by the user, possibly while starting
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
 }
 
-// devRun is one run of `outflow dev`: what it started, to stop in order.
-type devRun struct {
-	f       devFlags
-	env     *environment
+// New checks cfg and returns an Env that has not started. Without
+// SecretKeys it generates a key for this run.
+func New(cfg Config) (*Env, error) {
+	cfg = cfg.WithDefaults()
+	if cfg.SecretKeys == "" {
+		var err error
+		if cfg.SecretKeys, err = store.GenerateSecretKey("dev"); err != nil {
+			return nil, err
+		}
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &Env{f: cfg, logger: cfg.Logger, out: &syncWriter{w: cfg.Stdout}}, nil
+}
+
+// Env is one run of `outflow dev`: the throwaway PostgreSQL (or a given
+// database), the in-process Kafka broker (or a local Kinesis), the
+// reference feature server, the demo producer and receiver, and a Gateway
+// on them. Run starts it; Kill is the forced exit of a second Ctrl-C.
+type Env struct {
+	f       Config
 	logger  *slog.Logger
 	out     io.Writer
 	started time.Time
@@ -151,11 +196,11 @@ type devRun struct {
 	// mu guards what the forced exit of a second Ctrl-C cleans up.
 	mu  sync.Mutex
 	tmp string
-	pg  *devenv.Postgres
+	pg  *Postgres
 }
 
-// devInfo is what the printed instructions need.
-type devInfo struct {
+// Info is what the printed instructions need.
+type Info struct {
 	StartedIn time.Duration
 	HTTPAddr  string
 	GRPCAddr  string
@@ -175,22 +220,26 @@ type devInfo struct {
 	NameSuffix      string // keeps subscription names unique in a reused database
 }
 
-// run starts everything, prints the instructions, waits for ctx, then
-// stops everything in the reverse order and removes what it created.
-func (d *devRun) run(ctx context.Context) (err error) {
+// Run starts everything, prints the instructions, waits for ctx, then
+// stops everything in the reverse order and removes what it created. It
+// returns nil when ctx ends, even while starting.
+func (d *Env) Run(ctx context.Context) error {
+	d.started = time.Now()
+	if err := d.run(ctx); err != nil && ctx.Err() == nil {
+		return err
+	}
+	return nil // stopped by the user, possibly while starting
+}
+
+func (d *Env) run(ctx context.Context) (err error) {
 	f := &d.f
-	stopSignals := d.forceExitOnSecondSignal()
-	defer stopSignals()
-	// A closed stdout or stderr (outflow dev | head) must not kill the
-	// process before it has cleaned up: writes fail instead.
-	signal.Ignore(syscall.SIGPIPE)
 
 	// Fail fast, before PostgreSQL is initialised, when a fixed port is taken.
-	httpListen, httpShown, err := resolveAddr(ctx, f.httpAddr, "--http-addr")
+	httpListen, httpShown, err := resolveAddr(ctx, f.HTTPAddr, "--http-addr")
 	if err != nil {
 		return err
 	}
-	grpcListen, grpcShown, err := resolveAddr(ctx, f.grpcAddr, "--grpc-addr")
+	grpcListen, grpcShown, err := resolveAddr(ctx, f.GRPCAddr, "--grpc-addr")
 	if err != nil {
 		return err
 	}
@@ -206,18 +255,18 @@ func (d *devRun) run(ctx context.Context) (err error) {
 	// The throwaway PostgreSQL cluster starts (initdb is the slow part)
 	// while the broker and the feature server come up.
 	type pgResult struct {
-		pg  *devenv.Postgres
+		pg  *Postgres
 		err error
 	}
 	pgc := make(chan pgResult, 1)
-	if f.databaseURL == "" {
+	if f.DatabaseURL == "" {
 		// Without the binaries there is nothing to wait for: say so first,
 		// or download them, with progress on stderr.
-		fetch := devenv.FetchConfig{Progress: d.env.stderr, Terminal: devenv.IsTerminal(d.env.stderr), Logger: d.logger}
-		if f.pgDownload {
-			f.pgBinDir, err = devenv.FetchPostgres(ctx, fetch)
+		fetch := FetchConfig{Progress: d.f.Stderr, Terminal: IsTerminal(d.f.Stderr), Logger: d.logger}
+		if f.PostgresDownload {
+			f.PostgresBinDir, err = FetchPostgres(ctx, fetch)
 		} else {
-			f.pgBinDir, err = devenv.PostgresBin(ctx, f.pgBinDir, fetch)
+			f.PostgresBinDir, err = PostgresBin(ctx, f.PostgresBinDir, fetch)
 		}
 		if err != nil {
 			return err
@@ -239,7 +288,7 @@ func (d *devRun) run(ctx context.Context) (err error) {
 		pgDone := make(chan struct{})
 		go func() {
 			defer close(pgDone)
-			pg, err := devenv.StartPostgres(pgCtx, devenv.PostgresConfig{BinDir: f.pgBinDir, Dir: pgDir, Logger: d.logger})
+			pg, err := StartPostgres(pgCtx, PostgresConfig{BinDir: f.PostgresBinDir, Dir: pgDir, Logger: d.logger})
 			if pg != nil {
 				d.mu.Lock()
 				d.pg = pg
@@ -276,25 +325,25 @@ func (d *devRun) run(ctx context.Context) (err error) {
 
 	var broker *devBroker
 	var kin *devKinesis
-	if f.source == "kinesis" {
-		if kin, err = startDevKinesis(ctx, f.kinesisURL, f.kinesaliteAt, d.env.stderr); err != nil {
+	if f.Source == "kinesis" {
+		if kin, err = startDevKinesis(ctx, f.KinesisEndpoint, f.KinesaliteDir, d.f.Stderr); err != nil {
 			return err
 		}
 		defer kin.Close()
 	} else {
-		if broker, err = startDevBroker(ctx, devBrokerConfig{Addr: f.kafkaAddr, Topic: demoTopic, Partitions: devPartitions, Logger: d.logger}); err != nil {
+		if broker, err = startDevBroker(ctx, devBrokerConfig{Addr: f.KafkaAddr, Topic: DemoTopic, Partitions: DemoPartitions, Logger: d.logger}); err != nil {
 			return err
 		}
 		defer broker.Close()
 	}
 
 	featureKey := "dev-" + randomHex(16)
-	features, err := featureserver.New(featureserver.Config{Lag: f.lag, LagJitter: f.lagJitter, CacheTTL: devCacheTTL, APIKey: featureKey, Logger: d.logger})
+	features, err := featureserver.New(featureserver.Config{Lag: f.Lag, LagJitter: f.LagJitter, CacheTTL: FeatureCacheTTL, APIKey: featureKey, Logger: d.logger})
 	if err != nil {
 		return err
 	}
 	var lc net.ListenConfig
-	featureLis, err := lc.Listen(ctx, "tcp", f.featureAddr)
+	featureLis, err := lc.Listen(ctx, "tcp", f.FeatureServerAddr)
 	if err != nil {
 		return fmt.Errorf("listening for the feature server (--featureserver-addr): %w", err)
 	}
@@ -304,7 +353,7 @@ func (d *devRun) run(ctx context.Context) (err error) {
 		if kin != nil {
 			return kin.feed(auxCtx, features)
 		}
-		return features.Consume(auxCtx, []string{broker.Addr()}, []string{demoTopic}, devConsumerGroup+"-featureserver")
+		return features.Consume(auxCtx, []string{broker.Addr()}, []string{DemoTopic}, devConsumerGroup+"-featureserver")
 	})
 	// Whatever happens from here, stop the helpers in order, then close the
 	// pool they use, before the broker and the database go.
@@ -325,8 +374,8 @@ func (d *devRun) run(ctx context.Context) (err error) {
 	if res.err != nil {
 		return res.err
 	}
-	info := devInfo{HTTPAddr: httpShown, GRPCAddr: grpcShown, Tenant: devTenant,
-		FeatureURL: featureURL, DatabaseURL: f.databaseURL, Rate: f.rate, Users: f.users, NewUsers: f.newUsers, Lag: f.lag, LagJitter: f.lagJitter}
+	info := Info{HTTPAddr: httpShown, GRPCAddr: grpcShown, Tenant: devTenant,
+		FeatureURL: featureURL, DatabaseURL: f.DatabaseURL, Rate: f.Rate, Users: f.Users, NewUsers: f.NewUsers, Lag: f.Lag, LagJitter: f.LagJitter}
 	if kin != nil {
 		info.KinesisEndpoint = kin.endpoint
 	} else {
@@ -338,13 +387,13 @@ func (d *devRun) run(ctx context.Context) (err error) {
 		info.NameSuffix = " " + time.Now().Format("150405")
 	}
 
-	if err := outflowgw.Migrate(ctx, info.DatabaseURL, d.logger); err != nil {
+	if err := gateway.Migrate(ctx, info.DatabaseURL, d.logger); err != nil {
 		return err
 	}
 	if pool, err = store.Open(ctx, info.DatabaseURL); err != nil {
 		return err
 	}
-	keys, err := store.ParseSecretKeys(d.f.secretKeys)
+	keys, err := store.ParseSecretKeys(d.f.SecretKeys)
 	if err != nil {
 		return err
 	}
@@ -355,8 +404,8 @@ func (d *devRun) run(ctx context.Context) (err error) {
 	}
 	info.APIKey = plaintext
 
-	if f.receiver {
-		recv, err := newDevReceiver(ctx, devReceiverConfig{Addr: f.receiverAddr, Out: d.out, Logger: d.logger,
+	if f.Receiver {
+		recv, err := newDevReceiver(ctx, devReceiverConfig{Addr: f.ReceiverAddr, Out: d.out, Logger: d.logger,
 			Secrets: func(ctx context.Context, id string) ([]string, error) {
 				sub, err := st.GetSubscription(ctx, key.TenantID, id)
 				if err != nil {
@@ -371,7 +420,7 @@ func (d *devRun) run(ctx context.Context) (err error) {
 		goRun(&auxWG, "demo receiver", func() error { return recv.Serve(auxCtx) })
 	}
 
-	gw, err := outflowgw.New(d.gatewayConfig(info, featureKey, httpListen, grpcListen))
+	gw, err := gateway.New(d.gatewayConfig(info, featureKey, httpListen, grpcListen))
 	if err != nil {
 		return err
 	}
@@ -383,20 +432,22 @@ func (d *devRun) run(ctx context.Context) (err error) {
 	if err := awaitReady(ctx, "http://"+httpShown+"/readyz", served, failed); err != nil {
 		return err
 	}
-	if f.rate > 0 {
+	if f.Rate > 0 {
 		goRun(&prodWG, "demo producer", func() error {
 			if kin != nil {
-				return kin.produce(prodCtx, demoProducerConfig{Rate: f.rate, Users: f.users, NewUsers: new(f.newUsers), Logger: d.logger})
+				return kin.produce(prodCtx, ProducerConfig{Rate: f.Rate, Users: f.Users, NewUsers: new(f.NewUsers), Logger: d.logger})
 			}
-			return produceDemo(prodCtx, demoProducerConfig{Brokers: []string{broker.Addr()}, Rate: f.rate, Users: f.users, NewUsers: new(f.newUsers), Logger: d.logger})
+			return Produce(prodCtx, ProducerConfig{Brokers: []string{broker.Addr()}, Rate: f.Rate, Users: f.Users, NewUsers: new(f.NewUsers), Logger: d.logger})
 		})
 	}
 	info.StartedIn = time.Since(d.started)
-	fmt.Fprint(d.out, devInstructions(info))
+	if d.f.Instructions != nil {
+		fmt.Fprint(d.out, d.f.Instructions(info))
+	}
 
 	select {
 	case <-ctx.Done():
-		fmt.Fprintln(d.env.stderr, "outflow dev: stopping (Ctrl-C again to force)")
+		fmt.Fprintln(d.f.Stderr, "outflow dev: stopping (Ctrl-C again to force)")
 		return nil
 	case err := <-failed:
 		return err
@@ -407,11 +458,11 @@ func (d *devRun) run(ctx context.Context) (err error) {
 // server, the in-process broker (or local Kinesis), http:// and loopback
 // webhook URLs allowed so local receivers work, and short drains so Ctrl-C
 // is quick.
-func (d *devRun) gatewayConfig(info devInfo, featureKey, httpAddr, grpcAddr string) outflowgw.Config {
-	cfg := outflowgw.Config{
+func (d *Env) gatewayConfig(info Info, featureKey, httpAddr, grpcAddr string) gateway.Config {
+	cfg := gateway.Config{
 		DatabaseURL: info.DatabaseURL,
 		Migrate:     true,
-		SecretKeys:  d.f.secretKeys,
+		SecretKeys:  d.f.SecretKeys,
 		GRPCAddr:    grpcAddr,
 		HTTPAddr:    httpAddr,
 		API: server.Config{
@@ -425,15 +476,15 @@ func (d *devRun) gatewayConfig(info devInfo, featureKey, httpAddr, grpcAddr stri
 			Breaker:      dispatcher.BreakerConfig{Cooldown: 5 * time.Second, DisableAfter: 72 * time.Hour},
 			Retry:        dispatcher.RetryConfig{Poll: 500 * time.Millisecond},
 		},
-		Version: buildVersion(),
+		Version: d.f.Version,
 		Logger:  d.logger,
 	}
 	if info.KinesisEndpoint != "" {
-		cfg.Kinesis = kinesis.Config{Streams: []string{demoTopic}, AWS: devAWS(), Endpoint: info.KinesisEndpoint,
+		cfg.Kinesis = kinesis.Config{Streams: []string{DemoTopic}, AWS: devAWS(), Endpoint: info.KinesisEndpoint,
 			GroupID: devConsumerGroup, StartPosition: kinesis.StartTrimHorizon, LeaseDuration: 3 * time.Second,
 			IdleWait: 100 * time.Millisecond}
 	} else {
-		cfg.Kafka = kafka.Config{Brokers: []string{info.KafkaAddr}, Topics: []string{demoTopic},
+		cfg.Kafka = kafka.Config{Brokers: []string{info.KafkaAddr}, Topics: []string{DemoTopic},
 			GroupID: devConsumerGroup, StartOffset: kafka.StartEarliest}
 	}
 	return cfg
@@ -442,51 +493,29 @@ func (d *devRun) gatewayConfig(info devInfo, featureKey, httpAddr, grpcAddr stri
 // cleanup stops the PostgreSQL cluster and removes the temporary directory.
 // It does not hold mu while it waits, so a second Ctrl-C can still force
 // the exit.
-func (d *devRun) cleanup() {
+func (d *Env) cleanup() {
 	d.mu.Lock()
 	pg, tmp := d.pg, d.tmp
 	d.mu.Unlock()
 	pg.Stop()
 	if tmp != "" {
 		if err := os.RemoveAll(tmp); err != nil {
-			fmt.Fprintf(d.env.stderr, "outflow dev: removing %s: %v\n", tmp, err)
+			fmt.Fprintf(d.f.Stderr, "outflow dev: removing %s: %v\n", tmp, err)
 		}
 	}
 }
 
-// forceExitOnSecondSignal makes a second SIGINT or SIGTERM (the first one
-// cancels the context and starts the graceful stop) kill the PostgreSQL
-// cluster, remove the temporary directory and exit at once with status 130.
-// The returned func stops watching.
-func (d *devRun) forceExitOnSecondSignal() (stop func()) {
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() {
-		seen := 0
-		for {
-			select {
-			case <-done:
-				return
-			case <-sigs:
-			}
-			if seen++; seen < 2 {
-				continue
-			}
-			fmt.Fprintln(d.env.stderr, "outflow dev: forced exit")
-			d.mu.Lock()
-			pg, tmp := d.pg, d.tmp
-			d.mu.Unlock()
-			pg.Kill()
-			if tmp != "" {
-				_ = os.RemoveAll(tmp)
-			}
-			os.Exit(130) // deliberately past the deferred graceful stop: the user asked twice
-		}
-	}()
-	return func() {
-		signal.Stop(sigs)
-		close(done)
+// Kill is the forced exit of a second Ctrl-C: it kills the PostgreSQL
+// cluster at once and removes the temporary directory, skipping the
+// graceful stop Run is doing; the caller exits right after. It is safe to
+// call from any goroutine while Run runs.
+func (d *Env) Kill() {
+	d.mu.Lock()
+	pg, tmp := d.pg, d.tmp
+	d.mu.Unlock()
+	pg.Kill()
+	if tmp != "" {
+		_ = os.RemoveAll(tmp)
 	}
 }
 
