@@ -84,6 +84,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 		return errors.New("gateway: Run called twice")
 	}
 	defer close(g.done)
+	select {
+	case <-g.stop:
+		return nil // stopped before it ran: nothing to open
+	default:
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
