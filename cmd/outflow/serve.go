@@ -124,7 +124,7 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	return serve(ctx, &f, logger)
 }
 
-// serve maps the flags to a outflowgw.Config and runs the gateway until ctx
+// serve maps the flags to a gateway.Config and runs the gateway until ctx
 // is done (see package gateway for what runs and the shutdown order).
 func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 	cfg, err := f.gatewayConfig(ctx, logger)
