@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outflow-dev/outflow/devenv"
 	"github.com/outflow-dev/outflow/internal/testenv"
 )
 
@@ -279,7 +280,7 @@ func TestDevQuickstart(t *testing.T) {
 	if err := json.Unmarshal(body, &sub); err != nil || !strings.HasPrefix(sub.ID, "sub_") || !strings.HasPrefix(sub.Secret, "whsec_") {
 		t.Fatalf("creating the webhook subscription answered %s (%v)", body, err)
 	}
-	line := p.waitLine(regexp.MustCompile(`^receiver: verified evt_\S+ sub=`+sub.ID+` fv=`+demoFeatureView+` user_id=u\d+ .*\| feature_vector=consistent attempts=\d+ `), 10*time.Second)
+	line := p.waitLine(regexp.MustCompile(`^receiver: verified evt_\S+ sub=`+sub.ID+` fv=`+devenv.DemoFeatureView+` user_id=u\d+ .*\| feature_vector=consistent attempts=\d+ `), 10*time.Second)
 	firstEvent := time.Since(created)
 	t.Logf("outflow dev was ready %.2fs after it started; the first signed, consistent event reached the receiver %.2fs after the subscription was created",
 		startup.Seconds(), firstEvent.Seconds())
@@ -416,7 +417,7 @@ func TestDevSecondInterruptForces(t *testing.T) {
 // consistent before its values exist, fails the test at once.
 func (p *devProcess) waitNewcomer(subID string, timeout time.Duration) string {
 	p.t.Helper()
-	lineRE := regexp.MustCompile(`^receiver: verified evt_\S+ sub=` + regexp.QuoteMeta(subID) + ` fv=` + demoFeatureView +
+	lineRE := regexp.MustCompile(`^receiver: verified evt_\S+ sub=` + regexp.QuoteMeta(subID) + ` fv=` + devenv.DemoFeatureView +
 		` user_id=(new\d+) cart_count=(\S+) cart_value=(\S+) \| feature_vector=(\S+) attempts=(\d+) (.*)$`)
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
@@ -431,8 +432,8 @@ func (p *devProcess) waitNewcomer(subID string, timeout time.Duration) string {
 			user, count, value, state, vector := m[1], m[2], m[3], m[4], " "+m[6]+" "
 			attempts, _ := strconv.Atoi(m[5])
 			wantValue, _ := strconv.ParseFloat(value, 64)
-			if state != "consistent" || !strings.Contains(vector, " "+demoFeatureView+".cart_count="+count+" ") ||
-				!strings.Contains(vector, " "+demoFeatureView+".cart_value="+strconv.FormatFloat(wantValue, 'f', -1, 64)+" ") {
+			if state != "consistent" || !strings.Contains(vector, " "+devenv.DemoFeatureView+".cart_count="+count+" ") ||
+				!strings.Contains(vector, " "+devenv.DemoFeatureView+".cart_value="+strconv.FormatFloat(wantValue, 'f', -1, 64)+" ") {
 				p.t.Fatalf("first-time shopper %s's event was delivered without its own values (cart_count=%s cart_value=%s):\n%s", user, count, value, l)
 			}
 			if attempts > 1 {
@@ -502,7 +503,7 @@ func checkStreamEvent(t *testing.T, line []byte, subID string) {
 	switch {
 	case !strings.HasPrefix(ev.ID, "evt_"), ev.SubscriptionID != subID, ev.ResumeToken == "":
 		t.Errorf("stream line %s: not an event of %s with a resume token", line, subID)
-	case ev.Record.Version != "1", ev.Record.FeatureViewName != demoFeatureView, ev.Record.EntityKeys["user_id"] == "":
+	case ev.Record.Version != "1", ev.Record.FeatureViewName != devenv.DemoFeatureView, ev.Record.EntityKeys["user_id"] == "":
 		t.Errorf("stream line %s: not a demo record", line)
 	case ev.FeatureVector == nil || !ev.FeatureVector.Consistent:
 		t.Errorf("stream line %s: no consistent feature_vector", line)
@@ -671,7 +672,7 @@ func TestDevKinesis(t *testing.T) {
 		"--http-addr", freeAddr(t), "--grpc-addr", freeAddr(t), "--rate", "10")
 	p.waitLine(devReadyRE, 30*time.Second)
 	p.waitLine(devBlockEndRE, 5*time.Second)
-	p.waitLine(regexp.MustCompile(`^  Kinesis +http://127\.0\.0\.1:\d+  \(local Kinesis; stream `+demoTopic), time.Second)
+	p.waitLine(regexp.MustCompile(`^  Kinesis +http://127\.0\.0\.1:\d+  \(local Kinesis; stream `+devenv.DemoTopic), time.Second)
 	cmds := printedCommands(p.snapshot())
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
@@ -680,7 +681,7 @@ func TestDevKinesis(t *testing.T) {
 	if err := json.Unmarshal(body, &sub); err != nil || !strings.HasPrefix(sub.ID, "sub_") {
 		t.Fatalf("creating the webhook subscription answered %s (%v)", body, err)
 	}
-	p.waitLine(regexp.MustCompile(`^receiver: verified evt_\S+ sub=`+sub.ID+` fv=`+demoFeatureView+` user_id=u\d+ .*\| feature_vector=consistent attempts=\d+ `), 30*time.Second)
+	p.waitLine(regexp.MustCompile(`^receiver: verified evt_\S+ sub=`+sub.ID+` fv=`+devenv.DemoFeatureView+` user_id=u\d+ .*\| feature_vector=consistent attempts=\d+ `), 30*time.Second)
 
 	lines := followShell(t, devEnv(), findCommand(t, cmds, "SUB=$(curl")+"\n"+findCommand(t, cmds, "curl -N", "/events:stream"))
 	streamSub := devNextLine(t, lines, 10*time.Second)

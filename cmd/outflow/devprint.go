@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/outflow-dev/outflow/devenv"
 )
 
 // devReadyLine starts the instructions; tests and scripts wait for it.
@@ -14,7 +16,7 @@ const devReadyLine = "Outflow dev is ready"
 // up: where each piece listens, then copy-and-paste commands with the real
 // addresses and API key that subscribe a webhook and a stream and follow
 // the stream over HTTP and gRPC.
-func devInstructions(in devInfo) string {
+func devInstructions(in devenv.Info) string {
 	var b strings.Builder
 	api := "http://" + in.HTTPAddr
 	auth := shellQuote("Authorization: Bearer " + in.APIKey)
@@ -27,24 +29,24 @@ func devInstructions(in devInfo) string {
 	p("  gRPC API        %s  (reflection on; every call needs the API key)", in.GRPCAddr)
 	p("  API key         %s  (tenant %q)", in.APIKey, in.Tenant)
 	if in.KinesisEndpoint != "" {
-		p("  Kinesis         %s  (local Kinesis; stream %s, %d shards)", in.KinesisEndpoint, demoTopic, devPartitions)
+		p("  Kinesis         %s  (local Kinesis; stream %s, %d shards)", in.KinesisEndpoint, devenv.DemoTopic, devenv.DemoPartitions)
 	} else {
-		p("  Kafka           %s  (in-process broker; topic %s, %d partitions)", in.KafkaAddr, demoTopic, devPartitions)
+		p("  Kafka           %s  (in-process broker; topic %s, %d partitions)", in.KafkaAddr, devenv.DemoTopic, devenv.DemoPartitions)
 	}
 	switch {
 	case in.Rate > 0 && in.NewUsers > 0:
-		p("  Demo producer   add_item_to_cart events -> %s records, users u1..u%d, ~%g/s;", demoFeatureView, in.Users, in.Rate)
+		p("  Demo producer   add_item_to_cart events -> %s records, users u1..u%d, ~%g/s;", devenv.DemoFeatureView, in.Users, in.Rate)
 		p("                  %.0f%% from first-time shoppers new1, new2, ... whose values the feature store does not have yet", in.NewUsers*100)
 	case in.Rate > 0:
-		p("  Demo producer   add_item_to_cart events -> %s records, users u1..u%d, ~%g/s", demoFeatureView, in.Users, in.Rate)
+		p("  Demo producer   add_item_to_cart events -> %s records, users u1..u%d, ~%g/s", devenv.DemoFeatureView, in.Users, in.Rate)
 	case in.KinesisEndpoint != "":
-		p("  Demo producer   off (--rate 0); put records on stream %s yourself, e.g. aws kinesis put-record --endpoint-url %s", demoTopic, in.KinesisEndpoint)
+		p("  Demo producer   off (--rate 0); put records on stream %s yourself, e.g. aws kinesis put-record --endpoint-url %s", devenv.DemoTopic, in.KinesisEndpoint)
 	default:
-		p("  Demo producer   off (--rate 0); write records to %s yourself, e.g. outflow demo-producer --kafka-brokers %s", demoTopic, in.KafkaAddr)
+		p("  Demo producer   off (--rate 0); write records to %s yourself, e.g. outflow demo-producer --kafka-brokers %s", devenv.DemoTopic, in.KafkaAddr)
 	}
 	p("  Feature server  %s  (reference GetFeatures API: workspace %s, feature service %s; values visible %s to %s after their record;",
-		in.FeatureURL, demoWorkspace, demoService, roundDuration(in.Lag), roundDuration(in.Lag+in.LagJitter))
-	p("                  a serving cache up to %s stale unless a read bypasses it)", devCacheTTL)
+		in.FeatureURL, devenv.DemoWorkspace, devenv.DemoService, roundDuration(in.Lag), roundDuration(in.Lag+in.LagJitter))
+	p("                  a serving cache up to %s stale unless a read bypasses it)", devenv.FeatureCacheTTL)
 	if in.PostgresDir != "" {
 		p("  PostgreSQL      %s  (throwaway cluster in %s)", in.DatabaseURL, in.PostgresDir)
 	} else {
@@ -55,19 +57,19 @@ func devInstructions(in devInfo) string {
 		p("                  prints a \"receiver: verified ...\" line here per event)")
 	}
 
-	enrichment := map[string]string{"workspace_name": demoWorkspace, "feature_service_name": demoService}
+	enrichment := map[string]string{"workspace_name": devenv.DemoWorkspace, "feature_service_name": devenv.DemoService}
 	hookURL := in.ReceiverURL
 	if hookURL == "" {
 		hookURL = "http://127.0.0.1:3000/hooks/cart"
 	}
 	webhookBody := jsonObject(
 		"name", "promo cart webhook"+in.NameSuffix,
-		"feature_view_names", []string{demoFeatureView},
+		"feature_view_names", []string{devenv.DemoFeatureView},
 		"enrichment", enrichment,
 		"webhook", map[string]string{"url": hookURL})
 	streamBody := jsonObject(
 		"name", "promo cart stream"+in.NameSuffix,
-		"feature_view_names", []string{demoFeatureView},
+		"feature_view_names", []string{devenv.DemoFeatureView},
 		"enrichment", enrichment,
 		"stream", map[string]string{})
 	create := func(body string) string {
@@ -76,7 +78,7 @@ func devInstructions(in devInfo) string {
 	}
 
 	p("")
-	p("# 1. Subscribe a webhook to %s, enriched with %s (STRICT consistency: each", demoFeatureView, demoService)
+	p("# 1. Subscribe a webhook to %s, enriched with %s (STRICT consistency: each", devenv.DemoFeatureView, devenv.DemoService)
 	p("#    event waits until the feature store has materialised its record):")
 	if in.ReceiverURL == "" {
 		p("#    (point the url at your receiver; http and loopback are allowed in dev, or run with --receiver)")

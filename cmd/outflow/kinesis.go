@@ -4,15 +4,12 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"log/slog"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outflow-dev/outflow/source/kinesis"
-	"github.com/outflow-dev/outflow/store"
 )
 
 // kinesisFlags are the Kinesis flags of `outflow serve`.
@@ -24,8 +21,6 @@ type kinesisFlags struct {
 	start    string
 	lease    time.Duration
 	idleWait time.Duration
-	// aws, when set (outflow dev), is used instead of the standard chain.
-	aws *aws.Config
 }
 
 func (k *kinesisFlags) register(fs *flag.FlagSet) {
@@ -42,9 +37,6 @@ func (k *kinesisFlags) register(fs *flag.FlagSet) {
 // chain (environment, shared config and credentials files, SSO, web
 // identity, container and instance roles); --kinesis-region wins.
 func awsConfig(ctx context.Context, k *kinesisFlags) (aws.Config, error) {
-	if k.aws != nil {
-		return *k.aws, nil
-	}
 	var opts []func(*awsconfig.LoadOptions) error
 	if k.region != "" {
 		opts = append(opts, awsconfig.WithRegion(k.region))
@@ -56,41 +48,16 @@ func awsConfig(ctx context.Context, k *kinesisFlags) (aws.Config, error) {
 	return cfg, nil
 }
 
-// newKinesisReader builds the reader replays use on the Kinesis streams.
-func newKinesisReader(ctx context.Context, k *kinesisFlags, logger *slog.Logger) (*kinesis.Reader, error) {
+// config maps the flags to the Kinesis source's configuration, with the
+// AWS configuration loaded through the standard chain.
+func (k *kinesisFlags) config(ctx context.Context) (kinesis.Config, error) {
 	awsCfg, err := awsConfig(ctx, k)
 	if err != nil {
-		return nil, err
+		return kinesis.Config{}, err
 	}
-	return kinesis.NewReader(kinesis.ReaderConfig{AWS: awsCfg, Endpoint: k.endpoint, IdleWait: k.idleWait, Logger: logger})
-}
-
-// newKinesisSource builds the Kinesis source.
-func newKinesisSource(ctx context.Context, k *kinesisFlags, st *store.Store, logger *slog.Logger) (*kinesis.Source, error) {
-	awsCfg, err := awsConfig(ctx, k)
-	if err != nil {
-		return nil, err
-	}
-	return kinesis.New(kinesis.Config{
-		Streams: splitList(k.streams), AWS: awsCfg, Endpoint: k.endpoint, Leases: st,
+	return kinesis.Config{
+		Streams: splitList(k.streams), AWS: awsCfg, Endpoint: k.endpoint,
 		GroupID: k.group, StartPosition: kinesis.StartPosition(k.start), LeaseDuration: k.lease,
-		IdleWait: k.idleWait, Logger: logger,
-	})
-}
-
-// kinesisLagCollector exports how far behind the tip each shard read here is.
-type kinesisLagCollector struct{ src *kinesis.Source }
-
-var kinesisLagDesc = prometheus.NewDesc("outflow_kinesis_lag_seconds",
-	"How far behind the tip of its shard the last GetRecords was (MillisBehindLatest), per stream and shard.",
-	[]string{"stream", "shard"}, nil)
-
-func (c kinesisLagCollector) Describe(ch chan<- *prometheus.Desc) { ch <- kinesisLagDesc }
-
-func (c kinesisLagCollector) Collect(ch chan<- prometheus.Metric) {
-	for stream, shards := range c.src.Lag() {
-		for shard, lag := range shards {
-			ch <- prometheus.MustNewConstMetric(kinesisLagDesc, prometheus.GaugeValue, lag.Seconds(), stream, shard)
-		}
-	}
+		IdleWait: k.idleWait,
+	}, nil
 }

@@ -3,34 +3,22 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
-	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/outflow-dev/outflow/dispatcher"
-	"github.com/outflow-dev/outflow/enrich"
 	"github.com/outflow-dev/outflow/feast"
+	outflowgw "github.com/outflow-dev/outflow/gateway" // the tests name their serve process "gateway"
 	"github.com/outflow-dev/outflow/internal/httpretry"
-	"github.com/outflow-dev/outflow/match"
-	"github.com/outflow-dev/outflow/migrations"
-	"github.com/outflow-dev/outflow/replay"
 	"github.com/outflow-dev/outflow/server"
-	"github.com/outflow-dev/outflow/source"
 	"github.com/outflow-dev/outflow/source/kafka"
 	"github.com/outflow-dev/outflow/store"
-	"github.com/outflow-dev/outflow/stream"
 	"github.com/outflow-dev/outflow/tecton"
-	"github.com/outflow-dev/outflow/webhook"
 )
 
 // serveFlags are the flags of `outflow serve`.
@@ -136,274 +124,52 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	return serve(ctx, &f, logger)
 }
 
-// serve runs the API, the matcher, the retry worker and the configured
-// sources (Kafka topics, Kinesis streams, or both) until ctx is done, then
-// shuts down in the order that keeps the at-least-once promise: stop
-// fetching and let the sources drain and commit, park what is still in
-// flight, then stop the rest.
+// serve maps the flags to a gateway.Config and runs the gateway until ctx
+// is done (see package gateway for what runs and the shutdown order).
 func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
-	if f.migrate {
-		if err := migrateUp(ctx, f.databaseURL, migrations.Options{Logger: logger}); err != nil {
-			return err
-		}
-	}
-	keys, err := store.ParseSecretKeys(f.secretKeys)
-	if err != nil {
-		return fmt.Errorf("--secret-keys: %w", err)
-	}
-	pool, err := store.Open(ctx, f.databaseURL)
+	cfg, err := f.gatewayConfig(ctx, logger)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	st := store.New(pool, store.WithSecretKeys(keys))
-
-	registry := prometheus.NewRegistry()
-	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics := dispatcher.NewMetrics(registry)
-
-	guard, err := webhook.NewGuard(webhook.GuardConfig{AllowCIDRs: f.api.AllowCIDRs, AllowInsecure: f.api.AllowInsecureURLs})
+	gw, err := outflowgw.New(cfg)
 	if err != nil {
 		return err
 	}
-	sender, err := webhook.NewSender(webhook.SenderConfig{Guard: guard, UserAgent: "outflow/" + buildVersion(), Logger: logger})
-	if err != nil {
-		return err
-	}
-	defer sender.CloseIdleConnections()
-
-	backends, err := newBackends(ctx, f, metrics, logger)
-	if err != nil {
-		return err
-	}
-	var enricher dispatcher.Enricher = backends
-
-	// Stream subscriptions are matched by their clients' own readers, only
-	// while a client is connected.
-	matcher, err := match.New(match.Config{Store: st, Logger: logger, WebhooksOnly: true})
-	if err != nil {
-		return err
-	}
-	disp, err := dispatcher.New(dispatcher.Params{
-		Config: f.dispatch, Store: st, Matcher: matcher, Enricher: enricher, Sender: sender,
-		Metrics: metrics, Logger: logger,
-	})
-	if err != nil {
-		return err
-	}
-
-	// consumers are the sources read as a group (Kafka topics, Kinesis
-	// streams; several at once), each handing records to the dispatcher.
-	type namedConsumer struct {
-		name string
-		src  source.Consumer
-	}
-	var consumers []namedConsumer
-	// Stream clients and replays read every configured source.
-	streamCfg := stream.Config{Logger: logger}
-	// Replays read every configured source again.
-	replayCfg := replay.Config{Store: st, Subscriptions: matcher, Deliverer: disp, Poll: f.replayPoll, Logger: logger}
-	var src *kafka.Source
-	var streams server.Streams
-	var replays *replay.Worker
-	if f.kafkaBrokers != "" {
-		kcfg := kafkaConfig(f, logger)
-		if src, err = kafka.New(kcfg); err != nil {
-			return err
-		}
-		registry.MustRegister(lagCollector{src})
-		consumers = append(consumers, namedConsumer{"kafka source", src})
-		// Stream clients read the topics directly, so any replica serves any
-		// client.
-		klog, err := kafka.NewLog(kcfg)
-		if err != nil {
-			return err
-		}
-		// All stream clients read through one transport: they share the
-		// metadata connection and reuse each other's idle fetch connections.
-		shared := klog.Shared(source.ReaderConfig{Streams: slices.Clone(kcfg.Topics)})
-		defer shared.CloseIdleConnections() // after the API, and so every stream, has stopped
-		streamCfg.Source, streamCfg.Topics = shared, kcfg.Topics
-		replayCfg.Source = stream.Config{Source: klog, Topics: kcfg.Topics, Logger: logger}
-	}
-	if f.kinesis.streams != "" {
-		ksrc, err := newKinesisSource(ctx, &f.kinesis, st, logger)
-		if err != nil {
-			return err
-		}
-		registry.MustRegister(kinesisLagCollector{ksrc})
-		consumers = append(consumers, namedConsumer{"kinesis source", ksrc})
-		kreader, err := newKinesisReader(ctx, &f.kinesis, logger)
-		if err != nil {
-			return err
-		}
-		defer kreader.Close()
-		replayCfg.Kinesis = kreader
-		replayCfg.KinesisStreams = splitList(f.kinesis.streams)
-		streamCfg.Shards, streamCfg.KinesisStreams = kreader, replayCfg.KinesisStreams
-	}
-	if streamCfg.Source != nil || streamCfg.Shards != nil {
-		// Resume tokens are signed with a key all replicas share, so any
-		// replica continues any client's stream.
-		key, err := st.ServerKey(ctx, "resume_token")
-		if err != nil {
-			return err
-		}
-		if streamCfg.Tokens, err = stream.NewTokens(key); err != nil {
-			return err
-		}
-		if streams, err = newStreamSource(streamCfg, matcher, enricher); err != nil {
-			return err
-		}
-	}
-	if replayCfg.Source.Source != nil || replayCfg.Kinesis != nil {
-		if replays, err = replay.New(replayCfg); err != nil {
-			return err
-		}
-	}
-	registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "outflow_subscriptions_loaded",
-		Help: "Subscriptions this replica's matcher holds, in every state. A change reaches it by LISTEN/NOTIFY moments after the API commits it; records consumed before then do not see it.",
-	}, func() float64 {
-		if ix := matcher.Index(); ix != nil {
-			return float64(ix.Len())
-		}
-		return 0
-	}))
-	registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "outflow_retry_queue_depth", Help: "Webhook deliveries waiting in the retry queue.",
-	}, func() float64 {
-		qctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		n, err := st.RetryQueueDepth(qctx)
-		if err != nil {
-			return -1
-		}
-		return float64(n)
-	}))
-
-	ready := func() error {
-		select {
-		case <-matcher.Ready():
-		default:
-			return errors.New("subscriptions not loaded yet")
-		}
-		for _, c := range consumers {
-			if !c.src.Ready() {
-				return fmt.Errorf("the %s is not reading yet", c.name)
-			}
-		}
-		return nil
-	}
-	api, err := server.New(ctx, server.Params{Config: f.api, Store: st, Logger: logger, Registry: registry,
-		Sender: sender, Ready: ready, Streams: streams, Replays: replays != nil})
-	if err != nil {
-		return err
-	}
-	var lc net.ListenConfig
-	grpcLis, err := lc.Listen(ctx, "tcp", f.grpcAddr)
-	if err != nil {
-		return fmt.Errorf("listening for gRPC: %w", err)
-	}
-	httpLis, err := lc.Listen(ctx, "tcp", f.httpAddr)
-	if err != nil {
-		_ = grpcLis.Close()
-		return fmt.Errorf("listening for HTTP: %w", err)
-	}
-
-	// runCtx ends on a signal or on the first component failure. The
-	// matcher outlives the consumer (deliveries in flight read it), so it has
-	// its own context, cancelled last.
-	runCtx, stopRun := context.WithCancel(ctx)
-	defer stopRun()
-	matcherCtx, stopMatcher := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopMatcher()
-	var wg sync.WaitGroup
-	errs := make(chan error, 5+len(consumers)) // one per component at most
-	run := func(name string, fn func() error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := fn(); err != nil && !errors.Is(err, context.Canceled) {
-				errs <- fmt.Errorf("%s: %w", name, err)
-			}
-		}()
-	}
-	run("matcher", func() error { return matcher.Run(matcherCtx) })
-	run("api", func() error { return api.Serve(runCtx, grpcLis, httpLis) })
-
-	select {
-	case <-matcher.Ready():
-	case <-runCtx.Done():
-	}
-	var consumer sync.WaitGroup
-	for _, c := range consumers {
-		if runCtx.Err() != nil {
-			break
-		}
-		consumer.Go(func() {
-			if err := c.src.Run(runCtx, disp.Handle); err != nil && !errors.Is(err, context.Canceled) {
-				errs <- fmt.Errorf("%s: %w", c.name, err)
-			}
-		})
-	}
-	if replays != nil {
-		// Like the consumer, the replay worker hands events to the
-		// dispatcher, so it stops before the dispatcher does.
-		consumer.Go(func() {
-			if err := replays.Run(runCtx); err != nil && !errors.Is(err, context.Canceled) {
-				errs <- fmt.Errorf("replays: %w", err)
-			}
-		})
-	}
-	run("retries", func() error { return disp.RunRetries(runCtx) })
-	logger.InfoContext(ctx, "gateway running", slog.Int("sources", len(consumers)),
-		slog.Bool("tecton", backends.Tecton != nil), slog.Bool("feast", backends.Feast != nil))
-
-	var firstErr error
-	select {
-	case <-runCtx.Done():
-	case firstErr = <-errs:
-		logger.ErrorContext(ctx, "stopping after a failure", slog.Any("error", firstErr))
-	}
-	stopRun()
-	consumer.Wait() // the source drains, then commits what is safe; replays hand over
-	disp.Stop()     // park whatever is still in flight
-	stopMatcher()
-	wg.Wait()
-	logger.Info("gateway stopped")
-	return firstErr
+	return gw.Run(ctx)
 }
 
-// newBackends builds one Enricher per configured feature store. A backend
-// without a URL is left nil: its subscriptions' events wait in the retry
-// queue (enrich.ErrNoBackend, never spending their retry policy) until the
-// gateway is configured for it.
-func newBackends(ctx context.Context, f *serveFlags, metrics *dispatcher.Metrics, logger *slog.Logger) (*enrich.Backends, error) {
-	var b enrich.Backends
+// gatewayConfig maps the flags to the gateway's configuration.
+func (f *serveFlags) gatewayConfig(ctx context.Context, logger *slog.Logger) (outflowgw.Config, error) {
+	cfg := outflowgw.Config{
+		DatabaseURL: f.databaseURL,
+		Migrate:     f.migrate,
+		SecretKeys:  f.secretKeys,
+		GRPCAddr:    f.grpcAddr,
+		HTTPAddr:    f.httpAddr,
+		API:         f.api,
+		Dispatch:    f.dispatch,
+		ReplayPoll:  f.replayPoll,
+		Version:     buildVersion(),
+		Logger:      logger,
+	}
+	if f.kafkaBrokers != "" {
+		cfg.Kafka = kafkaConfig(f, logger)
+	}
+	if f.kinesis.streams != "" {
+		var err error
+		if cfg.Kinesis, err = f.kinesis.config(ctx); err != nil {
+			return outflowgw.Config{}, err
+		}
+	}
 	if f.tectonURL != "" {
-		client, err := tecton.NewClient(tecton.Config{BaseURL: f.tectonURL, APIKey: f.tectonKey,
-			TransportRetries: httpretry.DefaultRetryMax, Logger: logger})
-		if err != nil {
-			return nil, fmt.Errorf("--tecton-url/--tecton-api-key: %w", err)
-		}
-		if b.Tecton, err = enrich.New(enrich.Config{Store: client, Observer: metrics, Logger: logger}); err != nil {
-			return nil, err
-		}
-	} else {
-		logger.WarnContext(ctx, "no --tecton-url: deliveries of subscriptions with Tecton enrichment will wait in the retry queue")
+		cfg.Tecton = tecton.Config{BaseURL: f.tectonURL, APIKey: f.tectonKey,
+			TransportRetries: httpretry.DefaultRetryMax, Logger: logger}
 	}
 	if f.feastURL != "" {
-		client, err := feast.NewClient(feast.Config{BaseURL: f.feastURL, Token: f.feastToken,
-			TransportRetries: httpretry.DefaultRetryMax, Logger: logger})
-		if err != nil {
-			return nil, fmt.Errorf("--feast-url/--feast-token: %w", err)
-		}
-		if b.Feast, err = enrich.New(enrich.Config{Store: client, Observer: metrics, Logger: logger}); err != nil {
-			return nil, err
-		}
+		cfg.Feast = feast.Config{BaseURL: f.feastURL, Token: f.feastToken,
+			TransportRetries: httpretry.DefaultRetryMax, Logger: logger}
 	}
-	return &b, nil
+	return cfg, nil
 }
 
 func kafkaConfig(f *serveFlags, logger *slog.Logger) kafka.Config {
@@ -432,23 +198,6 @@ func splitList(s string) []string {
 	return out
 }
 
-// lagCollector exports the consumer's lag per partition.
-type lagCollector struct{ src *kafka.Source }
-
-var lagDesc = prometheus.NewDesc("outflow_consumer_lag",
-	"Records between the committed position and the partition's end, per topic and partition.",
-	[]string{"topic", "partition"}, nil)
-
-func (c lagCollector) Describe(ch chan<- *prometheus.Desc) { ch <- lagDesc }
-
-func (c lagCollector) Collect(ch chan<- prometheus.Metric) {
-	for topic, parts := range c.src.Lag() {
-		for p, lag := range parts {
-			ch <- prometheus.MustNewConstMetric(lagDesc, prometheus.GaugeValue, float64(lag), topic, fmt.Sprint(p))
-		}
-	}
-}
-
 func parseCIDRs(s string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for _, part := range splitList(s) {
@@ -472,16 +221,4 @@ func connect(ctx context.Context, url string) (*pgx.Conn, error) {
 		return nil, fmt.Errorf("connecting to the database: %w", err)
 	}
 	return conn, nil
-}
-
-func migrateUp(ctx context.Context, url string, opts migrations.Options) error {
-	conn, err := connect(ctx, url)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := migrations.Up(ctx, conn, opts); err != nil {
-		return fmt.Errorf("applying migrations: %w", err)
-	}
-	return nil
 }

@@ -1,4 +1,4 @@
-package main
+package devenv
 
 import (
 	"bytes"
@@ -10,9 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os/exec"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -78,7 +76,7 @@ func TestDemoRecords(t *testing.T) {
 				user := rec.EntityKeys["user_id"]
 				m := userRE.FindStringSubmatch(user)
 				switch {
-				case rec.Producer != "tecton", rec.JobType != "stream", rec.FeatureViewName != demoFeatureView, rec.FeatureViewID != demoFeatureViewID:
+				case rec.Producer != "tecton", rec.JobType != "stream", rec.FeatureViewName != DemoFeatureView, rec.FeatureViewID != demoFeatureViewID:
 					t.Errorf("record %d: wrong header fields: %s", i, value)
 				case len(rec.EntityKeys) != 1 || m == nil || string(key) != user:
 					t.Errorf("record %d: entity keys %v, Kafka key %q", i, rec.EntityKeys, key)
@@ -154,24 +152,24 @@ func TestDemoPause(t *testing.T) {
 
 func TestDemoProducerConfig(t *testing.T) {
 	t.Parallel()
-	ok := demoProducerConfig{Brokers: []string{"k:9092"}, Rate: 2}
+	ok := ProducerConfig{Brokers: []string{"k:9092"}, Rate: 2}
 	tests := []struct {
 		name string
-		edit func(*demoProducerConfig)
+		edit func(*ProducerConfig)
 		want string // error substring; empty: valid
 	}{
-		{"defaults", func(*demoProducerConfig) {}, ""},
-		{"no brokers", func(c *demoProducerConfig) { c.Brokers = nil }, "--kafka-brokers"},
-		{"zero rate", func(c *demoProducerConfig) { c.Rate = 0 }, "--rate"},
-		{"NaN rate", func(c *demoProducerConfig) { c.Rate = nanFloat() }, "--rate"},
-		{"huge rate", func(c *demoProducerConfig) { c.Rate = 1e6 }, "--rate"},
-		{"negative users", func(c *demoProducerConfig) { c.Users = -1 }, "--users"},
-		{"negative count", func(c *demoProducerConfig) { c.Count = -1 }, "--count"},
-		{"no first-time shoppers", func(c *demoProducerConfig) { c.NewUsers = new(0.0) }, ""},
-		{"only first-time shoppers", func(c *demoProducerConfig) { c.NewUsers = new(1.0) }, ""},
-		{"negative new-users share", func(c *demoProducerConfig) { c.NewUsers = new(-0.1) }, "--new-users"},
-		{"new-users share above 1", func(c *demoProducerConfig) { c.NewUsers = new(1.5) }, "--new-users"},
-		{"NaN new-users share", func(c *demoProducerConfig) { c.NewUsers = new(nanFloat()) }, "--new-users"},
+		{"defaults", func(*ProducerConfig) {}, ""},
+		{"no brokers", func(c *ProducerConfig) { c.Brokers = nil }, "--kafka-brokers"},
+		{"zero rate", func(c *ProducerConfig) { c.Rate = 0 }, "--rate"},
+		{"NaN rate", func(c *ProducerConfig) { c.Rate = nanFloat() }, "--rate"},
+		{"huge rate", func(c *ProducerConfig) { c.Rate = 1e6 }, "--rate"},
+		{"negative users", func(c *ProducerConfig) { c.Users = -1 }, "--users"},
+		{"negative count", func(c *ProducerConfig) { c.Count = -1 }, "--count"},
+		{"no first-time shoppers", func(c *ProducerConfig) { c.NewUsers = new(0.0) }, ""},
+		{"only first-time shoppers", func(c *ProducerConfig) { c.NewUsers = new(1.0) }, ""},
+		{"negative new-users share", func(c *ProducerConfig) { c.NewUsers = new(-0.1) }, "--new-users"},
+		{"new-users share above 1", func(c *ProducerConfig) { c.NewUsers = new(1.5) }, "--new-users"},
+		{"NaN new-users share", func(c *ProducerConfig) { c.NewUsers = new(nanFloat()) }, "--new-users"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -184,7 +182,7 @@ func TestDemoProducerConfig(t *testing.T) {
 			}
 		})
 	}
-	if c := ok.withDefaults(); c.Topic != demoTopic || c.Users != 20 || c.NewUsers == nil || *c.NewUsers != DefaultDemoNewUsers || c.Seed == 0 || c.Logger == nil {
+	if c := ok.withDefaults(); c.Topic != DemoTopic || c.Users != 20 || c.NewUsers == nil || *c.NewUsers != DefaultDemoNewUsers || c.Seed == 0 || c.Logger == nil {
 		t.Errorf("withDefaults = %+v", c)
 	}
 }
@@ -198,11 +196,11 @@ func TestDemoProducerStopsOnCancel(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	if err := produceDemo(ctx, demoProducerConfig{Brokers: []string{closedAddr(t)}, Rate: 100}); err != nil {
-		t.Errorf("produceDemo = %v, want nil after cancellation", err)
+	if err := Produce(ctx, ProducerConfig{Brokers: []string{closedAddr(t)}, Rate: 100}); err != nil {
+		t.Errorf("Produce = %v, want nil after cancellation", err)
 	}
 	if took := time.Since(start); took > 5*time.Second {
-		t.Errorf("produceDemo took %s to stop", took)
+		t.Errorf("Produce took %s to stop", took)
 	}
 }
 
@@ -288,76 +286,6 @@ func TestPrintable(t *testing.T) {
 		if got := printable(tt.in, tt.limit); got != tt.want {
 			t.Errorf("printable(%q, %d) = %q, want %q", tt.in, tt.limit, got, tt.want)
 		}
-	}
-}
-
-func TestShellQuote(t *testing.T) {
-	t.Parallel()
-	tests := []string{"", "plain", "it's", `{"a": "b c"}`, `$SUB \n "x"`, "''"}
-	for _, in := range tests {
-		out, err := exec.Command("sh", "-c", "printf %s "+shellQuote(in)).Output()
-		if err != nil {
-			t.Fatalf("sh: %v", err)
-		}
-		if string(out) != in {
-			t.Errorf("sh read %s as %q, want %q", shellQuote(in), out, in)
-		}
-	}
-}
-
-// TestDevInstructions: every printed command is valid shell with the real
-// addresses and key, and every JSON body it sends is valid JSON.
-func TestDevInstructions(t *testing.T) {
-	t.Parallel()
-	base := devInfo{StartedIn: 2345 * time.Millisecond, HTTPAddr: "127.0.0.1:18080", GRPCAddr: "127.0.0.1:19090",
-		APIKey: "ofk_k3y-_x", Tenant: "dev", KafkaAddr: "127.0.0.1:19092", FeatureURL: "http://127.0.0.1:18090",
-		DatabaseURL: "postgres://outflow@127.0.0.1:15432/postgres?sslmode=disable", PostgresDir: "/tmp/outflow-dev-1/pg",
-		Rate: 2, Users: 20, NewUsers: DefaultDemoNewUsers, Lag: 500 * time.Millisecond, LagJitter: time.Second}
-	withReceiver := base
-	withReceiver.ReceiverURL = "http://127.0.0.1:18070/hooks/cart"
-	external := base
-	external.PostgresDir, external.NameSuffix, external.Rate = "", " 101112", 0
-	tests := []struct {
-		name string
-		info devInfo
-		want []string
-	}{
-		{"plain", base, []string{"started in 2.3s", "http://127.0.0.1:3000/hooks/cart", "/tmp/outflow-dev-1/pg", "500ms to 1.5s",
-			"25% from first-time shoppers new1, new2", "1m0s stale"}},
-		{"receiver", withReceiver, []string{`"url":"http://127.0.0.1:18070/hooks/cart"`, "receiver: verified", "user_id=new...) waits for its values: attempts > 1"}},
-		{"external database", external, []string{"the database of DATABASE_URL", "promo cart webhook 101112", "--rate 0"}},
-	}
-	bodyRE := regexp.MustCompile(`(?s)-d '(\{[^']*)'`)
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			text := devInstructions(tt.info)
-			for _, w := range append(tt.want, devReadyLine, "127.0.0.1:18080/v1/subscriptions", "127.0.0.1:19090 outflow.v1.EventService/StreamEvents",
-				"Bearer ofk_k3y-_x", "/openapi.json", "/metrics", "events:stream") {
-				if !strings.Contains(text, w) {
-					t.Errorf("instructions lack %q:\n%s", w, text)
-				}
-			}
-			cmds := printedCommands(strings.Split(text, "\n"))
-			if len(cmds) != 7 {
-				t.Errorf("%d commands, want 7: %q", len(cmds), cmds)
-			}
-			bodies := 0
-			for _, c := range cmds {
-				if out, err := exec.Command("bash", "-n", "-c", c).CombinedOutput(); err != nil {
-					t.Errorf("not valid shell: %s\n%s", c, out)
-				}
-				for _, m := range bodyRE.FindAllStringSubmatch(c, -1) {
-					bodies++
-					if !json.Valid([]byte(m[1])) {
-						t.Errorf("invalid JSON body %s", m[1])
-					}
-				}
-			}
-			if bodies != 2 {
-				t.Errorf("%d JSON bodies in the commands, want 2 (webhook and stream)", bodies)
-			}
-		})
 	}
 }
 
@@ -507,53 +435,6 @@ func TestDevReceiver(t *testing.T) {
 	}
 }
 
-// printedCommands returns the shell commands of the instructions block, a
-// command's continuation lines (after a trailing backslash) joined to it;
-// comments, the table of addresses and blank lines are skipped.
-func printedCommands(lines []string) []string {
-	var cmds []string
-	var cur strings.Builder
-	for _, l := range lines {
-		if cur.Len() == 0 && (l == "" || strings.HasPrefix(l, "#") || strings.HasPrefix(l, " ") ||
-			strings.HasPrefix(l, devReadyLine) || strings.HasPrefix(l, "receiver:")) {
-			continue
-		}
-		cur.WriteString(l)
-		if strings.HasSuffix(l, `\`) {
-			cur.WriteString("\n")
-			continue
-		}
-		cmds = append(cmds, cur.String())
-		cur.Reset()
-	}
-	return cmds
-}
-
-// TestPrintedCommands checks the parser the quickstart test follows the
-// instructions with.
-func TestPrintedCommands(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		name  string
-		lines []string
-		want  []string
-	}{
-		{"empty", nil, nil},
-		{"skips comments, table and receiver lines", []string{devReadyLine + " (started in 1s)", "  REST API x", "# 1. a", "", "receiver: verified x", "curl a"}, []string{"curl a"}},
-		{"joins continuations", []string{"curl a \\", "  -d b", "echo c"}, []string{"curl a \\\n  -d b", "echo c"}},
-		{"keeps comment-like continuation", []string{"curl \\", "# not a comment"}, []string{"curl \\\n# not a comment"}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			got := printedCommands(tt.lines)
-			if !slices.Equal(got, tt.want) {
-				t.Errorf("printedCommands = %q, want %q", got, tt.want)
-			}
-		})
-	}
-}
-
 // TestDevPiecesStop: the broker, the demo producer and the demo receiver
 // stop when their context ends (or Close is called) and leave no goroutine
 // behind. Not parallel, so that no other test's goroutines come and go.
@@ -562,7 +443,7 @@ func TestDevPiecesStop(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	logger := slog.New(slog.DiscardHandler)
-	b, err := startDevBroker(ctx, devBrokerConfig{Addr: "127.0.0.1:0", Topic: demoTopic, Partitions: 3, Logger: logger})
+	b, err := startDevBroker(ctx, devBrokerConfig{Addr: "127.0.0.1:0", Topic: DemoTopic, Partitions: 3, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -589,7 +470,7 @@ func TestDevPiecesStop(t *testing.T) {
 	produced := make(chan error, 1)
 	written := &signalHandler{msg: "demo producer: record written", seen: make(chan struct{})}
 	go func() {
-		produced <- produceDemo(pctx, demoProducerConfig{Brokers: []string{b.Addr()}, Rate: 1000, Seed: 3, Logger: slog.New(written)})
+		produced <- Produce(pctx, ProducerConfig{Brokers: []string{b.Addr()}, Rate: 1000, Seed: 3, Logger: slog.New(written)})
 	}()
 	select {
 	case <-written.seen:
@@ -598,7 +479,7 @@ func TestDevPiecesStop(t *testing.T) {
 	}
 	stopProducer()
 	if err := <-produced; err != nil {
-		t.Errorf("produceDemo: %v", err)
+		t.Errorf("Produce: %v", err)
 	}
 	stopReceiver()
 	if err := <-served; err != nil {
@@ -624,4 +505,23 @@ func (h *signalHandler) Handle(_ context.Context, r slog.Record) error {
 		h.once.Do(func() { close(h.seen) })
 	}
 	return nil
+}
+
+// lockedBuffer collects what the receiver writes from its handlers'
+// goroutines.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

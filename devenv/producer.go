@@ -1,4 +1,4 @@
-package main
+package devenv
 
 import (
 	"context"
@@ -21,11 +21,11 @@ import (
 // feature server's DemoCatalog serves the same view in feature service
 // promo_fs of workspace prod.
 const (
-	demoTopic         = "fv-output"
-	demoFeatureView   = "user_items_added_to_cart"
+	DemoTopic         = "fv-output"
+	DemoFeatureView   = "user_items_added_to_cart"
 	demoFeatureViewID = "5f0c2b1e8d7a4c3f9b6e1a2d4c8f7e90"
-	demoWorkspace     = "prod"
-	demoService       = "promo_fs"
+	DemoWorkspace     = "prod"
+	DemoService       = "promo_fs"
 )
 
 // demoItems are the products shoppers add to their carts, with their prices
@@ -113,7 +113,7 @@ func (d *demoCarts) next(now time.Time) (key, value []byte) {
 		Version:          "1",
 		Producer:         "tecton",
 		JobType:          "stream",
-		FeatureViewName:  demoFeatureView,
+		FeatureViewName:  DemoFeatureView,
 		FeatureViewID:    demoFeatureViewID,
 		FeatureTimestamp: ts.Format("2006-01-02T15:04:05.000000Z07:00"),
 		EntityKeys:       map[string]string{"user_id": user},
@@ -134,11 +134,11 @@ func (d *demoCarts) pause(rate float64) time.Duration {
 	return time.Duration(min(d.rng.ExpFloat64(), 5) * mean)
 }
 
-// demoProducerConfig configures the demo producer.
-type demoProducerConfig struct {
+// ProducerConfig configures the demo producer.
+type ProducerConfig struct {
 	// Brokers are the bootstrap brokers, host:port. Required.
 	Brokers []string
-	// Topic receives the records. Default demoTopic ("fv-output").
+	// Topic receives the records. Default DemoTopic ("fv-output").
 	Topic string
 	// Rate is the mean number of records per second; it must be positive.
 	Rate float64
@@ -159,9 +159,9 @@ type demoProducerConfig struct {
 	Logger *slog.Logger
 }
 
-func (c demoProducerConfig) withDefaults() demoProducerConfig {
+func (c ProducerConfig) withDefaults() ProducerConfig {
 	if c.Topic == "" {
-		c.Topic = demoTopic
+		c.Topic = DemoTopic
 	}
 	if c.Users == 0 {
 		c.Users = 20
@@ -180,7 +180,7 @@ func (c demoProducerConfig) withDefaults() demoProducerConfig {
 	return c
 }
 
-func (c demoProducerConfig) validate() error {
+func (c ProducerConfig) validate() error {
 	switch {
 	case len(c.Brokers) == 0:
 		return errors.New("the demo producer needs --kafka-brokers")
@@ -202,11 +202,11 @@ const (
 	demoBackoffMax = 5 * time.Second
 )
 
-// produceDemo writes demo records until ctx ends (then it returns nil) or
+// Produce writes demo records until ctx ends (then it returns nil) or
 // Count records were written. A failed write (the broker not up yet, the
 // topic not created yet) is logged and retried with backoff, so the producer
 // can start before Kafka does; that record is dropped.
-func produceDemo(ctx context.Context, cfg demoProducerConfig) error {
+func Produce(ctx context.Context, cfg ProducerConfig) error {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return err
@@ -260,40 +260,4 @@ func produceDemo(ctx context.Context, cfg demoProducerConfig) error {
 	}
 	log.InfoContext(ctx, "demo producer done", slog.Int("records", written))
 	return nil
-}
-
-// runDemoProducer is `outflow demo-producer`: the demo producer on its own,
-// against any Kafka (docker-compose runs it next to Apache Kafka).
-func runDemoProducer(ctx context.Context, env *environment, args []string) error {
-	fs := newFlagSet(env, "demo-producer")
-	var (
-		logs    logFlags
-		cfg     demoProducerConfig
-		brokers string
-		seed    int64
-	)
-	fs.StringVar(&brokers, "kafka-brokers", "", "comma-separated Kafka bootstrap brokers (required)")
-	fs.StringVar(&cfg.Topic, "kafka-topic", demoTopic, "topic to write the output-stream records to; it must exist")
-	fs.Float64Var(&cfg.Rate, "rate", 2, "mean records per second (arrivals are random, as independent shoppers' are)")
-	fs.IntVar(&cfg.Users, "users", 20, "number of returning users (entity keys user_id u1..uN) adding items")
-	cfg.NewUsers = new(float64(DefaultDemoNewUsers))
-	fs.Float64Var(cfg.NewUsers, "new-users", DefaultDemoNewUsers, "share of events from first-time shoppers (user_id new1, new2, ...), whose first record the feature store has never seen (0 to 1)")
-	fs.IntVar(&cfg.Count, "count", 0, "stop after this many records (0: until interrupted)")
-	fs.Int64Var(&seed, "seed", 0, "seed of the simulated shoppers, for a reproducible sequence (0: random)")
-	logs.register(fs)
-	if err := parseFlags(env, fs, args); err != nil {
-		return err
-	}
-	if err := noArgs(fs); err != nil {
-		return err
-	}
-	if err := requireFlags(fs, "kafka-brokers"); err != nil {
-		return err
-	}
-	logger, err := logs.logger(env.stderr)
-	if err != nil {
-		return err
-	}
-	cfg.Brokers, cfg.Seed, cfg.Logger = splitList(brokers), uint64(seed), logger
-	return produceDemo(ctx, cfg)
 }

@@ -1,4 +1,4 @@
-package main
+package devenv
 
 import (
 	"context"
@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -37,7 +36,7 @@ type devKinesis struct {
 }
 
 // startDevKinesis starts kinesalite from dir (unless endpoint names a
-// running local Kinesis) and creates the demo stream with devPartitions
+// running local Kinesis) and creates the demo stream with DemoPartitions
 // shards.
 func startDevKinesis(ctx context.Context, endpoint, dir string, stderr io.Writer) (*devKinesis, error) {
 	k := &devKinesis{endpoint: endpoint}
@@ -49,14 +48,14 @@ func startDevKinesis(ctx context.Context, endpoint, dir string, stderr io.Writer
 		k.server, k.endpoint = s, s.Endpoint()
 	}
 	k.client = awskinesis.NewFromConfig(devAWS(), func(o *awskinesis.Options) { o.BaseEndpoint = aws.String(k.endpoint) })
-	_, err := k.client.CreateStream(ctx, &awskinesis.CreateStreamInput{StreamName: aws.String(demoTopic), ShardCount: aws.Int32(devPartitions)})
+	_, err := k.client.CreateStream(ctx, &awskinesis.CreateStreamInput{StreamName: aws.String(DemoTopic), ShardCount: aws.Int32(DemoPartitions)})
 	var inUse *types.ResourceInUseException
 	if err != nil && !errors.As(err, &inUse) {
 		k.Close()
-		return nil, fmt.Errorf("creating the Kinesis stream %s: %w", demoTopic, err)
+		return nil, fmt.Errorf("creating the Kinesis stream %s: %w", DemoTopic, err)
 	}
 	for {
-		out, err := k.client.DescribeStreamSummary(ctx, &awskinesis.DescribeStreamSummaryInput{StreamName: aws.String(demoTopic)})
+		out, err := k.client.DescribeStreamSummary(ctx, &awskinesis.DescribeStreamSummaryInput{StreamName: aws.String(DemoTopic)})
 		if err == nil && out.StreamDescriptionSummary.StreamStatus == types.StreamStatusActive {
 			return k, nil
 		}
@@ -84,14 +83,14 @@ func (k *devKinesis) feed(ctx context.Context, fs *featureserver.Server) error {
 		return err
 	}
 	defer r.Close()
-	shards, err := r.Shards(ctx, demoTopic)
+	shards, err := r.Shards(ctx, DemoTopic)
 	if err != nil {
 		return err
 	}
 	errs := make(chan error, len(shards))
 	for _, sh := range shards {
 		go func() {
-			errs <- r.ReadRange(ctx, source.ShardRangeRequest{Stream: demoTopic, Shard: sh.ID, From: time.Unix(0, 0), To: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)},
+			errs <- r.ReadRange(ctx, source.ShardRangeRequest{Stream: DemoTopic, Shard: sh.ID, From: time.Unix(0, 0), To: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)},
 				func(batch []source.ShardRecord) error {
 					for _, rec := range batch {
 						if decoded, err := record.Decode(rec.Value, record.DecodeOptions{}); err == nil {
@@ -111,14 +110,14 @@ func (k *devKinesis) feed(ctx context.Context, fs *featureserver.Server) error {
 	return first
 }
 
-// produce writes demo records to the stream as produceDemo does to Kafka.
-func (k *devKinesis) produce(ctx context.Context, cfg demoProducerConfig) error {
+// produce writes demo records to the stream as Produce does to Kafka.
+func (k *devKinesis) produce(ctx context.Context, cfg ProducerConfig) error {
 	cfg = cfg.withDefaults()
 	if !(cfg.Rate > 0) {
 		return fmt.Errorf("--rate %v: must be positive", cfg.Rate)
 	}
 	carts := newDemoCarts(cfg.Users, *cfg.NewUsers, cfg.Seed)
-	log := cfg.Logger.With(slog.String("stream", demoTopic))
+	log := cfg.Logger.With(slog.String("stream", DemoTopic))
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for failures := 0; ; {
@@ -128,7 +127,7 @@ func (k *devKinesis) produce(ctx context.Context, cfg demoProducerConfig) error 
 		case <-timer.C:
 		}
 		key, value := carts.next(time.Now())
-		_, err := k.client.PutRecord(ctx, &awskinesis.PutRecordInput{StreamName: aws.String(demoTopic), PartitionKey: aws.String(string(key)), Data: value})
+		_, err := k.client.PutRecord(ctx, &awskinesis.PutRecordInput{StreamName: aws.String(DemoTopic), PartitionKey: aws.String(string(key)), Data: value})
 		switch {
 		case ctx.Err() != nil:
 			return nil
@@ -142,13 +141,4 @@ func (k *devKinesis) produce(ctx context.Context, cfg demoProducerConfig) error 
 		failures = 0
 		timer.Reset(carts.pause(cfg.Rate))
 	}
-}
-
-// defaultKinesaliteDir is where scripts/kinesalite-deps.sh installs
-// kinesalite, relative to the repository.
-func defaultKinesaliteDir() string {
-	if dir := os.Getenv("OUTFLOW_KINESALITE_DIR"); dir != "" {
-		return dir
-	}
-	return ".cache/kinesalite"
 }

@@ -1,4 +1,4 @@
-package main
+package devenv
 
 import (
 	"context"
@@ -29,7 +29,7 @@ func TestDevBrokerServesKafkaGo(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	b, err := startDevBroker(ctx, devBrokerConfig{Addr: "127.0.0.1:0", Topic: demoTopic, Partitions: 3, Logger: logger})
+	b, err := startDevBroker(ctx, devBrokerConfig{Addr: "127.0.0.1:0", Topic: DemoTopic, Partitions: 3, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +38,7 @@ func TestDevBrokerServesKafkaGo(t *testing.T) {
 
 	const n = 30
 	before := time.Now()
-	if err := produceDemo(ctx, demoProducerConfig{Brokers: brokers, Rate: 1000, Count: n, Seed: 1, Logger: logger}); err != nil {
+	if err := Produce(ctx, ProducerConfig{Brokers: brokers, Rate: 1000, Count: n, Seed: 1, Logger: logger}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -49,7 +49,7 @@ func TestDevBrokerServesKafkaGo(t *testing.T) {
 	}
 	fsCtx, fsStop := context.WithCancel(ctx)
 	fsDone := make(chan error, 1)
-	go func() { fsDone <- fs.Consume(fsCtx, brokers, []string{demoTopic}, "fs") }()
+	go func() { fsDone <- fs.Consume(fsCtx, brokers, []string{DemoTopic}, "fs") }()
 	devWaitFor(t, ctx, "the feature server to apply every record", func() bool { return fs.Stats().RecordsApplied == n })
 	fsStop()
 	if err := <-fsDone; err != nil {
@@ -59,7 +59,7 @@ func TestDevBrokerServesKafkaGo(t *testing.T) {
 	// The gateway's consumer group, twice: the second run must start where
 	// the first one committed.
 	consume := func(want int) map[int32]int {
-		src, err := kafka.New(kafka.Config{Brokers: brokers, Topics: []string{demoTopic}, GroupID: "gw",
+		src, err := kafka.New(kafka.Config{Brokers: brokers, Topics: []string{DemoTopic}, GroupID: "gw",
 			CommitInterval: 50 * time.Millisecond, Logger: logger})
 		if err != nil {
 			t.Fatal(err)
@@ -98,7 +98,7 @@ func TestDevBrokerServesKafkaGo(t *testing.T) {
 	if got := consume(n); len(got) != 3 {
 		t.Errorf("records came from partitions %v, want all 3", got)
 	}
-	if err := produceDemo(ctx, demoProducerConfig{Brokers: brokers, Rate: 1000, Count: 5, Seed: 2, Logger: logger}); err != nil {
+	if err := Produce(ctx, ProducerConfig{Brokers: brokers, Rate: 1000, Count: 5, Seed: 2, Logger: logger}); err != nil {
 		t.Fatal(err)
 	}
 	consume(5) // only the new ones: the offsets were committed
@@ -114,12 +114,12 @@ func TestDevBrokerServesKafkaGo(t *testing.T) {
 		t.Fatal(err)
 	}
 	sub := match.Compile(filters, &store.Subscription{Proto: &outflowv1.Subscription{
-		Id: "sub_test", FeatureViewNames: []string{demoFeatureView}, State: outflowv1.Subscription_ACTIVE}})
+		Id: "sub_test", FeatureViewNames: []string{DemoFeatureView}, State: outflowv1.Subscription_ACTIVE}})
 	klog, err := kafka.NewLog(kafka.Config{Brokers: brokers})
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := stream.Open(ctx, stream.Config{Source: klog, Topics: []string{demoTopic}, Tokens: tokens,
+	st, err := stream.Open(ctx, stream.Config{Source: klog, Topics: []string{DemoTopic}, Tokens: tokens,
 		Envelope: func(string, source.Position, []byte, *outflowv1.FeatureVector) ([]byte, error) {
 			return []byte("{}"), nil
 		},
@@ -133,20 +133,20 @@ func TestDevBrokerServesKafkaGo(t *testing.T) {
 			t.Fatalf("stream event %d: %v", i, err)
 		}
 	}
-	if err := produceDemo(ctx, demoProducerConfig{Brokers: brokers, Rate: 1000, Count: 1, Logger: logger}); err != nil {
+	if err := Produce(ctx, ProducerConfig{Brokers: brokers, Rate: 1000, Count: 1, Logger: logger}); err != nil {
 		t.Fatal(err)
 	}
 	ev, err := st.Next(ctx)
 	if err != nil {
 		t.Fatalf("live stream event: %v", err)
 	}
-	if ev.Record.FeatureViewName != demoFeatureView {
+	if ev.Record.FeatureViewName != DemoFeatureView {
 		t.Errorf("stream event of %q", ev.Record.FeatureViewName)
 	}
 
 	// ListOffsets by timestamp (replays): every record lies in
 	// [before, now), none after now.
-	cfg := stream.Config{Source: klog, Topics: []string{demoTopic}}
+	cfg := stream.Config{Source: klog, Topics: []string{DemoTopic}}
 	count := func(from, to time.Time) int64 {
 		ranges, err := stream.Ranges(ctx, cfg, from, to)
 		if err != nil {

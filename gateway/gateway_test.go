@@ -1,0 +1,259 @@
+package gateway_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+	"go.uber.org/goleak"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/outflow-dev/outflow/dispatcher"
+	"github.com/outflow-dev/outflow/gateway"
+	"github.com/outflow-dev/outflow/internal/storetest"
+	"github.com/outflow-dev/outflow/internal/testenv"
+	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
+	"github.com/outflow-dev/outflow/server"
+	"github.com/outflow-dev/outflow/source/kafka"
+	"github.com/outflow-dev/outflow/store"
+	"github.com/outflow-dev/outflow/webhook"
+)
+
+// hook is one webhook request as the receiver got it.
+type hook struct {
+	body   []byte
+	header http.Header
+}
+
+// TestGatewayDeliversAndStops runs a Gateway on the real PostgreSQL and
+// Kafka: a subscription created through its REST API gets the one record
+// written to the topic as a signed webhook; Stop then returns with every
+// goroutine of the Gateway ended, and a second Stop is a no-op.
+func TestGatewayDeliversAndStops(t *testing.T) {
+	// Registered first, so it runs last: after Stop and every cleanup of
+	// the test's own resources, nothing of the Gateway may be left.
+	before := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, before) })
+	db := storetest.New(t)
+	brokers := testenv.KafkaBrokers(t)
+	topic := testenv.NewTopic(t, 2)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	key, apiKey, err := db.Store.CreateAPIKey(ctx, "t", "gateway test")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	hooks := make(chan hook, 10)
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		hooks <- hook{body, r.Header.Clone()}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer recv.Close()
+
+	// The subscription exists before the Gateway starts, so the matcher has
+	// it when the Gateway is ready (the API is checked below by reading it).
+	secret, err := webhook.GenerateSecret(rand.Reader, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := db.Store.CreateSubscription(ctx, key.TenantID, &outflowv1.Subscription{
+		Id: "sub_gw", Name: "carts", FeatureViewNames: []string{"fv_cart"}, State: outflowv1.Subscription_ACTIVE,
+		Target: &outflowv1.Subscription_Webhook{Webhook: &outflowv1.WebhookTarget{
+			Url: recv.URL + "/hook", Timeout: durationpb.New(10 * time.Second), MaxInFlight: 4}},
+		RetryPolicy: &outflowv1.RetryPolicy{MaxAttempts: 5, MaxAge: durationpb.New(time.Hour)},
+	}, secret, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	httpLis := listen(t)
+	gw, err := gateway.New(gateway.Config{
+		DatabaseURL:  db.URL,
+		SecretKeys:   db.KeySpec,
+		HTTPListener: httpLis,
+		GRPCListener: listen(t),
+		API: server.Config{AllowInsecureURLs: true, ShutdownTimeout: 5 * time.Second,
+			AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}},
+		Kafka: kafka.Config{Brokers: brokers, Topics: []string{topic}, GroupID: "gw-" + topic,
+			StartOffset: kafka.StartEarliest},
+		Dispatch: dispatcher.Config{DrainTimeout: 5 * time.Second},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := make(chan error, 1)
+	go func() { ran <- gw.Run(ctx) }()
+	defer gw.Stop()
+	base := "http://" + httpLis.Addr().String()
+	awaitReady(t, ctx, base+"/readyz", ran)
+
+	got := call(t, http.MethodGet, base+"/v1/subscriptions/"+sub.Proto.GetId(), apiKey, nil)
+	if got["name"] != "carts" {
+		t.Fatalf("GET the subscription = %v, want the one named carts", got)
+	}
+
+	transport := &kafkago.Transport{}
+	defer transport.CloseIdleConnections()
+	w := &kafkago.Writer{Addr: kafkago.TCP(brokers...), Topic: topic, RequiredAcks: kafkago.RequireAll, Transport: transport}
+	value := []byte(`{"version":"1","producer":"tecton","job_type":"stream","feature_view_name":"fv_cart",` +
+		`"feature_view_id":"fv-cart","feature_timestamp":"` + time.Now().UTC().Format(time.RFC3339Nano) + `",` +
+		`"entity_keys":{"user_id":"u1"},"feature_values":{"cart_count":"3"}}`)
+	if err := w.WriteMessages(ctx, kafkago.Message{Key: []byte("u1"), Value: value}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	var h hook
+	select {
+	case h = <-hooks:
+	case err := <-ran:
+		t.Fatalf("the gateway stopped before delivering: %v", err)
+	case <-ctx.Done():
+		t.Fatal("no webhook within the test's deadline")
+	}
+	wh, err := standardwebhooks.NewWebhook(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wh.Verify(h.body, h.header); err != nil {
+		t.Errorf("the webhook's signature does not verify: %v", err)
+	}
+	if !bytes.Contains(h.body, []byte(`"user_id":"u1"`)) {
+		t.Errorf("the webhook's body lacks the record's entity: %s", h.body)
+	}
+
+	gw.Stop()
+	if err := <-ran; err != nil {
+		t.Errorf("Run after Stop = %v, want nil", err)
+	}
+	gw.Stop() // idempotent
+	if err := gw.Run(ctx); err == nil {
+		t.Error("a second Run succeeded, want an error")
+	}
+	select {
+	case h := <-hooks:
+		t.Errorf("an unexpected second webhook: %s", h.body)
+	default:
+	}
+}
+
+// TestNewValidates checks that New refuses a Config without what the
+// Gateway cannot run without.
+func TestNewValidates(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		cfg  gateway.Config
+	}{
+		{"no database", gateway.Config{SecretKeys: "x"}},
+		{"no secret keys", gateway.Config{DatabaseURL: "postgres://localhost/x"}},
+		{"bad secret keys", gateway.Config{DatabaseURL: "postgres://localhost/x", SecretKeys: "not a key"}},
+		{"brokers without topics", gateway.Config{DatabaseURL: "postgres://localhost/x", SecretKeys: validKeys(t),
+			Kafka: kafka.Config{Brokers: []string{"127.0.0.1:9092"}}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if _, err := gateway.New(tc.cfg); !errors.Is(err, gateway.ErrInvalidConfig) {
+				t.Errorf("New = %v, want ErrInvalidConfig", err)
+			}
+		})
+	}
+}
+
+// TestStopBeforeRun checks that a Gateway stopped before it ran returns at
+// once from Run, without opening anything.
+func TestStopBeforeRun(t *testing.T) {
+	t.Parallel()
+	gw, err := gateway.New(gateway.Config{DatabaseURL: "postgres://127.0.0.1:1/none", SecretKeys: validKeys(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw.Stop()
+	if err := gw.Run(t.Context()); err != nil {
+		t.Errorf("Run after Stop = %v, want nil", err)
+	}
+}
+
+// validKeys returns a new, valid secret-key spec.
+func validKeys(t *testing.T) string {
+	t.Helper()
+	spec, err := store.GenerateSecretKey("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return spec
+}
+
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	var lc net.ListenConfig
+	l, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// awaitReady polls url until it answers 200.
+func awaitReady(t *testing.T, ctx context.Context, url string, ran <-chan error) {
+	t.Helper()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		select {
+		case err := <-ran:
+			t.Fatalf("the gateway stopped while starting: %v", err)
+		case <-ctx.Done():
+			t.Fatalf("not ready: %v", ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+func call(t *testing.T, method, url, key string, body any) map[string]any {
+	t.Helper()
+	var r io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		r = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequestWithContext(t.Context(), method, url, r)
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("%s %s = %d %s", method, url, resp.StatusCode, strings.TrimSpace(string(raw)))
+	}
+	var out map[string]any
+	if err := json.Unmarshal(raw, &out); err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	return out
+}
