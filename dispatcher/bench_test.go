@@ -1,13 +1,16 @@
 package dispatcher
 
 import (
+	"encoding/json"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/outflow-dev/outflow/enrich"
 	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
 	"github.com/outflow-dev/outflow/source"
+	"github.com/outflow-dev/outflow/tecton"
 	"github.com/outflow-dev/outflow/webhook"
 )
 
@@ -40,15 +43,32 @@ func BenchmarkEnvelopeEncodeSign(b *testing.B) {
 	fv := &outflowv1.FeatureVector{WorkspaceName: "prod", FeatureServiceName: "promo_fs", Consistent: &consistent,
 		Attempts: 1, Features: features}
 	now := time.Date(2026, 12, 4, 10, 0, 0, 0, time.UTC)
+	// The same five features as the feature store sends them: what the
+	// webhook path (attempt) encodes.
+	res := &enrich.Result{Consistent: &consistent, Attempts: 1, Vector: &tecton.Vector{Features: []tecton.Feature{
+		{Name: "a.x", Value: json.RawMessage(`1.5`), Status: "PRESENT"},
+		{Name: "a.y", Value: json.RawMessage(`"sku_1"`), Status: "PRESENT"},
+		{Name: "b.count_1h", Value: json.RawMessage(`3`), Status: "PRESENT"},
+		{Name: "b.count_24h", Value: json.RawMessage(`11`), Status: "PRESENT"},
+		{Name: "c.ltv", Value: json.RawMessage(`1234.5`), Status: "PRESENT"},
+	}}}
 	for _, tt := range []struct {
-		name string
-		fv   *outflowv1.FeatureVector
-	}{{"plain", nil}, {"enriched", fv}} {
+		name   string
+		encode func(*envelope) ([]byte, error)
+	}{
+		{"plain", func(env *envelope) ([]byte, error) { return env.body(nil), nil }},
+		// enriched is attempt's path: the vector written from the result.
+		{"enriched", func(env *envelope) ([]byte, error) {
+			return env.body(res.AppendJSON(make([]byte, 0, 512), "prod", "promo_fs")), nil
+		}},
+		// enriched-proto is the stream package's path, from a message.
+		{"enriched-proto", func(env *envelope) ([]byte, error) { return env.withVector(fv) }},
+	} {
 		b.Run(tt.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				env := newEnvelope("sub_0123456789abcdef", pos, []byte(benchRecord), now)
-				body, err := env.withVector(tt.fv)
+				body, err := tt.encode(env)
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -46,7 +46,7 @@ type attemptResult struct {
 
 // attempt enriches (when the subscription asks) and sends one event.
 func (d *Dispatcher) attempt(ctx context.Context, sub *match.Subscription, rec *record.Record, env *envelope, n int) attemptResult {
-	var fv *outflowv1.FeatureVector
+	var vector []byte
 	if e := sub.Proto.GetEnrichment(); e != nil {
 		if d.enricher == nil {
 			// Delivering without the vector would break the subscription's
@@ -65,12 +65,9 @@ func (d *Dispatcher) attempt(ctx context.Context, sub *match.Subscription, rec *
 			return enrichFailure(ctx, err)
 		}
 		d.misconfigStreak.Store(0)
-		fv = res.Proto(e.GetWorkspaceName(), e.GetFeatureServiceName())
+		vector = res.AppendJSON(make([]byte, 0, 512), e.GetWorkspaceName(), e.GetFeatureServiceName())
 	}
-	body, err := env.withVector(fv)
-	if err != nil {
-		return attemptResult{outcome: fatal, err: err.Error()}
-	}
+	body := env.body(vector)
 	secrets, err := activeSecrets(sub, d.now())
 	if err != nil {
 		return attemptResult{outcome: fatal, err: err.Error()}
@@ -236,11 +233,7 @@ func deliveryLabel(o outcome, status string) string {
 // not Done, so it is read again after a restart.
 func (d *Dispatcher) store1(ctx context.Context, j *job, status string, attempts int, next, first time.Time, res attemptResult) {
 	env := j.event()
-	base, err := env.withVector(nil)
-	if err != nil {
-		d.logger.Error("encoding an event to queue it", slog.Any("error", err))
-		return
-	}
+	base := env.body(nil)
 	id, err := store.NewID("dlv_")
 	if err != nil {
 		d.logger.Error("making a delivery id", slog.Any("error", err))
