@@ -45,12 +45,16 @@ func EventID(subscriptionID string, pos source.Position) string {
 // per enrichment result, the source position), and the result is signed per
 // subscription. Nothing on this path goes through reflection or protojson
 // (issue 10 measured event encoding at a fifth of a backlog's CPU).
+//
+// The json tags are for reading a stored event back (retry): body writes
+// the same names, and source.Position's field names match the source
+// object's keys.
 type envelope struct {
-	ID             string
-	SubscriptionID string
-	CreatedAt      string
-	Record         json.RawMessage // compacted, shared, read-only
-	Source         source.Position
+	ID             string          `json:"id"`
+	SubscriptionID string          `json:"subscription_id"`
+	CreatedAt      string          `json:"created_at"`
+	Record         json.RawMessage `json:"record"` // compacted, shared, read-only
+	Source         source.Position `json:"source"`
 }
 
 // newEnvelope starts the event of a record for a subscription; the feature
