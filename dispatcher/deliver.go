@@ -45,7 +45,9 @@ type attemptResult struct {
 }
 
 // attempt enriches (when the subscription asks) and sends one event.
-func (d *Dispatcher) attempt(ctx context.Context, sub *match.Subscription, rec *record.Record, env *envelope, n int) attemptResult {
+func (d *Dispatcher) attempt(ctx context.Context, sub *match.Subscription, rec *record.Record, env *envelope, n int) (res attemptResult) {
+	ctx, span := d.tracing.startAttempt(ctx, sub, env.ID, n)
+	defer endAttempt(span, &res)
 	var vector []byte
 	if e := sub.Proto.GetEnrichment(); e != nil {
 		if d.enricher == nil {
@@ -53,7 +55,9 @@ func (d *Dispatcher) attempt(ctx context.Context, sub *match.Subscription, rec *
 			// contract; keep the event until a feature store is configured.
 			return d.misconfiguration(ctx, "no_backend", errors.New("enrichment requested but this gateway has no feature store configured"))
 		}
-		res, err := d.enricher.Enrich(ctx, rec, e)
+		ectx, espan := d.tracing.start(ctx, "outflow.enrich")
+		res, err := d.enricher.Enrich(ectx, rec, e)
+		endSpan(espan, err)
 		if err != nil {
 			if storeErr, ok := errors.AsType[*enrich.StoreError](err); ok && storeErr.OperatorFault && ctx.Err() == nil {
 				reason := "credentials"
@@ -75,9 +79,9 @@ func (d *Dispatcher) attempt(ctx context.Context, sub *match.Subscription, rec *
 	wh := sub.Proto.GetWebhook()
 	r := d.sender.Send(ctx, webhook.Request{
 		URL: wh.GetUrl(), Headers: wh.GetHeaders(), EventID: env.ID, Body: body,
-		Secrets: secrets, Attempt: n, Timeout: wh.GetTimeout().AsDuration(),
+		Secrets: secrets, Attempt: n, Timeout: wh.GetTimeout().AsDuration(), Trace: d.tracing.headers(ctx),
 	})
-	res := attemptResult{statusCode: r.StatusCode, retryAfter: r.RetryAfter}
+	res = attemptResult{statusCode: r.StatusCode, retryAfter: r.RetryAfter}
 	if r.Err != nil {
 		res.err = r.Err.Error()
 	}
@@ -160,7 +164,7 @@ func activeSecrets(sub *match.Subscription, now time.Time) ([]webhook.Secret, er
 // the hot path for the retry queue (or the dead letters) before the job is
 // settled.
 func (d *Dispatcher) firstAttempt(t *target, j *job) {
-	res := d.attempt(d.lanesCtx, j.sub, j.rec, j.event(), 1)
+	res := d.attempt(withParent(d.lanesCtx, j.trace), j.sub, j.rec, j.event(), 1)
 	now := d.now()
 	switch res.outcome {
 	case delivered:
