@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/outflow-dev/outflow/dispatcher"
 	"github.com/outflow-dev/outflow/enrich"
@@ -64,6 +65,9 @@ type serveFlags struct {
 
 	dispatch   dispatcher.Config
 	replayPoll time.Duration
+
+	// otel exports OpenTelemetry traces (see tracingWanted).
+	otel bool
 }
 
 func runServe(ctx context.Context, env *environment, args []string) error {
@@ -112,6 +116,7 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	fs.DurationVar(&f.dispatch.Breaker.DisableAfter, "disable-after", 72*time.Hour, "disable a subscription whose receiver has failed without a success for this long")
 	fs.DurationVar(&f.dispatch.Retry.Poll, "retry-poll", time.Second, "how often the retry queue is polled when idle")
 	fs.DurationVar(&f.replayPoll, "replay-poll", time.Second, "how often an idle replica looks for a replay to run")
+	fs.BoolVar(&f.otel, "otel", false, "export OpenTelemetry traces by OTLP/HTTP, configured by the standard OTEL_* variables (default endpoint http://localhost:4318); on by itself when OTEL_EXPORTER_OTLP_ENDPOINT is set")
 
 	if err := parseFlags(env, fs, args); err != nil {
 		return err
@@ -133,6 +138,7 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return err
 	}
+	f.otel = tracingWanted(f.otel, env.getenv)
 	return serve(ctx, &f, logger)
 }
 
@@ -184,9 +190,18 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	var tracer trace.TracerProvider // nil: no tracing, at no cost
+	if f.otel {
+		tp, shutdown, err := newTracerProvider(ctx)
+		if err != nil {
+			return err
+		}
+		defer shutdown()
+		tracer = tp
+	}
 	disp, err := dispatcher.New(dispatcher.Params{
 		Config: f.dispatch, Store: st, Matcher: matcher, Enricher: enricher, Sender: sender,
-		Metrics: metrics, Logger: logger,
+		Metrics: metrics, Logger: logger, TracerProvider: tracer,
 	})
 	if err != nil {
 		return err
