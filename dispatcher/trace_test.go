@@ -186,3 +186,29 @@ func TestNoTracingNoHeaders(t *testing.T) {
 		t.Errorf("webhook trace headers = %v, want none", sender.traces)
 	}
 }
+
+// TestTracingOffAllocatesNothing: without a TracerProvider the
+// instrumentation on the hot path allocates nothing, so tracing off costs
+// the pipeline nothing but a few nil checks.
+func TestTracingOffAllocatesNothing(t *testing.T) {
+	var off tracing
+	ctx := context.Background()
+	m := source.NewMessage(source.Position{Kind: "kafka", Topic: "t"}, nil, nil, time.Time{}, nil)
+	m.Headers = []source.Header{{Key: "traceparent", Value: []byte("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")}}
+	sub := webhookSub("sub_a", "https://ok.example.com")
+	res := attemptResult{outcome: delivered}
+	allocs := testing.AllocsPerRun(100, func() {
+		rctx, span := off.startRecord(ctx, m)
+		_, step := off.start(rctx, "outflow.decode")
+		endSpan(step, nil)
+		actx, aspan := off.startAttempt(withParent(ctx, span.SpanContext()), sub, "evt_x", 1)
+		if off.headers(actx) != nil {
+			t.Fatal("trace headers without tracing")
+		}
+		endAttempt(aspan, &res)
+		span.End()
+	})
+	if allocs != 0 {
+		t.Errorf("tracing off allocates %v times per record, want 0", allocs)
+	}
+}
