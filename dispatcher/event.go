@@ -11,8 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"google.golang.org/protobuf/encoding/protojson"
-
+	"github.com/outflow-dev/outflow/enrich"
 	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
 	"github.com/outflow-dev/outflow/source"
 )
@@ -140,17 +139,16 @@ func appendQuoted(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
-var vectorJSON = protojson.MarshalOptions{UseProtoNames: true}
-
 // withVector returns the envelope's JSON with fv as its feature_vector (nil:
 // none). The webhook path writes the vector straight from the enrichment
 // result (enrich.Result.AppendJSON) and calls body; this form serves the
-// stream package, which hands over the vector as a message.
+// stream package, which hands over the vector as a message, and writes it
+// without protojson too (enrich.AppendVectorJSON).
 func (e *envelope) withVector(fv *outflowv1.FeatureVector) ([]byte, error) {
 	if fv == nil {
 		return e.body(nil), nil
 	}
-	b, err := vectorJSON.Marshal(fv)
+	b, err := enrich.AppendVectorJSON(make([]byte, 0, 512), fv)
 	if err != nil {
 		return nil, fmt.Errorf("encoding the feature vector of event %s: %w", e.ID, err)
 	}

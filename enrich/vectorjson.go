@@ -3,12 +3,18 @@ package enrich
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"maps"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 
+	"google.golang.org/protobuf/types/known/structpb"
+
+	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
 	"github.com/outflow-dev/outflow/tecton"
 )
 
@@ -248,4 +254,99 @@ func appendString(dst []byte, s string) []byte {
 	}
 	dst = append(dst, s[start:]...)
 	return append(dst, '"')
+}
+
+// AppendVectorJSON appends the feature_vector object of fv (as Result.Proto builds it) to dst:
+// the JSON AppendJSON writes for the Result it came from, up to number formatting. It serves
+// those that hold the vector as a message (the stream package) without protojson. Numbers are
+// written in the shortest form that reads back as the same double; a NaN or infinite number,
+// which JSON cannot hold (and protojson refuses too), is an error. A nil fv appends nothing.
+func AppendVectorJSON(dst []byte, fv *outflowv1.FeatureVector) ([]byte, error) {
+	if fv == nil {
+		return dst, nil
+	}
+	dst = append(dst, `{"workspace_name":`...)
+	dst = appendString(dst, fv.GetWorkspaceName())
+	dst = append(dst, `,"feature_service_name":`...)
+	dst = appendString(dst, fv.GetFeatureServiceName())
+	dst = append(dst, `,"features":`...)
+	var err error
+	if dst, err = appendStruct(dst, fv.GetFeatures()); err != nil {
+		return nil, err
+	}
+	dst = append(dst, `,"metadata":{`...)
+	md := fv.GetMetadata()
+	for i, name := range slices.Sorted(maps.Keys(md)) {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendString(dst, name)
+		dst = append(dst, ":{"...)
+		if et := md[name].GetEffectiveTime(); et != nil {
+			dst = append(dst, `"effective_time":"`...)
+			dst = appendTimestamp(dst, et.AsTime())
+			dst = append(dst, `",`...)
+		}
+		dst = append(dst, `"status":`...)
+		dst = appendString(dst, md[name].GetStatus())
+		dst = append(dst, '}')
+	}
+	dst = append(dst, '}')
+	if fv.Consistent != nil {
+		dst = append(dst, `,"consistent":`...)
+		dst = strconv.AppendBool(dst, fv.GetConsistent())
+	}
+	dst = append(dst, `,"attempts":`...)
+	dst = strconv.AppendInt(dst, int64(fv.GetAttempts()), 10)
+	return append(dst, '}'), nil
+}
+
+// appendStruct writes a google.protobuf.Struct as a JSON object, keys in order.
+func appendStruct(dst []byte, s *structpb.Struct) ([]byte, error) {
+	fields := s.GetFields()
+	dst = append(dst, '{')
+	var err error
+	for i, k := range slices.Sorted(maps.Keys(fields)) {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendString(dst, k)
+		dst = append(dst, ':')
+		if dst, err = appendStructValue(dst, fields[k]); err != nil {
+			return nil, err
+		}
+	}
+	return append(dst, '}'), nil
+}
+
+// appendStructValue writes a google.protobuf.Value as JSON; an unset value is null.
+func appendStructValue(dst []byte, v *structpb.Value) ([]byte, error) {
+	switch k := v.GetKind().(type) {
+	case *structpb.Value_NumberValue:
+		f := k.NumberValue
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			return nil, fmt.Errorf("enrich: feature value %v cannot be written as JSON", f)
+		}
+		return strconv.AppendFloat(dst, f, 'g', -1, 64), nil
+	case *structpb.Value_StringValue:
+		return appendString(dst, k.StringValue), nil
+	case *structpb.Value_BoolValue:
+		return strconv.AppendBool(dst, k.BoolValue), nil
+	case *structpb.Value_StructValue:
+		return appendStruct(dst, k.StructValue)
+	case *structpb.Value_ListValue:
+		dst = append(dst, '[')
+		var err error
+		for i, e := range k.ListValue.GetValues() {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			if dst, err = appendStructValue(dst, e); err != nil {
+				return nil, err
+			}
+		}
+		return append(dst, ']'), nil
+	default: // NullValue, or unset
+		return append(dst, "null"...), nil
+	}
 }

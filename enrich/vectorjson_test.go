@@ -42,8 +42,9 @@ func decodeVector(t testing.TB, what string, b []byte) decodedVector {
 	return v
 }
 
-// checkSameAsProto is the invariant of AppendJSON: its output is valid JSON that encoding/json
-// decodes to exactly what the protojson encoding of Proto's message decodes to.
+// checkSameAsProto is the invariant of AppendJSON and AppendVectorJSON: their output is valid
+// JSON that encoding/json decodes to exactly what the protojson encoding of Proto's message
+// decodes to.
 func checkSameAsProto(t testing.TB, r *Result, workspace, service string) []byte {
 	t.Helper()
 	got := r.AppendJSON(nil, workspace, service)
@@ -57,6 +58,14 @@ func checkSameAsProto(t testing.TB, r *Result, workspace, service string) []byte
 	g, w := decodeVector(t, "AppendJSON", got), decodeVector(t, "protojson", want)
 	if !reflect.DeepEqual(g, w) {
 		t.Fatalf("AppendJSON decodes differently from protojson:\n got %s\nwant %s", got, want)
+	}
+	// The message form, as the stream package encodes it, reads the same too.
+	fromProto, err := AppendVectorJSON(nil, r.Proto(workspace, service))
+	if err != nil {
+		t.Fatalf("AppendVectorJSON: %v", err)
+	}
+	if p := decodeVector(t, "AppendVectorJSON", fromProto); !reflect.DeepEqual(p, w) {
+		t.Fatalf("AppendVectorJSON decodes differently from protojson:\n got %s\nwant %s", fromProto, want)
 	}
 	return got
 }
