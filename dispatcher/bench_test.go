@@ -1,13 +1,22 @@
 package dispatcher
 
 import (
+	"encoding/json"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/outflow-dev/outflow/enrich"
+	"github.com/outflow-dev/outflow/match"
 	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
 	"github.com/outflow-dev/outflow/source"
+	"github.com/outflow-dev/outflow/tecton"
 	"github.com/outflow-dev/outflow/webhook"
 )
 
@@ -40,19 +49,72 @@ func BenchmarkEnvelopeEncodeSign(b *testing.B) {
 	fv := &outflowv1.FeatureVector{WorkspaceName: "prod", FeatureServiceName: "promo_fs", Consistent: &consistent,
 		Attempts: 1, Features: features}
 	now := time.Date(2026, 12, 4, 10, 0, 0, 0, time.UTC)
+	// The same five features as the feature store sends them: what the
+	// webhook path (attempt) encodes.
+	res := &enrich.Result{Consistent: &consistent, Attempts: 1, Vector: &tecton.Vector{Features: []tecton.Feature{
+		{Name: "a.x", Value: json.RawMessage(`1.5`), Status: "PRESENT"},
+		{Name: "a.y", Value: json.RawMessage(`"sku_1"`), Status: "PRESENT"},
+		{Name: "b.count_1h", Value: json.RawMessage(`3`), Status: "PRESENT"},
+		{Name: "b.count_24h", Value: json.RawMessage(`11`), Status: "PRESENT"},
+		{Name: "c.ltv", Value: json.RawMessage(`1234.5`), Status: "PRESENT"},
+	}}}
 	for _, tt := range []struct {
-		name string
-		fv   *outflowv1.FeatureVector
-	}{{"plain", nil}, {"enriched", fv}} {
+		name   string
+		encode func(*envelope) ([]byte, error)
+	}{
+		{"plain", func(env *envelope) ([]byte, error) { return env.body(nil), nil }},
+		// enriched is attempt's path: the vector written from the result.
+		{"enriched", func(env *envelope) ([]byte, error) {
+			return env.body(res.AppendJSON(make([]byte, 0, 512), "prod", "promo_fs")), nil
+		}},
+		// enriched-proto is the stream package's path, from a message.
+		{"enriched-proto", func(env *envelope) ([]byte, error) { return env.withVector(fv) }},
+	} {
 		b.Run(tt.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				env := newEnvelope("sub_0123456789abcdef", pos, []byte(benchRecord), now)
-				body, err := env.withVector(tt.fv)
+				body, err := tt.encode(env)
 				if err != nil {
 					b.Fatal(err)
 				}
 				_ = webhook.Sign(secrets, env.ID, now, body)
+			}
+		})
+	}
+}
+
+// BenchmarkHandleTracing is one record through Handle to a delivered
+// webhook (a sender that answers at once), without a TracerProvider and
+// with one that samples every span: tracing off must cost nothing.
+func BenchmarkHandleTracing(b *testing.B) {
+	raw := []byte(`{"version":"1","feature_view_name":"fv","feature_timestamp":"2026-01-01T00:00:00Z","entity_keys":{"user_id":"u1"}}`)
+	traceparent := []source.Header{{Key: "traceparent", Value: []byte("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")}}
+	for _, tt := range []struct {
+		name string
+		tp   trace.TracerProvider
+	}{
+		{"off", nil},
+		{"on", sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(sdktrace.NewSimpleSpanProcessor(tracetest.NewNoopExporter())))},
+	} {
+		b.Run(tt.name, func(b *testing.B) {
+			d, err := New(Params{Store: newFakeStore(), Sender: &traceSender{}, TracerProvider: tt.tp,
+				Matcher: staticSubs{match.NewIndex([]*match.Subscription{webhookSub("sub_b", "https://ok.example.com")}, match.IndexOptions{})}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer d.Stop()
+			var done atomic.Int64
+			n := int64(0)
+			b.ReportAllocs()
+			for b.Loop() {
+				m := source.NewMessage(source.Position{Kind: "kafka", Topic: "t", Offset: n}, nil, raw, time.Time{}, func() { done.Add(1) })
+				m.Headers = traceparent
+				d.Handle(b.Context(), m)
+				n++
+			}
+			for done.Load() < n {
+				time.Sleep(time.Millisecond) // a benchmark's drain, not a test's synchronisation
 			}
 		})
 	}

@@ -45,15 +45,19 @@ type attemptResult struct {
 }
 
 // attempt enriches (when the subscription asks) and sends one event.
-func (d *Dispatcher) attempt(ctx context.Context, sub *match.Subscription, rec *record.Record, env *envelope, n int) attemptResult {
-	var fv *outflowv1.FeatureVector
+func (d *Dispatcher) attempt(ctx context.Context, sub *match.Subscription, rec *record.Record, env *envelope, n int) (res attemptResult) {
+	ctx, span := d.tracing.startAttempt(ctx, sub, env.ID, n)
+	defer endAttempt(span, &res)
+	var vector []byte
 	if e := sub.Proto.GetEnrichment(); e != nil {
 		if d.enricher == nil {
 			// Delivering without the vector would break the subscription's
 			// contract; keep the event until a feature store is configured.
 			return d.misconfiguration(ctx, "no_backend", errors.New("enrichment requested but this gateway has no feature store configured"))
 		}
-		res, err := d.enricher.Enrich(ctx, rec, e)
+		ectx, espan := d.tracing.start(ctx, "outflow.enrich")
+		res, err := d.enricher.Enrich(ectx, rec, e)
+		endSpan(espan, err)
 		if err != nil {
 			if storeErr, ok := errors.AsType[*enrich.StoreError](err); ok && storeErr.OperatorFault && ctx.Err() == nil {
 				reason := "credentials"
@@ -65,12 +69,9 @@ func (d *Dispatcher) attempt(ctx context.Context, sub *match.Subscription, rec *
 			return enrichFailure(ctx, err)
 		}
 		d.misconfigStreak.Store(0)
-		fv = res.Proto(e.GetWorkspaceName(), e.GetFeatureServiceName())
+		vector = res.AppendJSON(make([]byte, 0, 512), e.GetWorkspaceName(), e.GetFeatureServiceName())
 	}
-	body, err := env.withVector(fv)
-	if err != nil {
-		return attemptResult{outcome: fatal, err: err.Error()}
-	}
+	body := env.body(vector)
 	secrets, err := activeSecrets(sub, d.now())
 	if err != nil {
 		return attemptResult{outcome: fatal, err: err.Error()}
@@ -78,9 +79,9 @@ func (d *Dispatcher) attempt(ctx context.Context, sub *match.Subscription, rec *
 	wh := sub.Proto.GetWebhook()
 	r := d.sender.Send(ctx, webhook.Request{
 		URL: wh.GetUrl(), Headers: wh.GetHeaders(), EventID: env.ID, Body: body,
-		Secrets: secrets, Attempt: n, Timeout: wh.GetTimeout().AsDuration(),
+		Secrets: secrets, Attempt: n, Timeout: wh.GetTimeout().AsDuration(), Trace: d.tracing.headers(ctx),
 	})
-	res := attemptResult{statusCode: r.StatusCode, retryAfter: r.RetryAfter}
+	res = attemptResult{statusCode: r.StatusCode, retryAfter: r.RetryAfter}
 	if r.Err != nil {
 		res.err = r.Err.Error()
 	}
@@ -163,7 +164,7 @@ func activeSecrets(sub *match.Subscription, now time.Time) ([]webhook.Secret, er
 // the hot path for the retry queue (or the dead letters) before the job is
 // settled.
 func (d *Dispatcher) firstAttempt(t *target, j *job) {
-	res := d.attempt(d.lanesCtx, j.sub, j.rec, j.event(), 1)
+	res := d.attempt(withParent(d.lanesCtx, j.trace), j.sub, j.rec, j.event(), 1)
 	now := d.now()
 	switch res.outcome {
 	case delivered:
@@ -236,11 +237,7 @@ func deliveryLabel(o outcome, status string) string {
 // not Done, so it is read again after a restart.
 func (d *Dispatcher) store1(ctx context.Context, j *job, status string, attempts int, next, first time.Time, res attemptResult) {
 	env := j.event()
-	base, err := env.withVector(nil)
-	if err != nil {
-		d.logger.Error("encoding an event to queue it", slog.Any("error", err))
-		return
-	}
+	base := env.body(nil)
 	id, err := store.NewID("dlv_")
 	if err != nil {
 		d.logger.Error("making a delivery id", slog.Any("error", err))

@@ -67,6 +67,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/time/rate"
 
 	"github.com/outflow-dev/outflow/enrich"
@@ -214,6 +216,11 @@ type Params struct {
 	Logger   *slog.Logger
 	// Now is the clock; time.Now by default.
 	Now func() time.Time
+	// TracerProvider receives the dispatcher's OpenTelemetry spans (a span
+	// per record, its decoding and matching, each first delivery attempt
+	// and its enrichment) and a webhook POST then carries the attempt's W3C
+	// traceparent. Nil (the default) traces nothing, at no cost.
+	TracerProvider trace.TracerProvider
 }
 
 // Dispatcher routes source messages to subscriptions and delivers them.
@@ -227,6 +234,7 @@ type Dispatcher struct {
 	logger   *slog.Logger
 	warn     *limitedLog
 	now      func() time.Time
+	tracing  tracing
 
 	mu      sync.Mutex
 	targets map[string]*target // by subscription id
@@ -276,7 +284,7 @@ func New(p Params) (*Dispatcher, error) {
 	warn := newLimitedLog(logger)
 	d := &Dispatcher{
 		cfg: cfg, store: p.Store, matcher: p.Matcher, enricher: p.Enricher, sender: p.Sender,
-		metrics: metrics, logger: logger, warn: warn, now: now,
+		metrics: metrics, logger: logger, warn: warn, now: now, tracing: newTracing(p.TracerProvider),
 		targets:  map[string]*target{},
 		rnd:      rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0x6f7574666c6f77)),
 		lanesCtx: ctx, stopLanes: cancel,
@@ -301,8 +309,9 @@ type job struct {
 	sub     *match.Subscription
 	raw     json.RawMessage // rec.Raw compacted, shared, read-only
 	created time.Time
-	env     *envelope // built by event, by the job's one owner at a time
-	done    func()    // one of the message's pending deliveries is settled
+	env     *envelope         // built by event, by the job's one owner at a time
+	trace   trace.SpanContext // the record's span; invalid when not tracing
+	done    func()            // one of the message's pending deliveries is settled
 	// replay marks a job of a replay (see Replay).
 	replay bool
 }
@@ -324,12 +333,21 @@ func (j *job) event() *envelope {
 // so the message is read again by the partition's next owner.
 func (d *Dispatcher) Handle(ctx context.Context, m *source.Message) {
 	d.metrics.consumed.Inc()
+	ctx, span := d.tracing.startRecord(ctx, m)
+	defer span.End()
+	_, step := d.tracing.start(ctx, "outflow.decode")
 	rec, err := record.Decode(m.Value, d.cfg.Decode)
+	endSpan(step, err)
 	if err != nil {
 		d.keepPoison(ctx, m, err)
 		return
 	}
+	_, step = d.tracing.start(ctx, "outflow.match")
 	subs := d.matcher.Index().Match(rec)
+	if step.IsRecording() {
+		step.SetAttributes(attribute.Int("outflow.matched", len(subs)))
+	}
+	endSpan(step, nil)
 	var webhooks []*match.Subscription
 	for _, s := range subs {
 		if s.Proto.GetWebhook() != nil && s.Proto.GetState() != outflowv1.Subscription_DISABLED {
@@ -353,7 +371,7 @@ func (d *Dispatcher) Handle(ctx context.Context, m *source.Message) {
 		if ctx.Err() != nil {
 			return
 		}
-		j := &job{msg: m, rec: rec, sub: s, raw: raw, created: now, done: done}
+		j := &job{msg: m, rec: rec, sub: s, raw: raw, created: now, done: done, trace: span.SpanContext()}
 		d.dispatch(ctx, j, d.cfg.LaneWait)
 	}
 }

@@ -6,11 +6,12 @@ import (
 	"encoding/base32"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
-	"google.golang.org/protobuf/encoding/protojson"
-
+	"github.com/outflow-dev/outflow/enrich"
 	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
 	"github.com/outflow-dev/outflow/source"
 )
@@ -28,36 +29,31 @@ func EventID(subscriptionID string, pos source.Position) string {
 	return "evt_" + strings.ToLower(eventIDEncoding.EncodeToString(sum[:]))[:26]
 }
 
-// envelope is the event as JSON (SPEC §5). It is assembled from parts
-// rather than from an outflowv1.Event so that the record's bytes pass
+// envelope is the event (SPEC §5) of one record for one subscription, kept
+// as parts rather than as an outflowv1.Event so that the record's bytes pass
 // through untouched: unknown fields, key order and 64-bit integers included.
+//
+// The event model lives here, beside the pipeline that is its only writer,
+// rather than in a package of its own: the stream package receives it as an
+// injected EnvelopeFunc and the server only relays its bytes, so a separate
+// package would add an import edge and no reader.
+//
+// body writes the event with one allocation: the per-subscription head (id,
+// type, subscription_id, created_at) is spliced in front of the parts every
+// subscription shares (the compacted record, the feature vector encoded once
+// per enrichment result, the source position), and the result is signed per
+// subscription. Nothing on this path goes through reflection or protojson
+// (issue 10 measured event encoding at a fifth of a backlog's CPU).
+//
+// The json tags are for reading a stored event back (retry): body writes
+// the same names, and source.Position's field names match the source
+// object's keys.
 type envelope struct {
 	ID             string          `json:"id"`
-	Type           string          `json:"type"`
 	SubscriptionID string          `json:"subscription_id"`
 	CreatedAt      string          `json:"created_at"`
-	Record         json.RawMessage `json:"record"`
-	FeatureVector  json.RawMessage `json:"feature_vector,omitempty"`
-	Source         sourceJSON      `json:"source"`
-}
-
-// sourceJSON is the envelope's source position; offsets are JSON numbers.
-type sourceJSON struct {
-	Kind           string `json:"kind"`
-	Topic          string `json:"topic,omitempty"`
-	Partition      *int32 `json:"partition,omitempty"`
-	Offset         *int64 `json:"offset,omitempty"`
-	Stream         string `json:"stream,omitempty"`
-	Shard          string `json:"shard,omitempty"`
-	SequenceNumber string `json:"sequence,omitempty"` // SPEC §5: "sequence"
-}
-
-func newSourceJSON(p source.Position) sourceJSON {
-	s := sourceJSON{Kind: p.Kind, Topic: p.Topic, Stream: p.Stream, Shard: p.Shard, SequenceNumber: p.Sequence}
-	if p.Kind == "kafka" {
-		s.Partition, s.Offset = &p.Partition, &p.Offset
-	}
-	return s
+	Record         json.RawMessage `json:"record"` // compacted, shared, read-only
+	Source         source.Position `json:"source"`
 }
 
 // newEnvelope starts the event of a record for a subscription; the feature
@@ -71,33 +67,92 @@ func newEnvelope(subscriptionID string, pos source.Position, raw []byte, now tim
 func newCompactEnvelope(subscriptionID string, pos source.Position, raw json.RawMessage, now time.Time) *envelope {
 	return &envelope{
 		ID:             EventID(subscriptionID, pos),
-		Type:           EventType,
 		SubscriptionID: subscriptionID,
 		CreatedAt:      now.UTC().Format("2006-01-02T15:04:05.000Z07:00"),
 		Record:         raw,
-		Source:         newSourceJSON(pos),
+		Source:         pos,
 	}
 }
 
-var vectorJSON = protojson.MarshalOptions{UseProtoNames: true}
+// body returns the event's JSON with vector (a JSON object, or nil for
+// none) as its feature_vector. It allocates once.
+func (e *envelope) body(vector []byte) []byte {
+	n := 160 + len(e.ID) + len(e.SubscriptionID) + len(e.Record) + len(vector) +
+		len(e.Source.Topic) + len(e.Source.Stream) + len(e.Source.Shard) + len(e.Source.Sequence)
+	b := make([]byte, 0, n)
+	b = append(b, `{"id":`...)
+	b = appendQuoted(b, e.ID)
+	b = append(b, `,"type":"`+EventType+`","subscription_id":`...)
+	b = appendQuoted(b, e.SubscriptionID)
+	b = append(b, `,"created_at":`...)
+	b = appendQuoted(b, e.CreatedAt)
+	b = append(b, `,"record":`...)
+	if len(e.Record) == 0 {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, e.Record...)
+	}
+	if vector != nil {
+		b = append(b, `,"feature_vector":`...)
+		b = append(b, vector...)
+	}
+	b = append(b, `,"source":`...)
+	b = appendSource(b, e.Source)
+	return append(b, '}')
+}
+
+// appendSource writes a source position (SPEC §5): offsets as JSON numbers,
+// empty fields left out.
+func appendSource(b []byte, p source.Position) []byte {
+	b = append(b, `{"kind":`...)
+	b = appendQuoted(b, p.Kind)
+	if p.Topic != "" {
+		b = append(b, `,"topic":`...)
+		b = appendQuoted(b, p.Topic)
+	}
+	if p.Kind == "kafka" {
+		b = append(b, `,"partition":`...)
+		b = strconv.AppendInt(b, int64(p.Partition), 10)
+		b = append(b, `,"offset":`...)
+		b = strconv.AppendInt(b, p.Offset, 10)
+	}
+	for _, f := range [...]struct{ name, value string }{{"stream", p.Stream}, {"shard", p.Shard}, {"sequence", p.Sequence}} {
+		if f.value != "" {
+			b = append(b, `,"`+f.name+`":`...)
+			b = appendQuoted(b, f.value)
+		}
+	}
+	return append(b, '}')
+}
+
+// appendQuoted writes s as a JSON string. Ids, topics and timestamps are
+// plain ASCII and are copied; anything else is left to encoding/json.
+func appendQuoted(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf {
+			q, _ := json.Marshal(s) // a string always encodes
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
 
 // withVector returns the envelope's JSON with fv as its feature_vector (nil:
-// none).
+// none). The webhook path writes the vector straight from the enrichment
+// result (enrich.Result.AppendJSON) and calls body; this form serves the
+// stream package, which hands over the vector as a message, and writes it
+// without protojson too (enrich.AppendVectorJSON).
 func (e *envelope) withVector(fv *outflowv1.FeatureVector) ([]byte, error) {
-	out := *e
-	out.FeatureVector = nil
-	if fv != nil {
-		b, err := vectorJSON.Marshal(fv)
-		if err != nil {
-			return nil, fmt.Errorf("encoding the feature vector: %w", err)
-		}
-		out.FeatureVector = b
+	if fv == nil {
+		return e.body(nil), nil
 	}
-	b, err := json.Marshal(&out)
+	b, err := enrich.AppendVectorJSON(make([]byte, 0, 512), fv)
 	if err != nil {
-		return nil, fmt.Errorf("encoding event %s: %w", e.ID, err)
+		return nil, fmt.Errorf("encoding the feature vector of event %s: %w", e.ID, err)
 	}
-	return b, nil
+	return e.body(b), nil
 }
 
 // compact returns raw without insignificant white space (the decoder has

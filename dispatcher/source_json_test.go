@@ -3,6 +3,7 @@ package dispatcher
 import (
 	"encoding/json"
 	"maps"
+	"reflect"
 	"testing"
 	"time"
 
@@ -39,6 +40,29 @@ func TestEnvelopeSourceBySourceKind(t *testing.T) {
 			}
 			if !maps.Equal(got.Source, tt.want) {
 				t.Errorf("source = %v, want %v", got.Source, tt.want)
+			}
+		})
+	}
+}
+
+// TestEnvelopeReadBack checks that a stored event (body) decodes back into
+// the envelope it was written from, as retry reads it, for both sources.
+func TestEnvelopeReadBack(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 11, 24, 10, 0, 0, 123e6, time.UTC)
+	for name, pos := range map[string]source.Position{
+		"kafka":   {Kind: "kafka", Topic: "fv-output", Partition: 3, Offset: 1234},
+		"kinesis": {Kind: "kinesis", Stream: "fv", Shard: "shardId-000000000001", Sequence: "49590338271490256608559692538361571095921575989136588898"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			env := newEnvelope("sub_\"x\"", pos, []byte(`{"version": "1", "n": 9007199254740993}`), now)
+			var got envelope
+			if err := json.Unmarshal(env.body([]byte(`{"attempts":1}`)), &got); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(&got, env) {
+				t.Errorf("read back %+v, want %+v", got, *env)
 			}
 		})
 	}

@@ -9,6 +9,9 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
 	"github.com/outflow-dev/outflow/record"
 	"github.com/outflow-dev/outflow/tecton"
@@ -224,6 +227,7 @@ func (e *Enricher) Enrich(ctx context.Context, rec *record.Record, cfg *outflowv
 		}
 		attempts++
 		vec, err := e.fetch(ctx, req, callDeadline)
+		span := trace.SpanFromContext(ctx) // the caller's enrichment span, if it traces
 
 		var wait time.Duration
 		switch {
@@ -240,6 +244,7 @@ func (e *Enricher) Enrich(ctx context.Context, rec *record.Record, cfg *outflowv
 			if !isRetriable(err) {
 				return nil, &StoreError{Err: err, Attempts: attempts}
 			}
+			traceAttempt(span, attempts, req.BypassCache, "error", err)
 			lastErr = err
 			retryAfter = retryAfterOf(err)
 			errRetries++
@@ -251,9 +256,15 @@ func (e *Enricher) Enrich(ctx context.Context, rec *record.Record, cfg *outflowv
 			}
 			wait = max(e.backoff.delay(attempts-1), retryAfter)
 		case !checked:
+			traceAttempt(span, attempts, req.BypassCache, "unchecked", nil)
 			return &Result{Vector: vec, Attempts: attempts}, nil
 		default:
 			verdict := vec.Check(p.featureView, p.featureTime)
+			outcome := "inconsistent"
+			if verdict.Consistent {
+				outcome = "consistent"
+			}
+			traceAttempt(span, attempts, req.BypassCache, outcome, nil)
 			if verdict.Consistent {
 				return &Result{Vector: vec, Consistent: new(true), Attempts: attempts}, nil
 			}
@@ -274,6 +285,25 @@ func (e *Enricher) Enrich(ctx context.Context, rec *record.Record, cfg *outflowv
 			return nil, fmt.Errorf("enrich %s/%s: waiting to retry: %w", p.req.Workspace, p.req.FeatureService, err)
 		}
 	}
+}
+
+// traceAttempt records one feature-store call as an event "enrich.attempt" on the caller's
+// span (OpenTelemetry; nothing when the span does not record): the call's number, whether it
+// bypassed the cache, and its outcome — "consistent", "inconsistent", "unchecked" (NONE) or
+// "error".
+func traceAttempt(span trace.Span, n int, bypassCache bool, outcome string, err error) {
+	if !span.IsRecording() {
+		return
+	}
+	attrs := []attribute.KeyValue{
+		attribute.Int("outflow.enrich.attempt", n),
+		attribute.Bool("outflow.enrich.bypass_cache", bypassCache),
+		attribute.String("outflow.enrich.outcome", outcome),
+	}
+	if err != nil {
+		attrs = append(attrs, attribute.String("error.message", err.Error()))
+	}
+	span.AddEvent("enrich.attempt", trace.WithAttributes(attrs...))
 }
 
 // timedOut builds the outcome when the consistency_timeout ends: the freshest vector for

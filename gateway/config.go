@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/outflow-dev/outflow/dispatcher"
 	"github.com/outflow-dev/outflow/feast"
@@ -89,6 +90,10 @@ type Config struct {
 	Registry *prometheus.Registry
 	// Logger receives the components' logs. Default: discard.
 	Logger *slog.Logger
+	// TracerProvider receives the dispatcher's spans (one per record, its
+	// decode, match, enrichment and delivery attempts). Default: nil, no
+	// tracing and no cost on the hot path.
+	TracerProvider trace.TracerProvider
 }
 
 // WithDefaults returns c with its zero fields set to their defaults. The

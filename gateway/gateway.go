@@ -200,7 +200,7 @@ func (g *Gateway) build(ctx context.Context, st *store.Store, closers *[]func())
 	}
 	disp, err := dispatcher.New(dispatcher.Params{
 		Config: cfg.Dispatch, Store: st, Matcher: matcher, Enricher: enricher, Sender: sender,
-		Metrics: metrics, Logger: logger,
+		Metrics: metrics, Logger: logger, TracerProvider: cfg.TracerProvider,
 	})
 	if err != nil {
 		return nil, err

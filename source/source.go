@@ -60,6 +60,10 @@ type Message struct {
 	// or create timestamp, Kinesis' approximate arrival); end-to-end latency
 	// is measured from it.
 	AppendTime time.Time
+	// Headers are the record's headers (Kafka; Kinesis records have none),
+	// read-only; nil without any. A W3C trace context in them is the parent
+	// of the record's span.
+	Headers []Header
 
 	once sync.Once
 	done func()
@@ -119,6 +123,16 @@ type Record struct {
 	Value  []byte
 	// Time is the record's timestamp (Kafka's create or log-append time).
 	Time time.Time
+	// Headers are the record's Kafka headers, in order; nil without any.
+	// Kinesis records have none.
+	Headers []Header
+}
+
+// Header is one header of a record (Kafka record headers). The dispatcher
+// reads a W3C trace context ("traceparent", "tracestate") from them.
+type Header struct {
+	Key   string
+	Value []byte
 }
 
 // FetchRequest asks a PositionReader for the records of one partition from

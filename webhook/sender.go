@@ -237,6 +237,12 @@ type Request struct {
 	// is cut short without changing the outcome. Zero means the Sender's
 	// DefaultTimeout.
 	Timeout time.Duration
+	// Trace holds the W3C trace context of this attempt ("traceparent" and,
+	// when present, "tracestate"), so that a receiver can continue the
+	// gateway's trace. Set after the static headers, replacing any of the
+	// same name, and not counted against MaxHeaders. Nil when the gateway
+	// does not trace.
+	Trace map[string]string
 }
 
 // Result is what one attempt came to.
@@ -485,6 +491,11 @@ func (s *Sender) send(ctx context.Context, req Request) Result {
 	h.Set("Webhook-Signature", signature)
 	h.Set("User-Agent", s.cfg.UserAgent)
 	h.Set("Outflow-Attempt", strconv.Itoa(max(req.Attempt, 1)))
+	for name, value := range req.Trace {
+		if err := checkHeaderSyntax(name, value); err == nil && !ReservedHeader(name) {
+			h.Set(name, value)
+		}
+	}
 
 	resp, err := s.client.Do(httpReq)
 	if err != nil {

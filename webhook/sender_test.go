@@ -132,6 +132,14 @@ func TestSendHeadersAndSignature(t *testing.T) {
 		"Outflow-Attempt":   "99",
 		"Webhook-Signature": "v1,forged",
 		"Host":              "elsewhere.example",
+		"traceparent":       "00-stale",
+	}
+	// The trace context replaces a static header of the same name; a
+	// reserved name in it is skipped like a static one.
+	req.Trace = map[string]string{
+		"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+		"tracestate":  "vendor=1",
+		"webhook-id":  "evil",
 	}
 
 	res := s.Send(t.Context(), req)
@@ -154,6 +162,8 @@ func TestSendHeadersAndSignature(t *testing.T) {
 		"Outflow-Attempt":   "3",
 		"Authorization":     "Bearer abc",
 		"X-Team":            "promo",
+		"Traceparent":       "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+		"Tracestate":        "vendor=1",
 	}
 	for k, v := range want {
 		if h.Get(k) != v || len(h.Values(k)) != 1 {

@@ -52,6 +52,9 @@ type serveFlags struct {
 
 	dispatch   dispatcher.Config
 	replayPoll time.Duration
+
+	// otel exports OpenTelemetry traces (see tracingWanted).
+	otel bool
 }
 
 func runServe(ctx context.Context, env *environment, args []string) error {
@@ -100,6 +103,7 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	fs.DurationVar(&f.dispatch.Breaker.DisableAfter, "disable-after", 72*time.Hour, "disable a subscription whose receiver has failed without a success for this long")
 	fs.DurationVar(&f.dispatch.Retry.Poll, "retry-poll", time.Second, "how often the retry queue is polled when idle")
 	fs.DurationVar(&f.replayPoll, "replay-poll", time.Second, "how often an idle replica looks for a replay to run")
+	fs.BoolVar(&f.otel, "otel", false, "export OpenTelemetry traces by OTLP/HTTP, configured by the standard OTEL_* variables (default endpoint http://localhost:4318); on by itself when OTEL_EXPORTER_OTLP_ENDPOINT is set")
 
 	if err := parseFlags(env, fs, args); err != nil {
 		return err
@@ -121,6 +125,7 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return err
 	}
+	f.otel = tracingWanted(f.otel, env.getenv)
 	return serve(ctx, &f, logger)
 }
 
@@ -130,6 +135,14 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 	cfg, err := f.gatewayConfig(ctx, logger)
 	if err != nil {
 		return err
+	}
+	if f.otel {
+		tp, shutdown, err := newTracerProvider(ctx)
+		if err != nil {
+			return err
+		}
+		defer shutdown() // after Run: the last spans are flushed
+		cfg.TracerProvider = tp
 	}
 	gw, err := outflowgw.New(cfg)
 	if err != nil {

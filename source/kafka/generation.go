@@ -425,7 +425,9 @@ func (r *run) readPartition(ctx context.Context, p *partition, log *slog.Logger)
 			}
 			pos.Offset = m.Offset
 			t := p.tracker
-			r.h(ctx, source.NewMessage(pos, m.Key, m.Value, m.Time, func() { t.markDone(seq) }))
+			msg := source.NewMessage(pos, m.Key, m.Value, m.Time, func() { t.markDone(seq) })
+			msg.Headers = m.Headers
+			r.h(ctx, msg)
 		}
 		offset = b.Next
 	}

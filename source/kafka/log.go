@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -225,13 +226,14 @@ func (r *reader) Fetch(ctx context.Context, req source.FetchRequest) (*source.Ba
 			stale = true
 			continue
 		}
+		headers := copyHeaders(rec.Headers) // before release: the fetch buffer is reused
 		key, kerr := kafkago.ReadAll(rec.Key)
 		value, verr := kafkago.ReadAll(rec.Value)
 		release(rec)
 		if err := errors.Join(kerr, verr); err != nil {
 			return nil, fmt.Errorf("reading the record at offset %d: %w", rec.Offset, err)
 		}
-		b.Records = append(b.Records, source.Record{Offset: rec.Offset, Key: key, Value: value, Time: rec.Time})
+		b.Records = append(b.Records, source.Record{Offset: rec.Offset, Key: key, Value: value, Time: rec.Time, Headers: headers})
 		b.Next = rec.Offset + 1
 	}
 	if stale && len(b.Records) == 0 {
@@ -242,6 +244,19 @@ func (r *reader) Fetch(ctx context.Context, req source.FetchRequest) (*source.Ba
 
 // release hands a fetched record's buffers back to kafka-go's page pool
 // (the value has been copied, or is not wanted).
+// copyHeaders returns a record's headers as source headers, values copied;
+// nil when there are none, so a record without headers costs nothing.
+func copyHeaders(hs []kafkago.Header) []source.Header {
+	if len(hs) == 0 {
+		return nil
+	}
+	out := make([]source.Header, len(hs))
+	for i, h := range hs {
+		out[i] = source.Header{Key: h.Key, Value: bytes.Clone(h.Value)}
+	}
+	return out
+}
+
 func release(r *kafkago.Record) {
 	if r.Key != nil {
 		_ = r.Key.Close()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -48,7 +49,8 @@ func newGroup() string { return "test-group-" + strings.ToLower(rand.Text()) }
 
 // produce appends n records to one partition, returning once the broker
 // acknowledged them. Values are "<partition>/<index>", index counting from
-// first. A topic just created may still answer NotLeaderForPartition for a
+// first, and each carries a header "n" with the same text (and "traceparent":
+// the headers a producer's tracing adds). A topic just created may still answer NotLeaderForPartition for a
 // moment, so temporary errors are retried until waitTimeout.
 func produce(t *testing.T, brokers []string, topic string, partition, first, n int) {
 	t.Helper()
@@ -59,6 +61,10 @@ func produce(t *testing.T, brokers []string, topic string, partition, first, n i
 		msgs[i] = kafkago.Message{
 			Key:   fmt.Appendf(nil, "k%d", first+i),
 			Value: fmt.Appendf(nil, "%d/%d", partition, first+i),
+			Headers: []kafkago.Header{
+				{Key: "n", Value: fmt.Appendf(nil, "%d/%d", partition, first+i)},
+				{Key: "traceparent", Value: []byte("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")},
+			},
 		}
 	}
 	for {
@@ -276,6 +282,13 @@ func TestRunDeliversEveryMessageOnceInPartitionOrder(t *testing.T) {
 			}
 			if got, want := string(m.Key), fmt.Sprintf("k%d", i); got != want {
 				t.Errorf("partition %d message %d: key %q, want %q", p, i, got, want)
+			}
+			// Headers arrive in order, values intact after the fetch buffer
+			// was released (the dispatcher reads a trace context from them).
+			wantHeaders := []source.Header{{Key: "n", Value: fmt.Appendf(nil, "%d/%d", p, i)},
+				{Key: "traceparent", Value: []byte("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")}}
+			if !reflect.DeepEqual(m.Headers, wantHeaders) {
+				t.Errorf("partition %d message %d: headers %q, want %q", p, i, m.Headers, wantHeaders)
 			}
 			if m.AppendTime.Before(began.Add(-time.Minute)) || m.AppendTime.After(time.Now().Add(time.Minute)) {
 				t.Errorf("partition %d message %d: append time %s not near now", p, i, m.AppendTime)
