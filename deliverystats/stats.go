@@ -55,10 +55,10 @@ type Minute struct {
 	Start time.Time
 	// Delivered counts 2xx answers: first attempts, retries and replays.
 	Delivered int64
-	// Failed counts failed attempts: retry_queued, dead and gone.
+	// Failed counts failed attempts (retry_queued, dead, gone) and events
+	// dead-lettered without one.
 	Failed int64
-	// Dead counts events dead-lettered (a subset of Failed, plus events a
-	// retry worker dead-letters without an attempt).
+	// Dead counts events dead-lettered: a subset of Failed.
 	Dead int64
 	// Parked counts events queued without an attempt.
 	Parked int64
@@ -127,15 +127,6 @@ func (r *Recorder) Add(subscriptionID string, o Outcome, now time.Time) {
 			s.parked++
 		}
 	})
-}
-
-// AddDeadWithoutAttempt counts an event dead-lettered without a failed
-// attempt (its subscription no longer delivers by webhook).
-func (r *Recorder) AddDeadWithoutAttempt(subscriptionID string, now time.Time) {
-	if r == nil {
-		return
-	}
-	r.update(subscriptionID, now, func(s *slot) { s.dead++ })
 }
 
 // ObserveLatency records one end-to-end latency for a subscription at now.

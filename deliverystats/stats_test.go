@@ -155,7 +155,6 @@ func TestNilRecorder(t *testing.T) {
 	var r *Recorder
 	r.Add("sub_a", Delivered, t0)
 	r.ObserveLatency("sub_a", time.Second, t0)
-	r.AddDeadWithoutAttempt("sub_a", t0)
 	if got := r.Snapshot("sub_a", t0); len(got) != 60 || got[59].Delivered != 0 {
 		t.Errorf("nil Recorder Snapshot = %d minutes, last %+v", len(got), got[59])
 	}

@@ -118,9 +118,9 @@ func (d *Dispatcher) firstAttempt(t *target, j *job) {
 	switch res.outcome {
 	case delivered:
 		t.breaker.success()
-		d.metrics.deliveries.WithLabelValues("delivered").Inc()
+		d.metrics.delivery(j.sub.ID, "delivered", now)
 		if !j.replay { // a replayed record's age is not the gateway's latency
-			d.metrics.observeLatency(j.msg.AppendTime, now)
+			d.metrics.observeLatency(j.sub.ID, j.msg.AppendTime, now)
 		}
 		j.done()
 		return
@@ -139,7 +139,7 @@ func (d *Dispatcher) firstAttempt(t *target, j *job) {
 // then marks the job settled.
 func (d *Dispatcher) settleFailure(j *job, res attemptResult, attempts int, first, now time.Time) {
 	status, next := d.nextStep(j.sub, res, attempts, first, now)
-	d.metrics.deliveries.WithLabelValues(deliveryLabel(res.outcome, status)).Inc()
+	d.metrics.delivery(j.sub.ID, deliveryLabel(res.outcome, status), now)
 	d.store1(j, status, attempts, next, first, res)
 }
 
@@ -209,8 +209,8 @@ func (d *Dispatcher) store1(j *job, status string, attempts int, next, first tim
 // park moves a job that was not attempted (paused subscription, open
 // breaker, full queue, shutdown) to the retry queue, due at next.
 func (d *Dispatcher) park(j *job, why string, next time.Time) {
-	d.metrics.deliveries.WithLabelValues("parked").Inc()
 	now := d.now()
+	d.metrics.delivery(j.sub.ID, "parked", now)
 	d.inFlight.Add(1)
 	go func() {
 		defer d.inFlight.Done()
