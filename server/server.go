@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/outflow-dev/outflow/deliverystats"
 	"github.com/outflow-dev/outflow/filter"
 	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
 	"github.com/outflow-dev/outflow/store"
@@ -94,6 +95,9 @@ type Params struct {
 	Ready func() error
 	// Streams serves StreamEvents; nil answers UNAVAILABLE.
 	Streams Streams
+	// Stats are the per-subscription delivery statistics GetSubscriptionStats
+	// serves (the dispatcher's Metrics.Stats); nil answers empty minutes.
+	Stats *deliverystats.Recorder
 }
 
 // Server serves the API over gRPC and HTTP.
@@ -110,6 +114,7 @@ type Server struct {
 	sender     *webhook.Sender
 	ready      func() error
 	streams    Streams
+	stats      *deliverystats.Recorder
 }
 
 type metrics struct {
@@ -157,6 +162,7 @@ func New(ctx context.Context, p Params) (*Server, error) {
 		sender:     p.Sender,
 		ready:      p.Ready,
 		streams:    p.Streams,
+		stats:      p.Stats,
 		metrics: metrics{requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outflow_api_requests_total",
 			Help: "API calls by gRPC method and status code (REST calls included).",

@@ -224,7 +224,7 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 		return nil
 	}
 	api, err := server.New(ctx, server.Params{Config: f.api, Store: st, Logger: logger, Registry: registry,
-		Sender: sender, Ready: ready, Streams: streams})
+		Sender: sender, Ready: ready, Streams: streams, Stats: metrics.Stats()})
 	if err != nil {
 		return err
 	}
