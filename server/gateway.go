@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/outflow-dev/outflow/console"
 	"github.com/outflow-dev/outflow/proto/openapi"
 	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
 )
@@ -61,6 +62,12 @@ func (s *Server) httpHandler(ctx context.Context, grpcAddr string) (http.Handler
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
+	ui, err := console.New()
+	if err != nil {
+		_ = conn.Close()
+		return nil, nil, err
+	}
+	mux.Handle(console.Prefix, ui) // the web console; it calls /v1/ like any client
 	return mux, func() { _ = conn.Close() }, nil
 }
 
