@@ -92,6 +92,9 @@ func TestConsoleInBrowser(t *testing.T) {
 	t.Logf("%d screenshots in %s", len(shots), out)
 	// The dev receiver verified the signatures of what the console's
 	// subscription received.
+	if !dev.printed(dev.api + "/console/") {
+		t.Errorf("outflow dev's instructions do not name the console, %s/console/", dev.api)
+	}
 	if !dev.printed("receiver: verified evt_") {
 		t.Error(`outflow dev's receiver printed no "receiver: verified evt_" line`)
 	}

@@ -251,9 +251,11 @@ try {
   await page.locator("tr[data-delivery]").first().waitFor({ timeout: 60_000 });
   const retryAll = page.getByRole("button", { name: /^Retry all \(\d+\)$/ });
   await until("Retry all to be enabled", async () => retryAll.isEnabled());
-  const n = Number((await retryAll.textContent()).match(/\d+/)[0]);
   await retryAll.click();
-  await page.getByRole("status").filter({ hasText: `Retrying ${n} ${n === 1 ? "delivery" : "deliveries"} now.` }).waitFor();
+  // New dead letters keep arriving, so the count may have grown since.
+  const retriedAll = page.getByRole("status").filter({ hasText: /^Retrying \d+ deliver(y|ies) now\.$/ });
+  await retriedAll.waitFor();
+  const n = Number((await retriedAll.textContent()).match(/\d+/)[0]);
   log(`retried ${n} with Retry all`);
 
   // 8. A stream subscription's live tail (NDJSON over HTTP).
