@@ -215,11 +215,13 @@ function subFromForm(f, editing) {
   if (f.kind === "stream") {
     sub.stream = {};
   } else {
+    // An emptied field is sent as 0 when editing (REST's inferred mask only
+    // names fields present): no rate limit, the default lanes and attempts.
     sub.webhook = { url: f.url.trim() };
-    if (f.rate_limit !== "") sub.webhook.rate_limit = Number(f.rate_limit);
-    if (f.max_in_flight !== "") sub.webhook.max_in_flight = Number(f.max_in_flight);
+    if (f.rate_limit !== "" || editing) sub.webhook.rate_limit = Number(f.rate_limit || 0);
+    if (f.max_in_flight !== "" || editing) sub.webhook.max_in_flight = Number(f.max_in_flight || 0);
+    if (f.max_attempts !== "" || editing) sub.retry_policy = { max_attempts: Number(f.max_attempts || 0) };
   }
-  if (f.max_attempts !== "") sub.retry_policy = { max_attempts: Number(f.max_attempts) };
   return sub;
 }
 
@@ -376,7 +378,7 @@ function SubscriptionDetail({ id }) {
     <${ErrorBox} error=${error} />
     <dl class="summary">
       <dt>Id</dt><dd><code>${sub.id}</code></dd>
-      <dt>Delivery</dt><dd>${target(sub)}</dd>
+      <dt>Delivery</dt><dd>${target(sub)}${sub.webhook ? html` · ${sub.webhook.rate_limit ? `at most ${sub.webhook.rate_limit}/s` : "no rate limit"}, ${sub.webhook.max_in_flight} in flight, timeout ${fmtDuration(sub.webhook.timeout)}` : null}</dd>
       <dt>Feature views</dt><dd>${(sub.feature_view_names || []).join(", ")}</dd>
       ${sub.filter ? html`<dt>Filter</dt><dd><code>${sub.filter}</code></dd>` : null}
       ${sub.enrichment ? html`<dt>Enrichment</dt><dd>${sub.enrichment.workspace_name} / ${sub.enrichment.feature_service_name} (${sub.enrichment.consistency})</dd>` : null}

@@ -218,6 +218,7 @@ try {
   await page.getByLabel("Rate limit (events/s, optional)").fill("20");
   await page.getByRole("button", { name: "Save" }).click();
   await heading().filter({ hasText: name }).waitFor();
+  await page.getByText("at most 20/s").waitFor();
 
   // 6. A replay of the last hour, watched until it ends.
   log("replay");
