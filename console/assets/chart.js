@@ -13,7 +13,8 @@ export function seconds(d) {
 
 export function formatSeconds(s) {
   if (!s) return "0 ms";
-  return s < 1 ? `${Math.round(s * 1000)} ms` : `${s.toFixed(s < 10 ? 2 : 1)} s`;
+  if (s < 1) return `${Math.round(s * 1000)} ms`;
+  return Number.isInteger(s) ? `${s} s` : `${s.toFixed(s < 10 ? 2 : 1)} s`;
 }
 
 function niceMax(v) {
