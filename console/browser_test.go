@@ -32,6 +32,7 @@ import (
 // It needs node, chromium and the packages scripts/browser-deps.sh installs
 // (make test runs it); without them it skips, or fails under CI=true.
 func TestConsoleInBrowser(t *testing.T) {
+	t.Parallel()
 	chromium := cmp(os.Getenv("CHROMIUM"), "/usr/bin/chromium")
 	depsDir, err := filepath.Abs(cmp(os.Getenv("OUTFLOW_BROWSER_DIR"), "../.cache/browser"))
 	if err != nil {

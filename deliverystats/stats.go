@@ -6,7 +6,7 @@
 // Prometheus has the same counts without the subscription, on purpose: a
 // subscription label would make one series per subscription per outcome,
 // which a Prometheus server should not be asked to keep. Here a subscription
-// costs a fixed ring of 60 minutes (about 6 KiB) while it has events, and
+// costs a fixed ring of 60 minutes (about 10 KiB) while it has events, and
 // nothing an hour after its last one.
 //
 // The counts are of one replica, the one that made the deliveries, and are
