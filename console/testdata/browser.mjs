@@ -64,7 +64,7 @@ const context = await chromium.launchPersistentContext(userDataDir, {
   deviceScaleFactor: 1,
 });
 const page = context.pages()[0] || await context.newPage();
-page.setDefaultTimeout(15_000);
+page.setDefaultTimeout(30_000); // generous: CI runs other packages' tests alongside
 
 const problems = [];
 page.on("pageerror", (err) => problems.push(`page error: ${err.message}`));
