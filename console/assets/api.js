@@ -71,8 +71,8 @@ export const api = {
   deleteSubscription: (id) => call("DELETE", `/v1/subscriptions/${enc(id)}`),
   rotateSecret: (id) => call("POST", `/v1/subscriptions/${enc(id)}:rotateSecret`, {}),
   sendTestEvent: (id) => call("POST", `/v1/subscriptions/${enc(id)}:test`, {}),
-  listDeliveries: (id, status) =>
-    call("GET", `/v1/subscriptions/${enc(id)}/deliveries?page_size=100${status ? "&status=" + enc(status) : ""}`),
+  listDeliveries: (id, status, pageToken) =>
+    call("GET", `/v1/subscriptions/${enc(id)}/deliveries?page_size=100${status ? "&status=" + enc(status) : ""}${pageToken ? "&page_token=" + enc(pageToken) : ""}`),
   retryDelivery: (id, deliveryId) => call("POST", `/v1/subscriptions/${enc(id)}/deliveries/${enc(deliveryId)}:retry`, {}),
   replay: (id, start, end) => call("POST", `/v1/subscriptions/${enc(id)}:replay`, { start_time: start, end_time: end }),
   getReplay: (id, replayId) => call("GET", `/v1/subscriptions/${enc(id)}/replays/${enc(replayId)}`),

@@ -426,24 +426,45 @@ function Activity({ id }) {
 
 // ---------------------------------------------------------------- deliveries
 
+// maxRetryAll bounds one Retry all: a thousand calls, one after another.
+const maxRetryAll = 1000;
+
 function Deliveries({ id }) {
   const [status, setStatus] = useState("");
   const [list, setList] = useState(null);
+  const [more, setMore] = useState(false);
   const [error, setError] = useState(null);
   const [notice, setNotice] = useState("");
   const [busy, setBusy] = useState(false);
-  const load = useCallback(() => api.listDeliveries(id, status).then((r) => { setList(r.deliveries || []); setError(null); }, setError), [id, status]);
+  const load = useCallback(() => api.listDeliveries(id, status).then((r) => {
+    setList(r.deliveries || []);
+    setMore(Boolean(r.next_page_token));
+    setError(null);
+  }, setError), [id, status]);
   useEffect(() => { load(); }, [load]);
   useInterval(load, 5000, !busy);
-  const retryable = (list || []).filter((d) => d.status === "RETRYING" || d.status === "DEAD");
-  const retry = async (ds) => {
+  const retryable = (d) => d.status === "RETRYING" || d.status === "DEAD";
+  // retry retries the given deliveries, or (all) every retrying or dead one
+  // the current filter selects, page by page (at most maxRetryAll).
+  const retry = async (ds, all) => {
     setBusy(true);
     setNotice("");
     let ok = 0;
     try {
+      if (all) {
+        ds = [];
+        let token = "";
+        do {
+          const r = await api.listDeliveries(id, status, token);
+          ds.push(...(r.deliveries || []).filter(retryable));
+          token = r.next_page_token || "";
+        } while (token && ds.length < maxRetryAll);
+        ds = ds.slice(0, maxRetryAll);
+      }
       for (const d of ds) {
         await api.retryDelivery(id, d.id);
         ok++;
+        if (ds.length > 20 && ok % 20 === 0) setNotice(`Retrying: ${ok} of ${ds.length}…`);
       }
       setNotice(`Retrying ${ok} ${ok === 1 ? "delivery" : "deliveries"} now.`);
     } catch (err) {
@@ -465,10 +486,11 @@ function Deliveries({ id }) {
         <option value="DELIVERED">Delivered after a retry</option>
       </select>
       <button type="button" onClick=${load}>Refresh</button>
-      <button type="button" disabled=${busy || retryable.length === 0} onClick=${() => retry(retryable)}>Retry all (${retryable.length})</button>
+      <button type="button" disabled=${busy || !(list || []).some(retryable)} onClick=${() => retry([], true)}>Retry all</button>
     </div>
     <div role="status" aria-live="polite">${notice}</div>
     <${ErrorBox} error=${error} />
+    ${more ? html`<p class="muted">The first ${list.length} are shown; Retry all retries every one (up to ${maxRetryAll}).</p>` : null}
     ${list === null ? html`<p class="muted">Loading…</p>` : list.length === 0 ? html`<p class="muted">None.</p>` : html`
     <table>
       <caption class="visually-hidden">Deliveries</caption>
@@ -479,7 +501,7 @@ function Deliveries({ id }) {
         <td>${d.attempts}</td>
         <td class="err-text">${d.last_status_code ? `HTTP ${d.last_status_code}: ` : ""}${d.last_error}</td>
         <td>${fmtTime(d.status === "RETRYING" ? d.next_attempt_time : d.update_time)}</td>
-        <td>${d.status === "RETRYING" || d.status === "DEAD" ? html`<button type="button" disabled=${busy} aria-label=${`Retry ${(d.event && d.event.id) || d.id}`} onClick=${() => retry([d])}>Retry</button>` : null}</td>
+        <td>${retryable(d) ? html`<button type="button" disabled=${busy} aria-label=${`Retry ${(d.event && d.event.id) || d.id}`} onClick=${() => retry([d])}>Retry</button>` : null}</td>
       </tr>`)}</tbody>
     </table>`}
   </section>`;

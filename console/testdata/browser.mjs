@@ -250,7 +250,7 @@ try {
   await page.locator("tr[data-delivery]").filter({ hasText: eventID }).filter({ hasText: "DELIVERED" }).waitFor({ timeout: 30_000 });
   await page.getByLabel("Show").selectOption("DEAD");
   await page.locator("tr[data-delivery]").first().waitFor({ timeout: 60_000 });
-  const retryAll = page.getByRole("button", { name: /^Retry all \(\d+\)$/ });
+  const retryAll = page.getByRole("button", { name: "Retry all" });
   await until("Retry all to be enabled", async () => retryAll.isEnabled());
   await retryAll.click();
   // New dead letters keep arriving, so the count may have grown since.
