@@ -12,13 +12,15 @@ GOTEST_FLAGS ?=
 # PKGS selects the packages to test; all of them by default.
 PKGS ?= ./...
 
-.PHONY: test testenv-start testenv-stop python-deps node-deps
+.PHONY: test testenv-start testenv-stop python-deps node-deps browser-deps
 
 # test starts a throwaway PostgreSQL and Kafka on free loopback ports, runs
 # every test against them and stops both, whatever the outcome. The Python
 # webhook receiver example's tests need a venv (python-deps), and the README's
-# Node snippet the Standard Webhooks JavaScript library (node-deps), first.
-test: python-deps node-deps
+# Node snippet the Standard Webhooks JavaScript library (node-deps), and the
+# console's browser test Chromium, playwright-core and axe-core
+# (browser-deps), first.
+test: python-deps node-deps browser-deps
 	scripts/testenv.sh run -- $(GOTESTSUM) --format pkgname-and-test-fails --format-hide-empty-pkg -- -race -count=1 $(GOTEST_FLAGS) $(PKGS)
 
 # python-deps creates .cache/pyvenv with the examples' pinned Python packages.
@@ -28,6 +30,11 @@ python-deps:
 # node-deps installs the pinned standardwebhooks npm package into .cache/node.
 node-deps:
 	scripts/node-deps.sh
+
+# browser-deps installs Debian's chromium (apt-get, as root) and the pinned
+# playwright-core and axe-core into .cache/browser for TestConsoleInBrowser.
+browser-deps:
+	scripts/browser-deps.sh
 
 # testenv-start starts a long-lived pair for interactive work; then
 # `eval "$$(scripts/testenv.sh env)"` and use go test directly.
@@ -52,7 +59,7 @@ bench:
 		scripts/testenv.sh run -- go run ./bench $(BENCH_FLAGS); \
 	fi
 
-.PHONY: build run dev proto proto-check lint check readme
+.PHONY: build run dev proto proto-check lint check readme console-vendor console-check
 
 # build compiles the binary into bin/.
 build:
@@ -89,6 +96,14 @@ proto:
 proto-check:
 	scripts/genproto.sh check
 
+# console-vendor copies the pinned Preact and htm from npm into
+# console/assets/vendor/; console-check fails when the committed copies differ.
+console-vendor:
+	scripts/console-vendor.sh
+
+console-check:
+	scripts/console-vendor.sh check
+
 # lint runs the static checks CI runs.
 lint:
 	go vet ./...
@@ -98,4 +113,4 @@ lint:
 	scripts/genproto.sh lint
 
 # check is what CI runs: the static checks, the drift check and the tests.
-check: lint proto-check test
+check: lint proto-check console-check test

@@ -169,9 +169,9 @@ func (d *Dispatcher) firstAttempt(t *target, j *job) {
 	switch res.outcome {
 	case delivered:
 		t.breaker.success()
-		d.metrics.deliveries.WithLabelValues("delivered").Inc()
+		d.metrics.delivery(j.sub.ID, "delivered", now)
 		if !j.replay { // a replayed record's age is not the gateway's latency
-			d.metrics.observeLatency(j.msg.AppendTime, now)
+			d.metrics.observeLatency(j.sub.ID, j.msg.AppendTime, now)
 		}
 		j.done()
 		return
@@ -195,7 +195,7 @@ func (d *Dispatcher) firstAttempt(t *target, j *job) {
 // then marks the job settled.
 func (d *Dispatcher) settleFailure(j *job, res attemptResult, attempts int, first, now time.Time) {
 	status, next := d.nextStep(j.sub, res, attempts, first, now)
-	d.metrics.deliveries.WithLabelValues(deliveryLabel(res.outcome, status)).Inc()
+	d.metrics.delivery(j.sub.ID, deliveryLabel(res.outcome, status), now)
 	d.store1(context.Background(), j, status, attempts, next, first, res)
 }
 
@@ -260,8 +260,8 @@ func (d *Dispatcher) store1(ctx context.Context, j *job, status string, attempts
 // breaker, shed, shutdown) to the retry queue, due at next. It waits while
 // the writers are busy, until ctx ends.
 func (d *Dispatcher) park(ctx context.Context, j *job, why string, next time.Time) {
-	d.metrics.deliveries.WithLabelValues("parked").Inc()
 	now := d.now()
+	d.metrics.delivery(j.sub.ID, "parked", now)
 	d.store1(ctx, j, store.StatusRetrying, 0, next, now, attemptResult{err: why})
 }
 

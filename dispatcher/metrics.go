@@ -5,6 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/outflow-dev/outflow/deliverystats"
 	"github.com/outflow-dev/outflow/record"
 )
 
@@ -19,12 +20,16 @@ type Metrics struct {
 	misconfig  *prometheus.CounterVec
 	laneWait   prometheus.Counter
 	shed       prometheus.Counter
+	// stats has the same deliveries and latencies per subscription, for
+	// GetSubscriptionStats.
+	stats *deliverystats.Recorder
 }
 
 // NewMetrics creates the series and registers them with reg (nil: not
 // registered, for tests).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
+		stats: deliverystats.NewRecorder(),
 		consumed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "outflow_records_consumed_total", Help: "Records read from the sources.",
 		}),
@@ -80,9 +85,21 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-func (m *Metrics) observeLatency(appended, now time.Time) {
+// Stats returns the per-subscription statistics these metrics feed, which
+// the API serves as GetSubscriptionStats.
+func (m *Metrics) Stats() *deliverystats.Recorder { return m.stats }
+
+// delivery counts one delivery outcome (a label of outflow_deliveries_total)
+// of a subscription.
+func (m *Metrics) delivery(subID, outcome string, now time.Time) {
+	m.deliveries.WithLabelValues(outcome).Inc()
+	m.stats.Add(subID, deliverystats.Outcome(outcome), now)
+}
+
+func (m *Metrics) observeLatency(subID string, appended, now time.Time) {
 	if !appended.IsZero() {
 		m.latency.Observe(now.Sub(appended).Seconds())
+		m.stats.ObserveLatency(subID, now.Sub(appended), now)
 	}
 }
 

@@ -139,7 +139,7 @@ func (d *Dispatcher) retry(ctx context.Context, dl *store.Delivery) {
 	case sub.Proto.GetWebhook() == nil:
 		// Switched to stream delivery: no attempt can ever succeed, so keep it
 		// in the dead letters rather than claiming it again every lease.
-		d.metrics.deliveries.WithLabelValues("dead").Inc()
+		d.metrics.delivery(sub.ID, "dead", d.now())
 		d.finish(ctx, dl, store.AttemptResult{Status: store.StatusDead, LastError: "the subscription no longer delivers by webhook"})
 		return
 	}
@@ -162,7 +162,7 @@ func (d *Dispatcher) retry(ctx context.Context, dl *store.Delivery) {
 	if res.outcome == misconfigured {
 		// The operator's fault: the delivery waits with its attempts, max_age
 		// and breaker untouched.
-		d.metrics.deliveries.WithLabelValues("parked").Inc()
+		d.metrics.delivery(sub.ID, "parked", now)
 		d.finish(ctx, dl, store.AttemptResult{Status: store.StatusRetrying, NextAttemptTime: now.Add(res.retryAfter),
 			LastError: truncate(res.err, 1024), Uncounted: true})
 		return
@@ -171,7 +171,7 @@ func (d *Dispatcher) retry(ctx context.Context, dl *store.Delivery) {
 	switch res.outcome {
 	case delivered:
 		t.breaker.success()
-		d.metrics.deliveries.WithLabelValues("delivered").Inc()
+		d.metrics.delivery(sub.ID, "delivered", now)
 		d.finish(ctx, dl, store.AttemptResult{Status: store.StatusDelivered, LastStatusCode: res.statusCode})
 		return
 	case gone:
@@ -180,7 +180,7 @@ func (d *Dispatcher) retry(ctx context.Context, dl *store.Delivery) {
 		d.breakerFailure(t, sub.ID, now)
 	}
 	status, next := d.nextStep(sub, res, attempts, dl.FirstAttemptTime, now)
-	d.metrics.deliveries.WithLabelValues(deliveryLabel(res.outcome, status)).Inc()
+	d.metrics.delivery(sub.ID, deliveryLabel(res.outcome, status), now)
 	d.finish(ctx, dl, store.AttemptResult{Status: status, NextAttemptTime: next,
 		LastError: truncate(res.err, 1024), LastStatusCode: res.statusCode})
 }

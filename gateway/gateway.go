@@ -271,7 +271,7 @@ func (g *Gateway) build(ctx context.Context, st *store.Store, closers *[]func())
 	registry.MustRegister(retryQueueGauge(st), subscriptionsGauge(matcher))
 
 	p.api, err = server.New(ctx, server.Params{Config: cfg.API, Store: st, Logger: logger, Registry: registry,
-		Sender: sender, Ready: p.ready, Streams: streams, Replays: p.replays != nil})
+		Sender: sender, Ready: p.ready, Streams: streams, Replays: p.replays != nil, Stats: metrics.Stats()})
 	if err != nil {
 		return nil, err
 	}

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/outflow-dev/outflow/console"
 	"github.com/outflow-dev/outflow/proto/openapi"
 	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
 )
@@ -73,6 +74,12 @@ func (s *Server) httpHandler(ctx context.Context, grpcAddr string) (http.Handler
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
+	ui, err := console.New()
+	if err != nil {
+		_ = conn.Close()
+		return nil, nil, err
+	}
+	mux.Handle(console.Prefix, ui) // the web console; it calls /v1/ like any client
 	return mux, func() { _ = conn.Close() }, nil
 }
 

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/outflow-dev/outflow/deliverystats"
 	"github.com/outflow-dev/outflow/filter"
 	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
 	"github.com/outflow-dev/outflow/store"
@@ -159,6 +160,9 @@ type Params struct {
 	// Streams is nil (a gateway reading only Kinesis streams, which stream
 	// clients cannot read yet). With Streams set, replays are always on.
 	Replays bool
+	// Stats are the per-subscription delivery statistics GetSubscriptionStats
+	// serves (the dispatcher's Metrics.Stats); nil answers empty minutes.
+	Stats *deliverystats.Recorder
 }
 
 // Server serves the API over gRPC and HTTP.
@@ -184,6 +188,7 @@ type Server struct {
 	streamSlots *streamSlots
 	keyWatch    *keyWatch
 	replays     bool
+	stats       *deliverystats.Recorder
 }
 
 type metrics struct {
@@ -236,6 +241,7 @@ func New(ctx context.Context, p Params) (*Server, error) {
 		streamSlots: newStreamSlots(cfg.MaxStreamsPerSubscription, cfg.MaxStreamsPerTenant),
 		keyWatch:    newKeyWatch(p.Store, cfg.KeyCheckInterval, logger),
 		replays:     p.Replays || p.Streams != nil,
+		stats:       p.Stats,
 		metrics: metrics{requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outflow_api_requests_total",
 			Help: "API calls by gRPC method and status code (REST calls included).",

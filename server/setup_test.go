@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/outflow-dev/outflow/deliverystats"
 	"github.com/outflow-dev/outflow/internal/storetest"
 	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
 	"github.com/outflow-dev/outflow/server"
@@ -44,6 +45,7 @@ type bundle struct {
 	keyA    string // tenant "tenant-a"
 	keyB    string // tenant "tenant-b"
 	logs    *syncBuffer
+	stats   *deliverystats.Recorder // served by GetSubscriptionStats
 }
 
 // setup starts a server over a fresh, migrated database. cfg's zero fields
@@ -79,6 +81,7 @@ func setupStreams(t *testing.T, cfg server.Config, streams server.Streams) *bund
 		cfg.TestEventsPerSecond = -1
 	}
 	logs := &syncBuffer{}
+	stats := deliverystats.NewRecorder()
 	// Test receivers listen on loopback over plain HTTP.
 	guard, err := webhook.NewGuard(webhook.GuardConfig{AllowInsecure: true, AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
 	if err != nil {
@@ -95,6 +98,7 @@ func setupStreams(t *testing.T, cfg server.Config, streams server.Streams) *bund
 		Logger:  slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Sender:  sender,
 		Streams: streams,
+		Stats:   stats,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -127,7 +131,7 @@ func setupStreams(t *testing.T, cfg server.Config, streams server.Streams) *bund
 		subs:    outflowv1.NewSubscriptionServiceClient(conn),
 		httpURL: "http://" + httpLis.Addr().String(),
 		grpcURL: grpcLis.Addr().String(),
-		keyA:    keyA, keyB: keyB, logs: logs,
+		keyA:    keyA, keyB: keyB, logs: logs, stats: stats,
 	}
 }
 

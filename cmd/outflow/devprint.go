@@ -26,6 +26,7 @@ func devInstructions(in devenv.Info) string {
 	p("%s (started in %.1fs). Ctrl-C stops everything and removes what it created.", devReadyLine, in.StartedIn.Seconds())
 	p("")
 	p("  REST API        %s  (OpenAPI %s/openapi.json, metrics %s/metrics)", api, api, api)
+	p("  Console         %s/console/  (sign in with the API key below)", api)
 	p("  gRPC API        %s  (reflection on; every call needs the API key)", in.GRPCAddr)
 	p("  API key         %s  (tenant %q)", in.APIKey, in.Tenant)
 	if in.KinesisEndpoint != "" {

@@ -1114,12 +1114,58 @@ func (x *Replay) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// GetSubscriptionStatsRequest is the input of GetSubscriptionStats.
+type GetSubscriptionStatsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Subscription id.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSubscriptionStatsRequest) Reset() {
+	*x = GetSubscriptionStatsRequest{}
+	mi := &file_outflow_v1_subscription_service_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSubscriptionStatsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSubscriptionStatsRequest) ProtoMessage() {}
+
+func (x *GetSubscriptionStatsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_outflow_v1_subscription_service_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSubscriptionStatsRequest.ProtoReflect.Descriptor instead.
+func (*GetSubscriptionStatsRequest) Descriptor() ([]byte, []int) {
+	return file_outflow_v1_subscription_service_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *GetSubscriptionStatsRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
 var File_outflow_v1_subscription_service_proto protoreflect.FileDescriptor
 
 const file_outflow_v1_subscription_service_proto_rawDesc = "" +
 	"\n" +
 	"%outflow/v1/subscription_service.proto\x12\n" +
-	"outflow.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19outflow/v1/delivery.proto\x1a\x16outflow/v1/event.proto\x1a\x1doutflow/v1/subscription.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"Y\n" +
+	"outflow.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19outflow/v1/delivery.proto\x1a\x16outflow/v1/event.proto\x1a\x16outflow/v1/stats.proto\x1a\x1doutflow/v1/subscription.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"Y\n" +
 	"\x19CreateSubscriptionRequest\x12<\n" +
 	"\fsubscription\x18\x01 \x01(\v2\x18.outflow.v1.SubscriptionR\fsubscription\"B\n" +
 	"\x16GetSubscriptionRequest\x12(\n" +
@@ -1204,7 +1250,9 @@ const file_outflow_v1_subscription_service_proto_rawDesc = "" +
 	"\aRUNNING\x10\x01\x12\r\n" +
 	"\tSUCCEEDED\x10\x02\x12\n" +
 	"\n" +
-	"\x06FAILED\x10\x032\xdb\x1e\n" +
+	"\x06FAILED\x10\x03\"-\n" +
+	"\x1bGetSubscriptionStatsRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id2\xe2\x1f\n" +
 	"\x13SubscriptionService\x12\xd6\x02\n" +
 	"\x12CreateSubscription\x12%.outflow.v1.CreateSubscriptionRequest\x1a\x18.outflow.v1.Subscription\"\xfe\x01\x92A\xd3\x01J{\n" +
 	"\x03409\x12t\n" +
@@ -1274,7 +1322,8 @@ const file_outflow_v1_subscription_service_proto_rawDesc = "" +
 	"\vListReplays\x12\x1e.outflow.v1.ListReplaysRequest\x1a\x1f.outflow.v1.ListReplaysResponse\"\xc0\x01\x92A\x89\x01J\x86\x01\n" +
 	"\x03404\x12\x7f\n" +
 	"eNOT_FOUND: no such resource for this tenant (also another tenant's, and ids the server never issued).\x12\x16\n" +
-	"\x14\x1a\x12.google.rpc.Status\x82\xd3\xe4\x93\x02-\x12+/v1/subscriptions/{subscription_id}/replaysB\xc0\x04\x92A\x81\x04\x12\x11\n" +
+	"\x14\x1a\x12.google.rpc.Status\x82\xd3\xe4\x93\x02-\x12+/v1/subscriptions/{subscription_id}/replays\x12\x84\x01\n" +
+	"\x14GetSubscriptionStats\x12'.outflow.v1.GetSubscriptionStatsRequest\x1a\x1d.outflow.v1.SubscriptionStats\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/subscriptions/{id}/statsB\xc0\x04\x92A\x81\x04\x12\x11\n" +
 	"\vOutflow API2\x02v1R\xae\x01\n" +
 	"\x03400\x12\xa6\x01\n" +
 	"\x8b\x01INVALID_ARGUMENT or FAILED_PRECONDITION: the request is malformed or not possible now; a google.rpc.BadRequest detail names each bad field.\x12\x16\n" +
@@ -1304,7 +1353,7 @@ func file_outflow_v1_subscription_service_proto_rawDescGZIP() []byte {
 }
 
 var file_outflow_v1_subscription_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_outflow_v1_subscription_service_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_outflow_v1_subscription_service_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_outflow_v1_subscription_service_proto_goTypes = []any{
 	(Replay_State)(0),                       // 0: outflow.v1.Replay.State
 	(*CreateSubscriptionRequest)(nil),       // 1: outflow.v1.CreateSubscriptionRequest
@@ -1324,30 +1373,32 @@ var file_outflow_v1_subscription_service_proto_goTypes = []any{
 	(*ListReplaysRequest)(nil),              // 15: outflow.v1.ListReplaysRequest
 	(*ListReplaysResponse)(nil),             // 16: outflow.v1.ListReplaysResponse
 	(*Replay)(nil),                          // 17: outflow.v1.Replay
-	(*Subscription)(nil),                    // 18: outflow.v1.Subscription
-	(*fieldmaskpb.FieldMask)(nil),           // 19: google.protobuf.FieldMask
-	(*Event)(nil),                           // 20: outflow.v1.Event
-	(Delivery_Status)(0),                    // 21: outflow.v1.Delivery.Status
-	(*Delivery)(nil),                        // 22: outflow.v1.Delivery
-	(*timestamppb.Timestamp)(nil),           // 23: google.protobuf.Timestamp
-	(*emptypb.Empty)(nil),                   // 24: google.protobuf.Empty
+	(*GetSubscriptionStatsRequest)(nil),     // 18: outflow.v1.GetSubscriptionStatsRequest
+	(*Subscription)(nil),                    // 19: outflow.v1.Subscription
+	(*fieldmaskpb.FieldMask)(nil),           // 20: google.protobuf.FieldMask
+	(*Event)(nil),                           // 21: outflow.v1.Event
+	(Delivery_Status)(0),                    // 22: outflow.v1.Delivery.Status
+	(*Delivery)(nil),                        // 23: outflow.v1.Delivery
+	(*timestamppb.Timestamp)(nil),           // 24: google.protobuf.Timestamp
+	(*emptypb.Empty)(nil),                   // 25: google.protobuf.Empty
+	(*SubscriptionStats)(nil),               // 26: outflow.v1.SubscriptionStats
 }
 var file_outflow_v1_subscription_service_proto_depIdxs = []int32{
-	18, // 0: outflow.v1.CreateSubscriptionRequest.subscription:type_name -> outflow.v1.Subscription
-	18, // 1: outflow.v1.ListSubscriptionsResponse.subscriptions:type_name -> outflow.v1.Subscription
-	18, // 2: outflow.v1.UpdateSubscriptionRequest.subscription:type_name -> outflow.v1.Subscription
-	19, // 3: outflow.v1.UpdateSubscriptionRequest.update_mask:type_name -> google.protobuf.FieldMask
-	20, // 4: outflow.v1.SendTestEventResponse.event:type_name -> outflow.v1.Event
-	21, // 5: outflow.v1.ListDeliveriesRequest.status:type_name -> outflow.v1.Delivery.Status
-	22, // 6: outflow.v1.ListDeliveriesResponse.deliveries:type_name -> outflow.v1.Delivery
-	23, // 7: outflow.v1.ReplaySubscriptionRequest.start_time:type_name -> google.protobuf.Timestamp
-	23, // 8: outflow.v1.ReplaySubscriptionRequest.end_time:type_name -> google.protobuf.Timestamp
+	19, // 0: outflow.v1.CreateSubscriptionRequest.subscription:type_name -> outflow.v1.Subscription
+	19, // 1: outflow.v1.ListSubscriptionsResponse.subscriptions:type_name -> outflow.v1.Subscription
+	19, // 2: outflow.v1.UpdateSubscriptionRequest.subscription:type_name -> outflow.v1.Subscription
+	20, // 3: outflow.v1.UpdateSubscriptionRequest.update_mask:type_name -> google.protobuf.FieldMask
+	21, // 4: outflow.v1.SendTestEventResponse.event:type_name -> outflow.v1.Event
+	22, // 5: outflow.v1.ListDeliveriesRequest.status:type_name -> outflow.v1.Delivery.Status
+	23, // 6: outflow.v1.ListDeliveriesResponse.deliveries:type_name -> outflow.v1.Delivery
+	24, // 7: outflow.v1.ReplaySubscriptionRequest.start_time:type_name -> google.protobuf.Timestamp
+	24, // 8: outflow.v1.ReplaySubscriptionRequest.end_time:type_name -> google.protobuf.Timestamp
 	17, // 9: outflow.v1.ListReplaysResponse.replays:type_name -> outflow.v1.Replay
-	23, // 10: outflow.v1.Replay.start_time:type_name -> google.protobuf.Timestamp
-	23, // 11: outflow.v1.Replay.end_time:type_name -> google.protobuf.Timestamp
+	24, // 10: outflow.v1.Replay.start_time:type_name -> google.protobuf.Timestamp
+	24, // 11: outflow.v1.Replay.end_time:type_name -> google.protobuf.Timestamp
 	0,  // 12: outflow.v1.Replay.state:type_name -> outflow.v1.Replay.State
-	23, // 13: outflow.v1.Replay.create_time:type_name -> google.protobuf.Timestamp
-	23, // 14: outflow.v1.Replay.update_time:type_name -> google.protobuf.Timestamp
+	24, // 13: outflow.v1.Replay.create_time:type_name -> google.protobuf.Timestamp
+	24, // 14: outflow.v1.Replay.update_time:type_name -> google.protobuf.Timestamp
 	1,  // 15: outflow.v1.SubscriptionService.CreateSubscription:input_type -> outflow.v1.CreateSubscriptionRequest
 	2,  // 16: outflow.v1.SubscriptionService.GetSubscription:input_type -> outflow.v1.GetSubscriptionRequest
 	3,  // 17: outflow.v1.SubscriptionService.ListSubscriptions:input_type -> outflow.v1.ListSubscriptionsRequest
@@ -1360,20 +1411,22 @@ var file_outflow_v1_subscription_service_proto_depIdxs = []int32{
 	13, // 24: outflow.v1.SubscriptionService.ReplaySubscription:input_type -> outflow.v1.ReplaySubscriptionRequest
 	14, // 25: outflow.v1.SubscriptionService.GetReplay:input_type -> outflow.v1.GetReplayRequest
 	15, // 26: outflow.v1.SubscriptionService.ListReplays:input_type -> outflow.v1.ListReplaysRequest
-	18, // 27: outflow.v1.SubscriptionService.CreateSubscription:output_type -> outflow.v1.Subscription
-	18, // 28: outflow.v1.SubscriptionService.GetSubscription:output_type -> outflow.v1.Subscription
-	4,  // 29: outflow.v1.SubscriptionService.ListSubscriptions:output_type -> outflow.v1.ListSubscriptionsResponse
-	18, // 30: outflow.v1.SubscriptionService.UpdateSubscription:output_type -> outflow.v1.Subscription
-	24, // 31: outflow.v1.SubscriptionService.DeleteSubscription:output_type -> google.protobuf.Empty
-	18, // 32: outflow.v1.SubscriptionService.RotateSubscriptionSecret:output_type -> outflow.v1.Subscription
-	9,  // 33: outflow.v1.SubscriptionService.SendTestEvent:output_type -> outflow.v1.SendTestEventResponse
-	11, // 34: outflow.v1.SubscriptionService.ListDeliveries:output_type -> outflow.v1.ListDeliveriesResponse
-	22, // 35: outflow.v1.SubscriptionService.RetryDelivery:output_type -> outflow.v1.Delivery
-	17, // 36: outflow.v1.SubscriptionService.ReplaySubscription:output_type -> outflow.v1.Replay
-	17, // 37: outflow.v1.SubscriptionService.GetReplay:output_type -> outflow.v1.Replay
-	16, // 38: outflow.v1.SubscriptionService.ListReplays:output_type -> outflow.v1.ListReplaysResponse
-	27, // [27:39] is the sub-list for method output_type
-	15, // [15:27] is the sub-list for method input_type
+	18, // 27: outflow.v1.SubscriptionService.GetSubscriptionStats:input_type -> outflow.v1.GetSubscriptionStatsRequest
+	19, // 28: outflow.v1.SubscriptionService.CreateSubscription:output_type -> outflow.v1.Subscription
+	19, // 29: outflow.v1.SubscriptionService.GetSubscription:output_type -> outflow.v1.Subscription
+	4,  // 30: outflow.v1.SubscriptionService.ListSubscriptions:output_type -> outflow.v1.ListSubscriptionsResponse
+	19, // 31: outflow.v1.SubscriptionService.UpdateSubscription:output_type -> outflow.v1.Subscription
+	25, // 32: outflow.v1.SubscriptionService.DeleteSubscription:output_type -> google.protobuf.Empty
+	19, // 33: outflow.v1.SubscriptionService.RotateSubscriptionSecret:output_type -> outflow.v1.Subscription
+	9,  // 34: outflow.v1.SubscriptionService.SendTestEvent:output_type -> outflow.v1.SendTestEventResponse
+	11, // 35: outflow.v1.SubscriptionService.ListDeliveries:output_type -> outflow.v1.ListDeliveriesResponse
+	23, // 36: outflow.v1.SubscriptionService.RetryDelivery:output_type -> outflow.v1.Delivery
+	17, // 37: outflow.v1.SubscriptionService.ReplaySubscription:output_type -> outflow.v1.Replay
+	17, // 38: outflow.v1.SubscriptionService.GetReplay:output_type -> outflow.v1.Replay
+	16, // 39: outflow.v1.SubscriptionService.ListReplays:output_type -> outflow.v1.ListReplaysResponse
+	26, // 40: outflow.v1.SubscriptionService.GetSubscriptionStats:output_type -> outflow.v1.SubscriptionStats
+	28, // [28:41] is the sub-list for method output_type
+	15, // [15:28] is the sub-list for method input_type
 	15, // [15:15] is the sub-list for extension type_name
 	15, // [15:15] is the sub-list for extension extendee
 	0,  // [0:15] is the sub-list for field type_name
@@ -1386,6 +1439,7 @@ func file_outflow_v1_subscription_service_proto_init() {
 	}
 	file_outflow_v1_delivery_proto_init()
 	file_outflow_v1_event_proto_init()
+	file_outflow_v1_stats_proto_init()
 	file_outflow_v1_subscription_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1393,7 +1447,7 @@ func file_outflow_v1_subscription_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_outflow_v1_subscription_service_proto_rawDesc), len(file_outflow_v1_subscription_service_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

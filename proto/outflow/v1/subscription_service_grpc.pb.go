@@ -32,6 +32,7 @@ const (
 	SubscriptionService_ReplaySubscription_FullMethodName       = "/outflow.v1.SubscriptionService/ReplaySubscription"
 	SubscriptionService_GetReplay_FullMethodName                = "/outflow.v1.SubscriptionService/GetReplay"
 	SubscriptionService_ListReplays_FullMethodName              = "/outflow.v1.SubscriptionService/ListReplays"
+	SubscriptionService_GetSubscriptionStats_FullMethodName     = "/outflow.v1.SubscriptionService/GetSubscriptionStats"
 )
 
 // SubscriptionServiceClient is the client API for SubscriptionService service.
@@ -72,6 +73,10 @@ type SubscriptionServiceClient interface {
 	GetReplay(ctx context.Context, in *GetReplayRequest, opts ...grpc.CallOption) (*Replay, error)
 	// Lists a subscription's replays, newest first.
 	ListReplays(ctx context.Context, in *ListReplaysRequest, opts ...grpc.CallOption) (*ListReplaysResponse, error)
+	// Gets a webhook subscription's deliveries, failures and end-to-end
+	// latency per minute over the last hour, as counted by the replica that
+	// answers (in memory; see SubscriptionStats).
+	GetSubscriptionStats(ctx context.Context, in *GetSubscriptionStatsRequest, opts ...grpc.CallOption) (*SubscriptionStats, error)
 }
 
 type subscriptionServiceClient struct {
@@ -202,6 +207,16 @@ func (c *subscriptionServiceClient) ListReplays(ctx context.Context, in *ListRep
 	return out, nil
 }
 
+func (c *subscriptionServiceClient) GetSubscriptionStats(ctx context.Context, in *GetSubscriptionStatsRequest, opts ...grpc.CallOption) (*SubscriptionStats, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SubscriptionStats)
+	err := c.cc.Invoke(ctx, SubscriptionService_GetSubscriptionStats_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SubscriptionServiceServer is the server API for SubscriptionService service.
 // All implementations must embed UnimplementedSubscriptionServiceServer
 // for forward compatibility.
@@ -240,6 +255,10 @@ type SubscriptionServiceServer interface {
 	GetReplay(context.Context, *GetReplayRequest) (*Replay, error)
 	// Lists a subscription's replays, newest first.
 	ListReplays(context.Context, *ListReplaysRequest) (*ListReplaysResponse, error)
+	// Gets a webhook subscription's deliveries, failures and end-to-end
+	// latency per minute over the last hour, as counted by the replica that
+	// answers (in memory; see SubscriptionStats).
+	GetSubscriptionStats(context.Context, *GetSubscriptionStatsRequest) (*SubscriptionStats, error)
 	mustEmbedUnimplementedSubscriptionServiceServer()
 }
 
@@ -285,6 +304,9 @@ func (UnimplementedSubscriptionServiceServer) GetReplay(context.Context, *GetRep
 }
 func (UnimplementedSubscriptionServiceServer) ListReplays(context.Context, *ListReplaysRequest) (*ListReplaysResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListReplays not implemented")
+}
+func (UnimplementedSubscriptionServiceServer) GetSubscriptionStats(context.Context, *GetSubscriptionStatsRequest) (*SubscriptionStats, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetSubscriptionStats not implemented")
 }
 func (UnimplementedSubscriptionServiceServer) mustEmbedUnimplementedSubscriptionServiceServer() {}
 func (UnimplementedSubscriptionServiceServer) testEmbeddedByValue()                             {}
@@ -523,6 +545,24 @@ func _SubscriptionService_ListReplays_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _SubscriptionService_GetSubscriptionStats_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetSubscriptionStatsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SubscriptionServiceServer).GetSubscriptionStats(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SubscriptionService_GetSubscriptionStats_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SubscriptionServiceServer).GetSubscriptionStats(ctx, req.(*GetSubscriptionStatsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // SubscriptionService_ServiceDesc is the grpc.ServiceDesc for SubscriptionService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -577,6 +617,10 @@ var SubscriptionService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListReplays",
 			Handler:    _SubscriptionService_ListReplays_Handler,
+		},
+		{
+			MethodName: "GetSubscriptionStats",
+			Handler:    _SubscriptionService_GetSubscriptionStats_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
