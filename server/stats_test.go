@@ -63,7 +63,9 @@ func TestGetSubscriptionStats(t *testing.T) {
 	}{
 		{"another tenant", b.keyB, id, codes.NotFound},
 		{"unknown id", b.keyA, "sub_doesnotexist", codes.NotFound},
-		{"malformed id", b.keyA, "nope", codes.InvalidArgument},
+		// Ids are opaque (SPEC §3): one the server could never have issued
+		// is as unknown as one it did not (issue 11, defect 7).
+		{"malformed id", b.keyA, "nope", codes.NotFound},
 		{"no key", "", id, codes.Unauthenticated},
 	} {
 		_, err := b.subs.GetSubscriptionStats(as(tt.key), &outflowv1.GetSubscriptionStatsRequest{Id: tt.id})

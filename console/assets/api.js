@@ -81,10 +81,11 @@ export const api = {
 };
 
 // streamEvents follows a stream subscription over HTTP (newline-delimited
-// JSON, one {"result": {...}} or {"error": {...}} per line) and calls
-// onEvent for each event; heartbeats are skipped. It resolves when the
-// stream ends and rejects on an error line or a failed request. Abort
-// signal to stop.
+// JSON: each event line is the webhook's event JSON plus its resume_token;
+// {"heartbeat_time": ...} lines say the stream is reading; a last
+// {"error": {...}} line ends it) and calls onEvent for each event. It
+// resolves when the stream ends and rejects on an error line or a failed
+// request. Abort signal to stop.
 export async function streamEvents(id, { signal, onEvent, onOpen }) {
   const resp = await fetch(`/v1/subscriptions/${enc(id)}/events:stream`, { headers: headers(), signal });
   if (!resp.ok) {
@@ -107,8 +108,7 @@ export async function streamEvents(id, { signal, onEvent, onOpen }) {
       if (!line) continue;
       const msg = JSON.parse(line);
       if (msg.error) throw new ApiError(500, msg.error);
-      const ev = msg.result && msg.result.event;
-      if (ev) onEvent(ev);
+      if (msg.id) onEvent(msg); // not a heartbeat
     }
   }
 }

@@ -1250,9 +1250,9 @@ const file_outflow_v1_subscription_service_proto_rawDesc = "" +
 	"\aRUNNING\x10\x01\x12\r\n" +
 	"\tSUCCEEDED\x10\x02\x12\n" +
 	"\n" +
-	"\x06FAILED\x10\x03\"-\n" +
-	"\x1bGetSubscriptionStatsRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id2\xe2\x1f\n" +
+	"\x06FAILED\x10\x03\"G\n" +
+	"\x1bGetSubscriptionStatsRequest\x12(\n" +
+	"\x02id\x18\x01 \x01(\tB\x18\x92A\x15\x8a\x01\x12^sub_[a-z2-7]{26}$R\x02id2\xf0 \n" +
 	"\x13SubscriptionService\x12\xd6\x02\n" +
 	"\x12CreateSubscription\x12%.outflow.v1.CreateSubscriptionRequest\x1a\x18.outflow.v1.Subscription\"\xfe\x01\x92A\xd3\x01J{\n" +
 	"\x03409\x12t\n" +
@@ -1322,8 +1322,11 @@ const file_outflow_v1_subscription_service_proto_rawDesc = "" +
 	"\vListReplays\x12\x1e.outflow.v1.ListReplaysRequest\x1a\x1f.outflow.v1.ListReplaysResponse\"\xc0\x01\x92A\x89\x01J\x86\x01\n" +
 	"\x03404\x12\x7f\n" +
 	"eNOT_FOUND: no such resource for this tenant (also another tenant's, and ids the server never issued).\x12\x16\n" +
-	"\x14\x1a\x12.google.rpc.Status\x82\xd3\xe4\x93\x02-\x12+/v1/subscriptions/{subscription_id}/replays\x12\x84\x01\n" +
-	"\x14GetSubscriptionStats\x12'.outflow.v1.GetSubscriptionStatsRequest\x1a\x1d.outflow.v1.SubscriptionStats\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/subscriptions/{id}/statsB\xc0\x04\x92A\x81\x04\x12\x11\n" +
+	"\x14\x1a\x12.google.rpc.Status\x82\xd3\xe4\x93\x02-\x12+/v1/subscriptions/{subscription_id}/replays\x12\x92\x02\n" +
+	"\x14GetSubscriptionStats\x12'.outflow.v1.GetSubscriptionStatsRequest\x1a\x1d.outflow.v1.SubscriptionStats\"\xb1\x01\x92A\x89\x01J\x86\x01\n" +
+	"\x03404\x12\x7f\n" +
+	"eNOT_FOUND: no such resource for this tenant (also another tenant's, and ids the server never issued).\x12\x16\n" +
+	"\x14\x1a\x12.google.rpc.Status\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/subscriptions/{id}/statsB\xc0\x04\x92A\x81\x04\x12\x11\n" +
 	"\vOutflow API2\x02v1R\xae\x01\n" +
 	"\x03400\x12\xa6\x01\n" +
 	"\x8b\x01INVALID_ARGUMENT or FAILED_PRECONDITION: the request is malformed or not possible now; a google.rpc.BadRequest detail names each bad field.\x12\x16\n" +
