@@ -123,6 +123,9 @@ type Config struct {
 	DrainTimeout time.Duration
 	// UserAgent is sent with every webhook ("outflow/<version>").
 	UserAgent string
+	// Detach tunes detaching a subscription that cannot keep up onto its
+	// own cursor (see the package doc).
+	Detach DetachConfig
 	// MisconfigBackoff is the first wait before an event is tried again
 	// after the gateway's own configuration failed it (feature-store
 	// credentials refused, backend not configured); it doubles with each
@@ -159,6 +162,7 @@ func (c Config) WithDefaults() Config {
 	c.Decode = c.Decode.WithDefaults()
 	c.Breaker = c.Breaker.WithDefaults()
 	c.Retry = c.Retry.WithDefaults()
+	c.Detach = c.Detach.WithDefaults()
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 10 * time.Second
 	}
@@ -212,6 +216,11 @@ type Params struct {
 	Sender   Sender
 	Metrics  *Metrics
 	Logger   *slog.Logger
+	// Log and Cursors, when both set, let a subscription that cannot keep
+	// up detach onto its own cursor instead of being shed to the retry
+	// queue (Kafka sources only).
+	Log     source.Log
+	Cursors CursorStore
 	// Now is the clock; time.Now by default.
 	Now func() time.Time
 }
@@ -251,6 +260,18 @@ type Dispatcher struct {
 	// is when one was last logged, in Unix nanoseconds.
 	misconfigStreak atomic.Int64
 	misconfigLogged atomic.Int64
+
+	// Detaching (detach.go): log and cursors are nil when it is off.
+	log     source.Log
+	cursors CursorStore
+	// seen holds, by source.Partition, the last offset the shared consumer
+	// began to handle (*atomic.Int64).
+	seen          sync.Map
+	detachedCount atomic.Int32
+	detachWG      sync.WaitGroup
+	// detachCtx ends the detached subscriptions' readers (Stop).
+	detachCtx  context.Context
+	stopDetach context.CancelFunc
 }
 
 // New builds a dispatcher. Its senders and writers start at once; Stop ends
@@ -282,7 +303,9 @@ func New(p Params) (*Dispatcher, error) {
 		lanesCtx: ctx, stopLanes: cancel,
 		writers: newWriters(cfg.Writers, cfg.WriteQueue, ctx, warn, p.Store.InsertDeliveries),
 		ready:   newReadyQueue(),
+		log:     p.Log, cursors: p.Cursors,
 	}
+	d.detachCtx, d.stopDetach = context.WithCancel(context.Background())
 	d.accepting.Store(true)
 	d.senders.Add(cfg.Senders)
 	for range cfg.Senders {
@@ -305,6 +328,9 @@ type job struct {
 	done    func()    // one of the message's pending deliveries is settled
 	// replay marks a job of a replay (see Replay).
 	replay bool
+	// catchUp marks a job of a detached subscription's reader: it waits
+	// for room as long as it takes and never sheds.
+	catchUp bool
 }
 
 // event returns the job's envelope, building it on first use.
@@ -324,6 +350,9 @@ func (j *job) event() *envelope {
 // so the message is read again by the partition's next owner.
 func (d *Dispatcher) Handle(ctx context.Context, m *source.Message) {
 	d.metrics.consumed.Inc()
+	if d.log != nil && m.Position.Kind == "kafka" {
+		d.noteSeen(m.Position)
+	}
 	rec, err := record.Decode(m.Value, d.cfg.Decode)
 	if err != nil {
 		d.keepPoison(ctx, m, err)
@@ -378,18 +407,28 @@ func (d *Dispatcher) Replay(m *source.Message, rec *record.Record, sub *match.Su
 // is shed, or the dispatcher is stopping. When ctx ends first, j stays
 // unsettled.
 func (d *Dispatcher) dispatch(ctx context.Context, j *job, wait time.Duration) {
+	detach := d.detachEnabled(j)
+	t := d.target(j.sub)
+	if detach && d.skipDetached(ctx, t, j, false) {
+		return // its reader delivers it
+	}
 	if j.sub.Proto.GetState() == outflowv1.Subscription_PAUSED {
 		d.park(ctx, j, "subscription paused", d.now())
 		return
 	}
-	t := d.target(j.sub)
 	if until, open := t.breaker.open(d.now()); open {
+		if detach && d.skipDetached(ctx, t, j, true) {
+			return
+		}
 		d.park(ctx, j, "circuit open: the receiver has been failing", until)
 		return
 	}
 	switch t.enqueue(ctx, d, j, wait) {
 	case queued:
 	case full:
+		if detach && d.skipDetached(ctx, t, j, true) {
+			return
+		}
 		d.park(ctx, j, "the receiver is not keeping up: its delivery queue stayed full", d.now())
 	case refused:
 		d.park(ctx, j, "gateway shutting down", d.now())
@@ -453,6 +492,9 @@ type target struct {
 	lanes   *laneSet
 	// closed is set when the subscription went away; enqueue then refuses.
 	closed bool
+	// dmu guards det, the subscription's detachment (nil: attached).
+	dmu sync.Mutex
+	det *detachment
 	// shed is set when a wait for room ran past LaneWait; until every lane
 	// has drained to half, events do not wait for room (an event whose lane
 	// is full is parked).
@@ -559,7 +601,7 @@ func (t *target) enqueue(ctx context.Context, d *Dispatcher, j *job, wait time.D
 // send is enqueue's attempt on one lane generation; again means the
 // generation was retired meanwhile. Callers hold lanesMu for reading.
 func (t *target) send(ctx context.Context, d *Dispatcher, ls *laneSet, l *lane, j *job, wait time.Duration) (res enqueueResult, again bool) {
-	if wait > 0 && t.shed.Load() {
+	if wait > 0 && t.shed.Load() && !j.catchUp {
 		// Shed: take the event only if its lane has room now, until every
 		// lane has drained to half (checking one lane would let a full
 		// sibling lane stall the consumer again at once).
@@ -589,6 +631,9 @@ func (t *target) send(ctx context.Context, d *Dispatcher, ls *laneSet, l *lane, 
 	case <-ctx.Done():
 		return cancelled, false
 	case <-timer.C:
+		if j.catchUp || d.detachEnabled(j) {
+			return full, false // the reader waits again; a live event detaches
+		}
 		if !t.shed.Swap(true) {
 			d.metrics.shed.Inc()
 			d.warn.warn(ctx, "a subscription's receiver is not keeping up; its events go to the retry queue until its lane drains",
@@ -770,7 +815,11 @@ func (d *Dispatcher) sweepTargets() {
 // committed.
 func (d *Dispatcher) Stop() {
 	d.stopOnce.Do(func() {
-		d.accepting.Store(false)
+		d.mu.Lock()
+		d.accepting.Store(false) // under mu: no reader is counted after this (addReader)
+		d.mu.Unlock()
+		d.stopDetach()
+		d.detachWG.Wait() // readers save their cursors
 		d.mu.Lock()
 		for _, t := range d.targets {
 			t.endLanes(false) // waits for senders inside enqueue: no job is added after this
