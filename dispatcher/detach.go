@@ -185,6 +185,17 @@ func (d *Dispatcher) skipDetached(ctx context.Context, t *target, j *job, detach
 	return true
 }
 
+// EnableDetach lets subscriptions detach onto cursors kept in cursors,
+// read from log (the Kafka source's topics), unless Config.Detach.Disabled:
+// the same as Params.Log and Params.Cursors, for a composition that opens
+// the log after the dispatcher. Call it before any message is handled.
+func (d *Dispatcher) EnableDetach(log source.Log, cursors CursorStore) {
+	if d.cfg.Detach.Disabled {
+		return
+	}
+	d.log, d.cursors = log, cursors
+}
+
 // ResumeDetached detaches again the subscriptions whose cursors a previous
 // run left (it stopped or crashed while they were detached), so their
 // readers go on from their cursors: call it once after New, before the

@@ -26,12 +26,57 @@
 //	                  writers (fixed set) ──▶ retry queue ──▶ retry workers
 //
 // A subscription must not hold the others back for long, though: when one
-// wait for its lane lasts longer than Config.LaneWait, the subscription is
-// shed — its further events go to the retry queue without waiting, until its
-// lane has drained to half — and while its circuit breaker is open its
-// events go there too. (The design this leads to detaches such a
-// subscription onto its own cursor instead; until then, shedding parks.)
+// wait for its lane lasts longer than Config.LaneWait, or its circuit
+// breaker is open, the subscription is detached (below). Without detaching
+// (Config.Detach.Disabled, no Params.Log, or a Kinesis source) it is shed
+// instead: its further events go to the retry queue without waiting, until
+// its lane has drained to half, and while its breaker is open too.
 //
+// # Detach and rejoin
+//
+// A detached subscription stops holding the shared consumer back and
+// catches up on its own, from a cursor per (subscription, partition)
+// (store.SubscriptionCursor):
+//
+//	shared consumer ──Handle──▶ lanes ◀──waits for room── catch-up reader
+//	  │ skips the detached                                   ▲ reads from
+//	  │ subscription's offsets in [start, rejoinAt)           │ the cursor
+//	  └──first skip per partition──▶ cursor (PostgreSQL) ◀───┘ checkpoints
+//
+//   - Detach: the first event of each partition the subscription does not
+//     take becomes the partition's start, saved as its cursor by a writer;
+//     that event is settled once the cursor is durable, so the shared
+//     consumer commits past it only then (SPEC §5's rule, the cursor
+//     covering what it skips). Later events from start on are settled at
+//     once. Events before start (on its lanes, or read again after a
+//     restart) stay the shared consumer's.
+//   - Catch up: one goroutine per detached subscription (at most
+//     DetachConfig.MaxDetached; beyond, it is shed) reads the partitions
+//     from the cursor through source.Log, matches the subscription only,
+//     and hands its events to the same lanes, waiting for room as long as
+//     the receiver takes (and while its circuit is open): the receiver's
+//     own pace. Its cursor (the first offset not settled) is saved every
+//     CheckpointEvents settled events or CheckpointInterval, never per
+//     event; a failed attempt goes to the retry queue as on the shared
+//     path, and that is the only row it writes.
+//   - Rejoin: once the reader is within RejoinLag of the last offset the
+//     shared consumer began, on every partition, it sets each partition's
+//     rejoinAt to the next offset the shared consumer will hand on (or
+//     past what it already read) under the same lock the shared consumer
+//     takes to decide, so every offset is the reader's or the shared
+//     consumer's, never both, never neither. The reader reads up to
+//     rejoinAt, waits until what it handed on is settled, and deletes the
+//     cursors.
+//   - Crash: ResumeDetached (at start) starts the readers of the cursors a
+//     previous run left. At least once: what was settled after the last
+//     cursor save is delivered again (at most CheckpointEvents events or
+//     CheckpointInterval of them per partition).
+//
+// Limits: positions must be offsets (Kafka); a Kinesis subscription is
+// shed. Detachment is per replica: after a rebalance, the new owner of a
+// partition delivers from its committed offset (duplicates, no loss) while
+// the reader goes on, and every replica resumes every cursor at start.
+
 // # Bounded writes
 //
 // Every write of the delivery path (a failed or shed delivery, a poison
@@ -631,10 +676,13 @@ func (t *target) send(ctx context.Context, d *Dispatcher, ls *laneSet, l *lane, 
 	case <-ctx.Done():
 		return cancelled, false
 	case <-timer.C:
-		if j.catchUp || d.detachEnabled(j) {
-			return full, false // the reader waits again; a live event detaches
+		if j.catchUp {
+			return full, false // the reader waits again
 		}
-		if !t.shed.Swap(true) {
+		// Shed, so that later events do not wait again; a subscription that
+		// can detach does so (and is rejoined with shed cleared), the others
+		// are parked.
+		if !t.shed.Swap(true) && !d.detachEnabled(j) {
 			d.metrics.shed.Inc()
 			d.warn.warn(ctx, "a subscription's receiver is not keeping up; its events go to the retry queue until its lane drains",
 				slog.String("subscription_id", t.id), slog.Duration("waited", wait))
