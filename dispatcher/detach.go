@@ -556,12 +556,17 @@ func (cu *catchUp) maybeRejoin() bool {
 }
 
 // finished reports whether the reader has read every partition up to its
-// hand-over.
+// hand-over, and the shared consumer has reached it (a shared consumer
+// behind the reader, after a restart, must still skip what the reader
+// delivered, so the detachment lasts until it has passed).
 func (cu *catchUp) finished() bool {
 	cu.t.dmu.Lock()
 	defer cu.t.dmu.Unlock()
-	for _, pc := range cu.det.parts {
+	for p, pc := range cu.det.parts {
 		if pc.rejoinAt < 0 || pc.read < pc.rejoinAt {
+			return false
+		}
+		if seen, ok := cu.d.lastSeen(p); !ok || seen < pc.rejoinAt-1 {
 			return false
 		}
 	}
