@@ -406,8 +406,9 @@ func (cu *catchUp) readPartition(ctx context.Context, p source.Partition, pc *pa
 }
 
 // handOn delivers one record to the subscription if it matches, waiting as
-// long as it takes for room in its lane (the receiver's own pace) and while
-// its circuit is open; false when the dispatcher is stopping.
+// long as it takes for room in its lane (the receiver's own pace), or parks
+// it in the retry queue while the circuit is open; false when the
+// dispatcher is stopping.
 func (cu *catchUp) handOn(ctx context.Context, p source.Partition, pc *partCursor, r source.Record) bool {
 	d, t := cu.d, cu.t
 	sub := d.matcher.Get(cu.id)
@@ -433,11 +434,12 @@ func (cu *catchUp) handOn(ctx context.Context, p source.Partition, pc *partCurso
 			return true
 		}
 		if until, open := t.breaker.open(d.now()); open {
-			if !sleepCtx(ctx, until.Sub(d.now())) {
-				cu.inFlight.Add(-1) // never handed on: its offset stays pending, so no cursor passes it
-				return false
-			}
-			continue
+			// A failing receiver: its events wait in the retry queue as on
+			// the shared path (their retries keep the policy's pace), but
+			// written by this reader, so the shared consumer never waits
+			// for those writes.
+			d.park(ctx, j, "circuit open: the receiver has been failing", until)
+			return true
 		}
 		switch t.enqueue(ctx, d, j, d.cfg.LaneWait) {
 		case queued:

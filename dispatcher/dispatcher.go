@@ -54,8 +54,9 @@
 //     DetachConfig.MaxDetached; beyond, it is shed) reads the partitions
 //     from the cursor through source.Log, matches the subscription only,
 //     and hands its events to the same lanes, waiting for room as long as
-//     the receiver takes (and while its circuit is open): the receiver's
-//     own pace. Its cursor (the first offset not settled) is saved every
+//     the receiver takes: the receiver's own pace. While the circuit is
+//     open it parks them in the retry queue, as the shared path did, but
+//     the shared consumer no longer waits for those writes. Its cursor (the first offset not settled) is saved every
 //     CheckpointEvents settled events or CheckpointInterval, never per
 //     event; a failed attempt goes to the retry queue as on the shared
 //     path, and that is the only row it writes.
