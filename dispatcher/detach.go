@@ -151,6 +151,7 @@ func (d *Dispatcher) skipDetached(ctx context.Context, t *target, j *job, detach
 		}
 		det = &detachment{parts: map[source.Partition]*partCursor{}, wake: make(chan struct{}, 1)}
 		t.det = det
+		t.wantDetach.Store(false)
 		go d.runCatchUp(t, j.sub.ID, det)
 		d.metrics.detached.Inc()
 		d.warn.warn(ctx, "a subscription's receiver is not keeping up; it is detached and reads the source on its own until it catches up",
@@ -330,6 +331,7 @@ func (cu *catchUp) run(ctx context.Context) bool {
 			t.det = nil
 			t.dmu.Unlock()
 			t.shed.Store(false)
+			t.endStreak()
 			return true
 		}
 		if !progressed {

@@ -377,6 +377,9 @@ type job struct {
 	// catchUp marks a job of a detached subscription's reader: it waits
 	// for room as long as it takes and never sheds.
 	catchUp bool
+	// shared is set when the message has other webhook deliveries: a wait
+	// for this one's lane holds them back.
+	shared bool
 }
 
 // event returns the job's envelope, building it on first use.
@@ -428,7 +431,7 @@ func (d *Dispatcher) Handle(ctx context.Context, m *source.Message) {
 		if ctx.Err() != nil {
 			return
 		}
-		j := &job{msg: m, rec: rec, sub: s, raw: raw, created: now, done: done}
+		j := &job{msg: m, rec: rec, sub: s, raw: raw, created: now, done: done, shared: len(webhooks) > 1}
 		d.dispatch(ctx, j, d.cfg.LaneWait)
 	}
 }
@@ -455,7 +458,7 @@ func (d *Dispatcher) Replay(m *source.Message, rec *record.Record, sub *match.Su
 func (d *Dispatcher) dispatch(ctx context.Context, j *job, wait time.Duration) {
 	detach := d.detachEnabled(j)
 	t := d.target(j.sub)
-	if detach && d.skipDetached(ctx, t, j, false) {
+	if detach && d.skipDetached(ctx, t, j, t.wantDetach.Load()) {
 		return // its reader delivers it
 	}
 	if j.sub.Proto.GetState() == outflowv1.Subscription_PAUSED {
@@ -541,6 +544,13 @@ type target struct {
 	// dmu guards det, the subscription's detachment (nil: attached).
 	dmu sync.Mutex
 	det *detachment
+	// The consumer's current streak of waits for this target's lanes
+	// (guarded by mu): since when every event has had to wait, and for how
+	// long in all. wantDetach is set when the streak says the receiver
+	// holds the others back (see holdsBack).
+	streakStart time.Time
+	streakWait  time.Duration
+	wantDetach  atomic.Bool
 	// shed is set when a wait for room ran past LaneWait; until every lane
 	// has drained to half, events do not wait for room (an event whose lane
 	// is full is parked).
@@ -659,6 +669,9 @@ func (t *target) send(ctx context.Context, d *Dispatcher, ls *laneSet, l *lane, 
 	}
 	select {
 	case l.q <- j:
+		if !j.catchUp {
+			t.endStreak()
+		}
 		return queued, false
 	default:
 	}
@@ -671,6 +684,9 @@ func (t *target) send(ctx context.Context, d *Dispatcher, ls *laneSet, l *lane, 
 	defer func() { d.metrics.laneWait.Add(time.Since(start).Seconds()) }()
 	select {
 	case l.q <- j:
+		if !j.catchUp && j.shared && d.detachEnabled(j) {
+			t.holdsBack(start, time.Since(start), d.cfg.LaneWait)
+		}
 		return queued, false
 	case <-ls.quit:
 		return 0, true
@@ -689,6 +705,32 @@ func (t *target) send(ctx context.Context, d *Dispatcher, ls *laneSet, l *lane, 
 				slog.String("subscription_id", t.id), slog.Duration("waited", wait))
 		}
 		return full, false
+	}
+}
+
+// endStreak notes that an event found room in the lane at once.
+func (t *target) endStreak() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.streakStart, t.streakWait = time.Time{}, 0
+}
+
+// holdsBack adds a wait that began at start and lasted waited to the
+// streak, and sets wantDetach when the streak says the receiver holds the
+// shared consumer back: the waits add up to more than limit (LaneWait) and
+// to at least half of the streak's time. A slow receiver whose every event
+// waits a little (50 ms a request) is caught as surely as one that blocks;
+// subscriptions that share a backlog evenly each take a fraction of the
+// time and stay attached (backpressure).
+func (t *target) holdsBack(start time.Time, waited, limit time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.streakStart.IsZero() {
+		t.streakStart = start
+	}
+	t.streakWait += waited
+	if t.streakWait > limit && 2*t.streakWait >= time.Since(t.streakStart) {
+		t.wantDetach.Store(true)
 	}
 }
 
