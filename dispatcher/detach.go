@@ -540,6 +540,13 @@ func (cu *catchUp) maybeRejoin() bool {
 	if cu.det.rejoining {
 		return true
 	}
+	if _, open := t.breaker.open(d.now()); open {
+		// A failing receiver stays detached: rejoined, its next event
+		// would detach it again, and that detach's cursor write would be
+		// the shared consumer's to wait for (behind this reader's parked
+		// events, while PostgreSQL is down).
+		return false
+	}
 	type hand struct {
 		pc *partCursor
 		at int64
