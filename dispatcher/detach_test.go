@@ -343,3 +343,35 @@ func TestStopEndsDetachedReaders(t *testing.T) {
 		t.Errorf("cursor %d passes events never delivered (detached at 3 at the latest)", c[0].Offset)
 	}
 }
+
+// TestFailingSubscriptionIsDetached: a receiver that fails opens its
+// circuit and is detached; the healthy subscription gets everything, the
+// shared consumer settles every message, and every event of the failing
+// one ends in the retry queue (a failed attempt, or parked by its reader
+// while the circuit is open).
+func TestFailingSubscriptionIsDetached(t *testing.T) {
+	t.Parallel()
+	const n = 200
+	b := setupDetach(t, newFakeLog(n), newFakeCursors(),
+		webhookSub("sub_ok", "https://ok.example.com"), webhookSub("sub_fail", "https://fail.example.com"))
+	var done atomic.Int64
+	for _, m := range msgs(n, &done) {
+		b.d.Handle(t.Context(), m)
+	}
+	eventually(t, "every message Done", func() bool { return done.Load() == n })
+	eventually(t, "the healthy subscription has every event", func() bool { return b.sender.delivered("https://ok.example.com") == n })
+	eventually(t, "every failing event in the retry queue", func() bool {
+		b.store.mu.Lock()
+		defer b.store.mu.Unlock()
+		k := 0
+		for _, d := range b.store.rows {
+			if d.SubscriptionID == "sub_fail" {
+				k++
+			}
+		}
+		return k == n
+	})
+	if _, _, rows := b.cursors.state(); rows != 1 {
+		t.Errorf("%d cursors; want the failing subscription's", rows)
+	}
+}
