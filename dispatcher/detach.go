@@ -169,20 +169,32 @@ func (d *Dispatcher) skipDetached(ctx context.Context, t *target, j *job, detach
 		t.dmu.Unlock()
 		return false
 	}
-	det.parts[p] = &partCursor{start: pos.Offset, rejoinAt: -1, read: pos.Offset, settled: map[int64]bool{}, saved: pos.Offset}
+	pc := &partCursor{start: pos.Offset, rejoinAt: -1, read: pos.Offset, settled: map[int64]bool{}, saved: pos.Offset}
+	det.parts[p] = pc
 	t.dmu.Unlock()
 	select {
 	case det.wake <- struct{}{}:
 	default:
 	}
 	c := store.SubscriptionCursor{SubscriptionID: t.id, Topic: p.Stream, Partition: p.ID, Offset: pos.Offset}
-	d.writers.submit(ctx, write{what: "saving a detached subscription's cursor",
+	submitted := d.writers.submit(ctx, write{what: "saving a detached subscription's cursor",
 		fn: func(ctx context.Context) error { return d.cursors.SaveCursors(ctx, []store.SubscriptionCursor{c}) },
 		done: func(err error) {
 			if err == nil {
 				j.done()
 			}
 		}})
+	if !submitted {
+		// ctx ended (the partition was revoked) before the cursor could be
+		// written: the partition stays the shared consumer's, so whoever
+		// reads j again delivers it (the reader may have begun: duplicates,
+		// never a gap).
+		t.dmu.Lock()
+		if det.parts[p] == pc {
+			delete(det.parts, p)
+		}
+		t.dmu.Unlock()
+	}
 	return true
 }
 
