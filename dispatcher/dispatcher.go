@@ -26,8 +26,11 @@
 //	                  writers (fixed set) ──▶ retry queue ──▶ retry workers
 //
 // A subscription must not hold the others back for long, though: when one
-// wait for its lane lasts longer than Config.LaneWait, or its circuit
-// breaker is open, the subscription is detached (below). Without detaching
+// wait for its lane lasts longer than Config.LaneWait, when its waits (for
+// records other subscriptions share) add up to more than LaneWait and to
+// half the time since they began (a receiver slow on every request, not
+// one stuck), or when its circuit breaker is open, the subscription is
+// detached (below). Without detaching
 // (Config.Detach.Disabled, no Params.Log, or a Kinesis source) it is shed
 // instead: its further events go to the retry queue without waiting, until
 // its lane has drained to half, and while its breaker is open too.
@@ -131,9 +134,11 @@ type Config struct {
 	// when it is full the consumer waits (see LaneWait). Defaults to 256.
 	LaneQueue int
 	// LaneWait bounds one wait of the consumer for room in a subscription's
-	// lane. A wait that runs out sheds the subscription: until all its lanes
-	// have drained to half, an event whose lane is full goes to the retry
-	// queue without waiting.
+	// lane. A wait that runs out detaches the subscription (see the package
+	// doc; so do many short waits adding up to more than LaneWait), or,
+	// without detaching, sheds it: until all its lanes have drained to
+	// half, an event whose lane is full goes to the retry queue without
+	// waiting.
 	// Half a second is far above what a healthy receiver takes to free a
 	// slot (one request), and short enough that a slow receiver costs the
 	// others little. Defaults to 500ms.
