@@ -26,12 +26,61 @@
 //	                  writers (fixed set) ──▶ retry queue ──▶ retry workers
 //
 // A subscription must not hold the others back for long, though: when one
-// wait for its lane lasts longer than Config.LaneWait, the subscription is
-// shed — its further events go to the retry queue without waiting, until its
-// lane has drained to half — and while its circuit breaker is open its
-// events go there too. (The design this leads to detaches such a
-// subscription onto its own cursor instead; until then, shedding parks.)
+// wait for its lane lasts longer than Config.LaneWait, when its waits (for
+// records other subscriptions share) add up to more than LaneWait and to
+// half the time since they began (a receiver slow on every request, not
+// one stuck), or when its circuit breaker is open, the subscription is
+// detached (below). Without detaching
+// (Config.Detach.Disabled, no Params.Log, or a Kinesis source) it is shed
+// instead: its further events go to the retry queue without waiting, until
+// its lane has drained to half, and while its breaker is open too.
 //
+// # Detach and rejoin
+//
+// A detached subscription stops holding the shared consumer back and
+// catches up on its own, from a cursor per (subscription, partition)
+// (store.SubscriptionCursor):
+//
+//	shared consumer ──Handle──▶ lanes ◀──waits for room── catch-up reader
+//	  │ skips the detached                                   ▲ reads from
+//	  │ subscription's offsets in [start, rejoinAt)           │ the cursor
+//	  └──first skip per partition──▶ cursor (PostgreSQL) ◀───┘ checkpoints
+//
+//   - Detach: the first event of each partition the subscription does not
+//     take becomes the partition's start, saved as its cursor by a writer;
+//     that event is settled once the cursor is durable, so the shared
+//     consumer commits past it only then (SPEC §5's rule, the cursor
+//     covering what it skips). Later events from start on are settled at
+//     once. Events before start (on its lanes, or read again after a
+//     restart) stay the shared consumer's.
+//   - Catch up: one goroutine per detached subscription (at most
+//     DetachConfig.MaxDetached; beyond, it is shed) reads the partitions
+//     from the cursor through source.Log, matches the subscription only,
+//     and hands its events to the same lanes, waiting for room as long as
+//     the receiver takes: the receiver's own pace. While the circuit is
+//     open it parks them in the retry queue, as the shared path did, but
+//     the shared consumer no longer waits for those writes. Its cursor (the first offset not settled) is saved every
+//     CheckpointEvents settled events or CheckpointInterval, never per
+//     event; a failed attempt goes to the retry queue as on the shared
+//     path, and that is the only row it writes.
+//   - Rejoin: once the reader is within RejoinLag of the last offset the
+//     shared consumer began, on every partition, it sets each partition's
+//     rejoinAt to the next offset the shared consumer will hand on (or
+//     past what it already read) under the same lock the shared consumer
+//     takes to decide, so every offset is the reader's or the shared
+//     consumer's, never both, never neither. The reader reads up to
+//     rejoinAt, waits until what it handed on is settled, and deletes the
+//     cursors.
+//   - Crash: ResumeDetached (at start) starts the readers of the cursors a
+//     previous run left. At least once: what was settled after the last
+//     cursor save is delivered again (at most CheckpointEvents events or
+//     CheckpointInterval of them per partition).
+//
+// Limits: positions must be offsets (Kafka); a Kinesis subscription is
+// shed. Detachment is per replica: after a rebalance, the new owner of a
+// partition delivers from its committed offset (duplicates, no loss) while
+// the reader goes on, and every replica resumes every cursor at start.
+
 // # Bounded writes
 //
 // Every write of the delivery path (a failed or shed delivery, a poison
@@ -87,9 +136,11 @@ type Config struct {
 	// when it is full the consumer waits (see LaneWait). Defaults to 256.
 	LaneQueue int
 	// LaneWait bounds one wait of the consumer for room in a subscription's
-	// lane. A wait that runs out sheds the subscription: until all its lanes
-	// have drained to half, an event whose lane is full goes to the retry
-	// queue without waiting.
+	// lane. A wait that runs out detaches the subscription (see the package
+	// doc; so do many short waits adding up to more than LaneWait), or,
+	// without detaching, sheds it: until all its lanes have drained to
+	// half, an event whose lane is full goes to the retry queue without
+	// waiting.
 	// Half a second is far above what a healthy receiver takes to free a
 	// slot (one request), and short enough that a slow receiver costs the
 	// others little. Defaults to 500ms.
@@ -125,6 +176,9 @@ type Config struct {
 	DrainTimeout time.Duration
 	// UserAgent is sent with every webhook ("outflow/<version>").
 	UserAgent string
+	// Detach tunes detaching a subscription that cannot keep up onto its
+	// own cursor (see the package doc).
+	Detach DetachConfig
 	// MisconfigBackoff is the first wait before an event is tried again
 	// after the gateway's own configuration failed it (feature-store
 	// credentials refused, backend not configured); it doubles with each
@@ -161,6 +215,7 @@ func (c Config) WithDefaults() Config {
 	c.Decode = c.Decode.WithDefaults()
 	c.Breaker = c.Breaker.WithDefaults()
 	c.Retry = c.Retry.WithDefaults()
+	c.Detach = c.Detach.WithDefaults()
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 10 * time.Second
 	}
@@ -214,6 +269,11 @@ type Params struct {
 	Sender   Sender
 	Metrics  *Metrics
 	Logger   *slog.Logger
+	// Log and Cursors, when both set, let a subscription that cannot keep
+	// up detach onto its own cursor instead of being shed to the retry
+	// queue (Kafka sources only).
+	Log     source.Log
+	Cursors CursorStore
 	// Now is the clock; time.Now by default.
 	Now func() time.Time
 	// TracerProvider receives the dispatcher's OpenTelemetry spans (a span
@@ -259,6 +319,18 @@ type Dispatcher struct {
 	// is when one was last logged, in Unix nanoseconds.
 	misconfigStreak atomic.Int64
 	misconfigLogged atomic.Int64
+
+	// Detaching (detach.go): log and cursors are nil when it is off.
+	log     source.Log
+	cursors CursorStore
+	// seen holds, by source.Partition, the last offset the shared consumer
+	// began to handle (*atomic.Int64).
+	seen          sync.Map
+	detachedCount atomic.Int32
+	detachWG      sync.WaitGroup
+	// detachCtx ends the detached subscriptions' readers (Stop).
+	detachCtx  context.Context
+	stopDetach context.CancelFunc
 }
 
 // New builds a dispatcher. Its senders and writers start at once; Stop ends
@@ -290,7 +362,9 @@ func New(p Params) (*Dispatcher, error) {
 		lanesCtx: ctx, stopLanes: cancel,
 		writers: newWriters(cfg.Writers, cfg.WriteQueue, ctx, warn, p.Store.InsertDeliveries),
 		ready:   newReadyQueue(),
+		log:     p.Log, cursors: p.Cursors,
 	}
+	d.detachCtx, d.stopDetach = context.WithCancel(context.Background())
 	d.accepting.Store(true)
 	d.senders.Add(cfg.Senders)
 	for range cfg.Senders {
@@ -314,6 +388,12 @@ type job struct {
 	done    func()            // one of the message's pending deliveries is settled
 	// replay marks a job of a replay (see Replay).
 	replay bool
+	// catchUp marks a job of a detached subscription's reader: it waits
+	// for room as long as it takes and never sheds.
+	catchUp bool
+	// shared is set when the message has other webhook deliveries: a wait
+	// for this one's lane holds them back.
+	shared bool
 }
 
 // event returns the job's envelope, building it on first use.
@@ -333,6 +413,9 @@ func (j *job) event() *envelope {
 // so the message is read again by the partition's next owner.
 func (d *Dispatcher) Handle(ctx context.Context, m *source.Message) {
 	d.metrics.consumed.Inc()
+	if d.log != nil && m.Position.Kind == "kafka" {
+		d.noteSeen(m.Position)
+	}
 	ctx, span := d.tracing.startRecord(ctx, m)
 	defer span.End()
 	_, step := d.tracing.start(ctx, "outflow.decode")
@@ -371,7 +454,7 @@ func (d *Dispatcher) Handle(ctx context.Context, m *source.Message) {
 		if ctx.Err() != nil {
 			return
 		}
-		j := &job{msg: m, rec: rec, sub: s, raw: raw, created: now, done: done, trace: span.SpanContext()}
+		j := &job{msg: m, rec: rec, sub: s, raw: raw, created: now, done: done, trace: span.SpanContext(), shared: len(webhooks) > 1}
 		d.dispatch(ctx, j, d.cfg.LaneWait)
 	}
 }
@@ -396,18 +479,28 @@ func (d *Dispatcher) Replay(m *source.Message, rec *record.Record, sub *match.Su
 // is shed, or the dispatcher is stopping. When ctx ends first, j stays
 // unsettled.
 func (d *Dispatcher) dispatch(ctx context.Context, j *job, wait time.Duration) {
+	detach := d.detachEnabled(j)
+	t := d.target(j.sub)
+	if detach && d.skipDetached(ctx, t, j, t.wantDetach.Load()) {
+		return // its reader delivers it
+	}
 	if j.sub.Proto.GetState() == outflowv1.Subscription_PAUSED {
 		d.park(ctx, j, "subscription paused", d.now())
 		return
 	}
-	t := d.target(j.sub)
 	if until, open := t.breaker.open(d.now()); open {
+		if detach && d.skipDetached(ctx, t, j, true) {
+			return
+		}
 		d.park(ctx, j, "circuit open: the receiver has been failing", until)
 		return
 	}
 	switch t.enqueue(ctx, d, j, wait) {
 	case queued:
 	case full:
+		if detach && d.skipDetached(ctx, t, j, true) {
+			return
+		}
 		d.park(ctx, j, "the receiver is not keeping up: its delivery queue stayed full", d.now())
 	case refused:
 		d.park(ctx, j, "gateway shutting down", d.now())
@@ -471,6 +564,16 @@ type target struct {
 	lanes   *laneSet
 	// closed is set when the subscription went away; enqueue then refuses.
 	closed bool
+	// dmu guards det, the subscription's detachment (nil: attached).
+	dmu sync.Mutex
+	det *detachment
+	// The consumer's current streak of waits for this target's lanes
+	// (guarded by mu): since when every event has had to wait, and for how
+	// long in all. wantDetach is set when the streak says the receiver
+	// holds the others back (see holdsBack).
+	streakStart time.Time
+	streakWait  time.Duration
+	wantDetach  atomic.Bool
 	// shed is set when a wait for room ran past LaneWait; until every lane
 	// has drained to half, events do not wait for room (an event whose lane
 	// is full is parked).
@@ -577,7 +680,7 @@ func (t *target) enqueue(ctx context.Context, d *Dispatcher, j *job, wait time.D
 // send is enqueue's attempt on one lane generation; again means the
 // generation was retired meanwhile. Callers hold lanesMu for reading.
 func (t *target) send(ctx context.Context, d *Dispatcher, ls *laneSet, l *lane, j *job, wait time.Duration) (res enqueueResult, again bool) {
-	if wait > 0 && t.shed.Load() {
+	if wait > 0 && t.shed.Load() && !j.catchUp {
 		// Shed: take the event only if its lane has room now, until every
 		// lane has drained to half (checking one lane would let a full
 		// sibling lane stall the consumer again at once).
@@ -589,6 +692,9 @@ func (t *target) send(ctx context.Context, d *Dispatcher, ls *laneSet, l *lane, 
 	}
 	select {
 	case l.q <- j:
+		if !j.catchUp {
+			t.endStreak()
+		}
 		return queued, false
 	default:
 	}
@@ -601,18 +707,53 @@ func (t *target) send(ctx context.Context, d *Dispatcher, ls *laneSet, l *lane, 
 	defer func() { d.metrics.laneWait.Add(time.Since(start).Seconds()) }()
 	select {
 	case l.q <- j:
+		if !j.catchUp && j.shared && d.detachEnabled(j) {
+			t.holdsBack(start, time.Since(start), d.cfg.LaneWait)
+		}
 		return queued, false
 	case <-ls.quit:
 		return 0, true
 	case <-ctx.Done():
 		return cancelled, false
 	case <-timer.C:
-		if !t.shed.Swap(true) {
+		if j.catchUp {
+			return full, false // the reader waits again
+		}
+		// Shed, so that later events do not wait again; a subscription that
+		// can detach does so (and is rejoined with shed cleared), the others
+		// are parked.
+		if !t.shed.Swap(true) && !d.detachEnabled(j) {
 			d.metrics.shed.Inc()
 			d.warn.warn(ctx, "a subscription's receiver is not keeping up; its events go to the retry queue until its lane drains",
 				slog.String("subscription_id", t.id), slog.Duration("waited", wait))
 		}
 		return full, false
+	}
+}
+
+// endStreak notes that an event found room in the lane at once.
+func (t *target) endStreak() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.streakStart, t.streakWait = time.Time{}, 0
+}
+
+// holdsBack adds a wait that began at start and lasted waited to the
+// streak, and sets wantDetach when the streak says the receiver holds the
+// shared consumer back: the waits add up to more than limit (LaneWait) and
+// to at least half of the streak's time. A slow receiver whose every event
+// waits a little (50 ms a request) is caught as surely as one that blocks;
+// subscriptions that share a backlog evenly each take a fraction of the
+// time and stay attached (backpressure).
+func (t *target) holdsBack(start time.Time, waited, limit time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.streakStart.IsZero() {
+		t.streakStart = start
+	}
+	t.streakWait += waited
+	if t.streakWait > limit && 2*t.streakWait >= time.Since(t.streakStart) {
+		t.wantDetach.Store(true)
 	}
 }
 
@@ -788,7 +929,11 @@ func (d *Dispatcher) sweepTargets() {
 // committed.
 func (d *Dispatcher) Stop() {
 	d.stopOnce.Do(func() {
-		d.accepting.Store(false)
+		d.mu.Lock()
+		d.accepting.Store(false) // under mu: no reader is counted after this (addReader)
+		d.mu.Unlock()
+		d.stopDetach()
+		d.detachWG.Wait() // readers save their cursors
 		d.mu.Lock()
 		for _, t := range d.targets {
 			t.endLanes(false) // waits for senders inside enqueue: no job is added after this

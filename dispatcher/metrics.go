@@ -11,15 +11,17 @@ import (
 
 // Metrics are the dispatcher's Prometheus series (SPEC §8).
 type Metrics struct {
-	consumed   prometheus.Counter
-	poison     *prometheus.CounterVec
-	deliveries *prometheus.CounterVec
-	latency    prometheus.Histogram
-	calls      *prometheus.HistogramVec
-	retries    prometheus.Counter
-	misconfig  *prometheus.CounterVec
-	laneWait   prometheus.Counter
-	shed       prometheus.Counter
+	consumed    prometheus.Counter
+	poison      *prometheus.CounterVec
+	deliveries  *prometheus.CounterVec
+	latency     prometheus.Histogram
+	calls       *prometheus.HistogramVec
+	retries     prometheus.Counter
+	misconfig   *prometheus.CounterVec
+	laneWait    prometheus.Counter
+	shed        prometheus.Counter
+	detached    prometheus.Counter
+	cursorSaves prometheus.Counter
 	// stats has the same deliveries and latencies per subscription, for
 	// GetSubscriptionStats.
 	stats *deliverystats.Recorder
@@ -70,6 +72,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "outflow_subscriptions_shed_total",
 		Help: "Times a subscription whose lane stayed full past --lane-wait was shed to the retry queue.",
 	})
+	m.detached = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "outflow_subscriptions_detached_total",
+		Help: "Times a subscription that could not keep up (lane full past --lane-wait, or circuit open) was detached onto its own cursor.",
+	})
+	m.cursorSaves = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "outflow_subscription_cursor_saves_total",
+		Help: "Batched saves of detached subscriptions' cursors to PostgreSQL.",
+	})
 	// Every label value starts at zero, so dashboards and alerts see a
 	// series before its first event.
 	for _, r := range record.Reasons() {
@@ -80,7 +90,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.deliveries.WithLabelValues(o)
 	}
 	if reg != nil {
-		reg.MustRegister(m.consumed, m.poison, m.deliveries, m.latency, m.calls, m.retries, m.misconfig, m.laneWait, m.shed)
+		reg.MustRegister(m.consumed, m.poison, m.deliveries, m.latency, m.calls, m.retries, m.misconfig, m.laneWait, m.shed, m.detached, m.cursorSaves)
 	}
 	return m
 }

@@ -225,6 +225,7 @@ func (g *Gateway) build(ctx context.Context, st *store.Store, closers *[]func())
 		}
 		// All stream clients read through one transport: they share the
 		// metadata connection and reuse each other's idle fetch connections.
+		disp.EnableDetach(klog, st) // a receiver that cannot keep up reads the topics on its own
 		shared := klog.Shared(source.ReaderConfig{Streams: slices.Clone(cfg.Kafka.Topics)})
 		*closers = append(*closers, shared.CloseIdleConnections) // after the API, and so every stream, has stopped
 		streamCfg.Source, streamCfg.Topics = shared, cfg.Kafka.Topics
@@ -342,6 +343,12 @@ func (g *Gateway) serve(ctx context.Context, p *parts) error {
 	case <-p.matcher.Ready():
 	case <-runCtx.Done():
 	}
+	// Subscriptions a previous run left detached go on from their cursors
+	// before the shared consumer reads (see dispatcher.ResumeDetached).
+	if err := p.disp.ResumeDetached(runCtx); err != nil && runCtx.Err() == nil {
+		errs <- fmt.Errorf("resuming detached subscriptions: %w", err)
+		stopRun()
+	}
 	var consumers sync.WaitGroup
 	for _, c := range p.consumers {
 		if runCtx.Err() != nil {
@@ -360,9 +367,14 @@ func (g *Gateway) serve(ctx context.Context, p *parts) error {
 
 	var firstErr error
 	select {
-	case <-runCtx.Done():
 	case firstErr = <-errs:
 		logger.ErrorContext(ctx, "stopping after a failure", slog.Any("error", firstErr))
+	case <-runCtx.Done():
+		select { // a failure that cancelled runCtx itself is still the answer
+		case firstErr = <-errs:
+			logger.ErrorContext(ctx, "stopping after a failure", slog.Any("error", firstErr))
+		default:
+		}
 	}
 	stopRun()
 	consumers.Wait() // the sources drain, then commit what is safe; replays hand over

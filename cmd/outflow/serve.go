@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -97,7 +98,12 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 
 	fs.IntVar(&f.dispatch.LaneQueue, "lane-queue", 256, "events one delivery lane may hold; when it is full the consumer waits (see --lane-wait)")
 	fs.IntVar(&f.dispatch.Senders, "senders", 512, "webhook attempts under way at once across all subscriptions (the sender pool)")
-	fs.DurationVar(&f.dispatch.LaneWait, "lane-wait", 500*time.Millisecond, "longest the consumer waits for room in one subscription's lane before that subscription's events go to the retry queue until its lane drains")
+	fs.DurationVar(&f.dispatch.LaneWait, "lane-wait", 500*time.Millisecond, "longest the consumer waits for room in one subscription's lane before that subscription is detached onto its own cursor (or, with --detach=false, its events go to the retry queue until its lane drains)")
+	fs.BoolFunc("detach", "detach a subscription that cannot keep up (lane full past --lane-wait, circuit open) onto its own cursor in PostgreSQL, read from Kafka at its receiver's pace until it rejoins, instead of parking its events in the retry queue (default true)", func(v string) error {
+		on, err := strconv.ParseBool(v)
+		f.dispatch.Detach.Disabled = !on
+		return err
+	})
 	fs.DurationVar(&f.dispatch.DrainTimeout, "drain-timeout", 10*time.Second, "on SIGTERM, how long in-flight deliveries get before they are parked in the retry queue")
 	fs.DurationVar(&f.dispatch.Breaker.Cooldown, "breaker-cooldown", 30*time.Second, "how long an open circuit parks a failing receiver's events")
 	fs.DurationVar(&f.dispatch.Breaker.DisableAfter, "disable-after", 72*time.Hour, "disable a subscription whose receiver has failed without a success for this long")

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"net/http"
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// TestSlowReceiverIsDetached runs the binary on the real broker with one
+// receiver that takes 50 ms a request (one at a time) and one healthy
+// receiver: the slow one is detached onto its own cursor, the healthy one
+// receives everything long before it, both receive every event exactly
+// once, and nothing of the merely slow receiver is written to the retry
+// queue.
+func TestSlowReceiverIsDetached(t *testing.T) {
+	t.Parallel()
+	env := newLoadEnv(t, "--lane-queue", "16", "--lane-wait", "200ms")
+	healthy, slow := newReceiver(t), newReceiver(t)
+	slow.status = func() int {
+		time.Sleep(50 * time.Millisecond) // a slow receiver, not a synchronisation
+		return http.StatusOK
+	}
+	ids := map[*receiver]string{}
+	for name, r := range map[string]*receiver{"healthy": healthy, "slow": slow} {
+		inFlight := 64
+		if r == slow {
+			inFlight = 1
+		}
+		created := env.gateway.api(t, env.key, "POST", "/v1/subscriptions", map[string]any{
+			"name": name, "feature_view_names": []string{fvClicks},
+			"webhook": map[string]any{"url": r.srv.URL, "max_in_flight": inFlight}}, 200)
+		ids[r] = created["id"].(string)
+		r.mu.Lock()
+		r.secret = created["secret"].(string)
+		r.mu.Unlock()
+	}
+
+	const n = 1200 // 400 on fv_clicks: 20 s of the slow receiver's time
+	base := time.Now().UTC()
+	start := time.Now()
+	env.produce(t, 0, n, base)
+	var clicks []int
+	for seq := range n {
+		if _, _, fv, _ := testRecord(seq, base); fv == fvClicks {
+			clicks = append(clicks, seq)
+		}
+	}
+	all := func(r *receiver) func() bool {
+		return func() bool {
+			got, _, _ := r.snapshot()
+			for _, seq := range clicks {
+				if got[seq] == 0 {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	pollUntil(t, time.Minute, "the healthy receiver to get every click", all(healthy))
+	healthyTook := time.Since(start)
+	pollUntil(t, 2*time.Minute, "the slow receiver to get every click", all(slow))
+	slowTook := time.Since(start)
+	t.Logf("%d events: healthy receiver done in %s, slow one (50 ms a request) in %s",
+		len(clicks), healthyTook.Round(time.Millisecond), slowTook.Round(time.Millisecond))
+	if healthyTook*3 > slowTook {
+		t.Errorf("the healthy receiver took %s, the slow one %s: want the healthy one far earlier (a third at most)", healthyTook, slowTook)
+	}
+	for _, r := range []*receiver{healthy, slow} {
+		got, badSig, idMismatch := r.snapshot()
+		if badSig > 0 || idMismatch > 0 {
+			t.Errorf("%d bad signatures, %d changed ids", badSig, idMismatch)
+		}
+		dups := 0
+		for _, c := range got {
+			dups += c - 1
+		}
+		if dups != 0 || len(got) != len(clicks) {
+			t.Errorf("got %d distinct events and %d duplicates, want %d and 0", len(got), dups, len(clicks))
+		}
+	}
+	for _, status := range []string{"RETRYING", "DEAD", "DELIVERED"} {
+		if rows := env.deliveries(t, ids[slow], status); len(rows) != 0 {
+			t.Errorf("%d %s rows in the retry queue for a receiver that is merely slow; want 0", len(rows), status)
+		}
+	}
+	m := regexp.MustCompile(`(?m)^outflow_subscriptions_detached_total (\d+)`).FindStringSubmatch(env.gateway.get(t, "/metrics"))
+	if m == nil {
+		t.Fatal("no outflow_subscriptions_detached_total in /metrics")
+	}
+	if v, _ := strconv.Atoi(m[1]); v < 1 {
+		t.Errorf("outflow_subscriptions_detached_total = %d; want the slow subscription detached", v)
+	}
+}

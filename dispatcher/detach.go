@@ -1,0 +1,617 @@
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/outflow-dev/outflow/match"
+	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
+	"github.com/outflow-dev/outflow/record"
+	"github.com/outflow-dev/outflow/source"
+	"github.com/outflow-dev/outflow/store"
+)
+
+// DetachConfig tunes detaching (see the package doc, "Detach and rejoin").
+// Detaching needs Params.Log and Params.Cursors; without them a subscription
+// that cannot keep up is shed to the retry queue instead.
+type DetachConfig struct {
+	// Disabled sheds instead of detaching even when a log and a cursor
+	// store are given.
+	Disabled bool
+	// MaxDetached bounds how many subscriptions are detached at once (one
+	// reader goroutine and its fetch connections each); beyond it a
+	// subscription is shed. Defaults to 64.
+	MaxDetached int
+	// CheckpointEvents: a detached subscription's reader saves its cursors
+	// once this many records were settled since the last save. Defaults to
+	// 1000. With CheckpointInterval it bounds what a crash re-delivers.
+	CheckpointEvents int
+	// CheckpointInterval: ... or once this long has passed with progress.
+	// Defaults to 1s.
+	CheckpointInterval time.Duration
+	// RejoinLag: a detached subscription rejoins the shared consumer once,
+	// on every partition it is read on, its reader is at most this many
+	// offsets behind the last offset the shared consumer handed on.
+	// Defaults to 64: small enough that the hand-over is a moment, large
+	// enough that a live partition (which moves on while the reader reads)
+	// is ever reached.
+	RejoinLag int64
+	// FetchBytes bounds one fetch of a reader, in bytes. Defaults to 1 MiB.
+	FetchBytes int
+	// FetchWait is how long one fetch may wait for records at a partition's
+	// end. Defaults to 100ms, so one quiet partition does not hold a
+	// reader's others.
+	FetchWait time.Duration
+}
+
+// WithDefaults returns c with its zero fields set to their defaults.
+func (c DetachConfig) WithDefaults() DetachConfig {
+	if c.MaxDetached <= 0 {
+		c.MaxDetached = 64
+	}
+	if c.CheckpointEvents <= 0 {
+		c.CheckpointEvents = 1000
+	}
+	if c.CheckpointInterval <= 0 {
+		c.CheckpointInterval = time.Second
+	}
+	if c.RejoinLag <= 0 {
+		c.RejoinLag = 64
+	}
+	if c.FetchBytes <= 0 {
+		c.FetchBytes = 1 << 20
+	}
+	if c.FetchWait <= 0 {
+		c.FetchWait = 100 * time.Millisecond
+	}
+	return c
+}
+
+// CursorStore keeps detached subscriptions' cursors; *store.Store is one.
+type CursorStore interface {
+	SaveCursors(ctx context.Context, cs []store.SubscriptionCursor) error
+	DeleteCursors(ctx context.Context, subscriptionID string) error
+	Cursors(ctx context.Context) ([]store.SubscriptionCursor, error)
+}
+
+var _ CursorStore = (*store.Store)(nil)
+
+// detachment is a detached subscription's state, guarded by its target's
+// dmu. For each partition the subscription was read on since detaching, the
+// reader owns the offsets [start, rejoinAt) and the shared consumer the rest.
+type detachment struct {
+	parts map[source.Partition]*partCursor
+	// rejoining is set once every partition has a rejoinAt: partitions not
+	// seen yet stay with the shared consumer.
+	rejoining bool
+	// wake tells the reader a partition was added (capacity 1).
+	wake chan struct{}
+}
+
+// partCursor is one partition of a detachment.
+type partCursor struct {
+	start    int64 // the first offset the reader owns
+	rejoinAt int64 // the first offset the shared consumer owns again; -1: not yet
+	read     int64 // the next offset the reader fetches
+	// The reader's accounting of what it handed on (guarded by catchUp.mu):
+	// offsets not settled yet, in order, and those settled out of order.
+	pending []int64
+	settled map[int64]bool
+	saved   int64 // the cursor last saved
+}
+
+// detachEnabled reports whether j may detach its subscription.
+func (d *Dispatcher) detachEnabled(j *job) bool {
+	return d.log != nil && d.cursors != nil && !d.cfg.Detach.Disabled && !j.replay && !j.catchUp &&
+		j.msg.Position.Kind == "kafka"
+}
+
+// noteSeen records the last offset of a partition the shared consumer
+// began to handle; a rejoin hands over just after it.
+func (d *Dispatcher) noteSeen(pos source.Position) {
+	p := source.Partition{Stream: pos.Topic, ID: pos.Partition}
+	v, ok := d.seen.Load(p)
+	if !ok {
+		v, _ = d.seen.LoadOrStore(p, new(atomic.Int64))
+	}
+	v.(*atomic.Int64).Store(pos.Offset)
+}
+
+func (d *Dispatcher) lastSeen(p source.Partition) (int64, bool) {
+	v, ok := d.seen.Load(p)
+	if !ok {
+		return 0, false
+	}
+	return v.(*atomic.Int64).Load(), true
+}
+
+// skipDetached takes j off the shared path when its subscription is
+// detached and j's offset is its reader's, detaching the subscription first
+// when detach is set (its lane stayed full, or its circuit is open). It
+// reports whether j was taken; j is then settled at once, or, the first
+// time the reader takes a partition over, once the partition's cursor is
+// durable: the shared consumer may commit past j only then.
+func (d *Dispatcher) skipDetached(ctx context.Context, t *target, j *job, detach bool) bool {
+	pos := j.msg.Position
+	p := source.Partition{Stream: pos.Topic, ID: pos.Partition}
+	t.dmu.Lock()
+	det := t.det
+	if det == nil {
+		if !detach || int(d.detachedCount.Load()) >= d.cfg.Detach.MaxDetached || !d.accepting.Load() {
+			t.dmu.Unlock()
+			return false
+		}
+		if !d.addReader() {
+			t.dmu.Unlock()
+			return false
+		}
+		det = &detachment{parts: map[source.Partition]*partCursor{}, wake: make(chan struct{}, 1)}
+		t.det = det
+		t.wantDetach.Store(false)
+		go d.runCatchUp(t, j.sub.ID, det)
+		d.metrics.detached.Inc()
+		d.warn.warn(ctx, "a subscription's receiver is not keeping up; it is detached and reads the source on its own until it catches up",
+			slog.String("subscription_id", t.id))
+	}
+	if pc := det.parts[p]; pc != nil {
+		mine := pos.Offset >= pc.start && (pc.rejoinAt < 0 || pos.Offset < pc.rejoinAt)
+		t.dmu.Unlock()
+		if mine {
+			j.done()
+		}
+		return mine
+	}
+	if det.rejoining {
+		t.dmu.Unlock()
+		return false
+	}
+	pc := &partCursor{start: pos.Offset, rejoinAt: -1, read: pos.Offset, settled: map[int64]bool{}, saved: pos.Offset}
+	det.parts[p] = pc
+	t.dmu.Unlock()
+	select {
+	case det.wake <- struct{}{}:
+	default:
+	}
+	c := store.SubscriptionCursor{SubscriptionID: t.id, Topic: p.Stream, Partition: p.ID, Offset: pos.Offset}
+	submitted := d.writers.submit(ctx, write{what: "saving a detached subscription's cursor",
+		fn: func(ctx context.Context) error { return d.cursors.SaveCursors(ctx, []store.SubscriptionCursor{c}) },
+		done: func(err error) {
+			if err == nil {
+				j.done()
+			}
+		}})
+	if !submitted {
+		// ctx ended (the partition was revoked) before the cursor could be
+		// written: the partition stays the shared consumer's, so whoever
+		// reads j again delivers it (the reader may have begun: duplicates,
+		// never a gap).
+		t.dmu.Lock()
+		if det.parts[p] == pc {
+			delete(det.parts, p)
+		}
+		t.dmu.Unlock()
+	}
+	return true
+}
+
+// EnableDetach lets subscriptions detach onto cursors kept in cursors,
+// read from log (the Kafka source's topics), unless Config.Detach.Disabled:
+// the same as Params.Log and Params.Cursors, for a composition that opens
+// the log after the dispatcher. Call it before any message is handled.
+func (d *Dispatcher) EnableDetach(log source.Log, cursors CursorStore) {
+	if d.cfg.Detach.Disabled {
+		return
+	}
+	d.log, d.cursors = log, cursors
+}
+
+// ResumeDetached detaches again the subscriptions whose cursors a previous
+// run left (it stopped or crashed while they were detached), so their
+// readers go on from their cursors: call it once after New, before the
+// source is read. Cursors of subscriptions that are gone are left to the
+// database (they go with their subscription).
+func (d *Dispatcher) ResumeDetached(ctx context.Context) error {
+	if d.log == nil || d.cursors == nil || d.cfg.Detach.Disabled {
+		return nil
+	}
+	cs, err := d.cursors.Cursors(ctx)
+	if err != nil {
+		return err
+	}
+	bySub := map[string][]store.SubscriptionCursor{}
+	for _, c := range cs {
+		bySub[c.SubscriptionID] = append(bySub[c.SubscriptionID], c)
+	}
+	for id, cs := range bySub {
+		s := d.matcher.Get(id)
+		if s == nil || s.Proto.GetWebhook() == nil {
+			continue
+		}
+		t := d.target(s)
+		det := &detachment{parts: map[source.Partition]*partCursor{}, wake: make(chan struct{}, 1)}
+		for _, c := range cs {
+			det.parts[source.Partition{Stream: c.Topic, ID: c.Partition}] = &partCursor{
+				start: c.Offset, rejoinAt: -1, read: c.Offset, settled: map[int64]bool{}, saved: c.Offset}
+		}
+		t.dmu.Lock()
+		if t.det == nil && d.addReader() {
+			t.det = det
+			go d.runCatchUp(t, id, det)
+			d.logger.Info("resuming a detached subscription from its cursors", slog.String("subscription_id", id),
+				slog.Int("partitions", len(cs)))
+		}
+		t.dmu.Unlock()
+	}
+	return nil
+}
+
+// addReader counts a reader about to start, unless the dispatcher is
+// stopping (Stop waits for the readers counted).
+func (d *Dispatcher) addReader() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.accepting.Load() {
+		return false
+	}
+	d.detachedCount.Add(1)
+	d.detachWG.Add(1)
+	return true
+}
+
+// catchUp is the reader of one detached subscription.
+type catchUp struct {
+	d   *Dispatcher
+	t   *target
+	id  string
+	det *detachment
+
+	mu       sync.Mutex // guards the partCursors' pending, settled and saved, and unsaved
+	unsaved  int        // records settled since the last save
+	lastSave time.Time
+	readers  map[string]source.PositionReader // by topic
+	inFlight atomic.Int64                     // records handed on and not settled
+}
+
+// runCatchUp reads a detached subscription's partitions from its cursors
+// until it has rejoined the shared consumer or the dispatcher stops.
+func (d *Dispatcher) runCatchUp(t *target, id string, det *detachment) {
+	defer d.detachWG.Done()
+	defer d.detachedCount.Add(-1)
+	cu := &catchUp{d: d, t: t, id: id, det: det, lastSave: d.now(), readers: map[string]source.PositionReader{}}
+	defer func() {
+		for _, r := range cu.readers {
+			r.Close()
+		}
+	}()
+	ctx := d.detachCtx
+	rejoined := cu.run(ctx)
+	if !rejoined {
+		// Stopping: save what was settled; what is still in the lanes is
+		// read again after a restart (at least once).
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		cu.checkpoint(sctx, true)
+		return
+	}
+	// Every record the reader handed on is settled and the shared consumer
+	// has every offset after; the cursors may go.
+	for attempt := 0; ; attempt++ {
+		err := d.cursors.DeleteCursors(ctx, id)
+		if err == nil || ctx.Err() != nil || attempt >= 10 {
+			if err != nil {
+				d.warn.warn(ctx, "deleting a rejoined subscription's cursors; a restart will re-deliver from them",
+					slog.String("subscription_id", id), slog.Any("error", err))
+			}
+			break
+		}
+		sleepCtx(ctx, backoffDelay(attempt))
+	}
+	d.logger.Info("a detached subscription has caught up and rejoined the shared consumer", slog.String("subscription_id", id))
+}
+
+// run is the reader's loop; it reports whether the subscription rejoined.
+func (cu *catchUp) run(ctx context.Context) bool {
+	d, t := cu.d, cu.t
+	for ctx.Err() == nil {
+		t.dmu.Lock()
+		parts := make(map[source.Partition]*partCursor, len(cu.det.parts))
+		for p, pc := range cu.det.parts {
+			parts[p] = pc
+		}
+		t.dmu.Unlock()
+		progressed := false
+		for p, pc := range parts {
+			n, ok := cu.readPartition(ctx, p, pc)
+			if !ok {
+				return false
+			}
+			progressed = progressed || n > 0
+		}
+		cu.checkpoint(ctx, false)
+		if cu.maybeRejoin() && cu.finished() {
+			for cu.inFlight.Load() > 0 {
+				if !sleepCtx(ctx, 10*time.Millisecond) {
+					return false
+				}
+			}
+			cu.checkpoint(ctx, true)
+			t.dmu.Lock()
+			t.det = nil
+			t.dmu.Unlock()
+			t.shed.Store(false)
+			t.endStreak()
+			return true
+		}
+		if !progressed {
+			select {
+			case <-ctx.Done():
+			case <-cu.det.wake:
+			case <-time.After(d.cfg.Detach.FetchWait):
+			}
+		}
+	}
+	return false
+}
+
+// readPartition makes one fetch of p and hands its records on; it returns
+// how many it read, and false when the reader must stop.
+func (cu *catchUp) readPartition(ctx context.Context, p source.Partition, pc *partCursor) (int, bool) {
+	d, t := cu.d, cu.t
+	t.dmu.Lock()
+	read, limit := pc.read, pc.rejoinAt
+	t.dmu.Unlock()
+	if limit >= 0 && read >= limit {
+		return 0, true
+	}
+	r := cu.readers[p.Stream]
+	if r == nil {
+		r = d.log.NewReader(source.ReaderConfig{Streams: []string{p.Stream}})
+		cu.readers[p.Stream] = r
+	}
+	b, err := r.Fetch(ctx, source.FetchRequest{Partition: p, Offset: read, MaxBytes: d.cfg.Detach.FetchBytes, MaxWait: d.cfg.Detach.FetchWait})
+	switch {
+	case ctx.Err() != nil:
+		return 0, false
+	case errors.Is(err, source.ErrOutOfRange):
+		bounds, berr := r.Bounds(ctx, map[string][]int32{p.Stream: {p.ID}})
+		if berr != nil || bounds[p].First <= read {
+			d.warn.warn(ctx, "a detached subscription's reader cannot fetch", slog.String("subscription_id", cu.id), slog.Any("error", err))
+			return 0, true
+		}
+		d.logger.Error("a detached subscription's cursor is before the retained records; skipping to the first one",
+			slog.String("subscription_id", cu.id), slog.String("topic", p.Stream), slog.Int("partition", int(p.ID)),
+			slog.Int64("cursor", read), slog.Int64("first", bounds[p].First))
+		t.dmu.Lock()
+		pc.read = bounds[p].First
+		t.dmu.Unlock()
+		return 0, true
+	case err != nil:
+		d.warn.warn(ctx, "a detached subscription's reader cannot fetch", slog.String("subscription_id", cu.id), slog.Any("error", err))
+		sleepCtx(ctx, time.Second)
+		return 0, true
+	}
+	n := 0
+	for _, rec := range b.Records {
+		if limit >= 0 && rec.Offset >= limit {
+			break
+		}
+		if !cu.handOn(ctx, p, pc, rec) {
+			return n, false
+		}
+		n++
+		t.dmu.Lock()
+		pc.read = rec.Offset + 1
+		t.dmu.Unlock()
+	}
+	if n == len(b.Records) {
+		next := b.Next
+		if limit >= 0 {
+			next = min(next, limit)
+		}
+		t.dmu.Lock()
+		pc.read = max(pc.read, next)
+		t.dmu.Unlock()
+	}
+	return n, true
+}
+
+// handOn delivers one record to the subscription if it matches, waiting as
+// long as it takes for room in its lane (the receiver's own pace), or parks
+// it in the retry queue while the circuit is open; false when the
+// dispatcher is stopping.
+func (cu *catchUp) handOn(ctx context.Context, p source.Partition, pc *partCursor, r source.Record) bool {
+	d, t := cu.d, cu.t
+	sub := d.matcher.Get(cu.id)
+	if sub == nil || sub.Proto.GetWebhook() == nil {
+		return false // gone: its cursors went with it
+	}
+	rec, err := record.Decode(r.Value, d.cfg.Decode)
+	if err != nil || !matches(d.matcher.Index().Match(rec), cu.id) {
+		return true // poison is kept by the shared consumer
+	}
+	pos := source.Position{Kind: "kafka", Topic: p.Stream, Partition: p.ID, Offset: r.Offset}
+	m := source.NewMessage(pos, r.Key, r.Value, r.Time, nil)
+	cu.mu.Lock()
+	pc.pending = append(pc.pending, r.Offset)
+	cu.mu.Unlock()
+	cu.inFlight.Add(1)
+	var once sync.Once
+	settle := func() { once.Do(func() { cu.settle(pc, r.Offset); cu.inFlight.Add(-1) }) }
+	j := &job{msg: m, rec: rec, sub: sub, raw: compact(rec.Raw), created: d.now(), done: settle, catchUp: true}
+	for {
+		if sub.Proto.GetState() == outflowv1.Subscription_PAUSED {
+			d.park(ctx, j, "subscription paused", d.now())
+			return true
+		}
+		if until, open := t.breaker.open(d.now()); open {
+			// A failing receiver: its events wait in the retry queue as on
+			// the shared path (their retries keep the policy's pace), but
+			// written by this reader, so the shared consumer never waits
+			// for those writes.
+			d.park(ctx, j, "circuit open: the receiver has been failing", until)
+			return true
+		}
+		switch t.enqueue(ctx, d, j, d.cfg.LaneWait) {
+		case queued:
+			return true
+		case full:
+			continue // the receiver's pace: wait again
+		default:
+			cu.inFlight.Add(-1) // never handed on: its offset stays pending, so no cursor passes it
+			return false
+		}
+	}
+}
+
+func matches(subs []*match.Subscription, id string) bool {
+	for _, s := range subs {
+		if s.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// settle records that the record at offset was settled.
+func (cu *catchUp) settle(pc *partCursor, offset int64) {
+	cu.mu.Lock()
+	defer cu.mu.Unlock()
+	cu.unsaved++
+	pc.settled[offset] = true
+	for len(pc.pending) > 0 && pc.settled[pc.pending[0]] {
+		delete(pc.settled, pc.pending[0])
+		pc.pending = pc.pending[1:]
+	}
+}
+
+// checkpoint saves the cursors that moved, when enough records were settled
+// or enough time passed (or force).
+func (cu *catchUp) checkpoint(ctx context.Context, force bool) {
+	d, t := cu.d, cu.t
+	cfg := d.cfg.Detach
+	now := d.now()
+	t.dmu.Lock()
+	parts := make(map[source.Partition]*partCursor, len(cu.det.parts))
+	reads := make(map[source.Partition]int64, len(cu.det.parts))
+	for p, pc := range cu.det.parts {
+		parts[p], reads[p] = pc, pc.read
+	}
+	t.dmu.Unlock()
+	cu.mu.Lock()
+	if !force && cu.unsaved < cfg.CheckpointEvents && now.Sub(cu.lastSave) < cfg.CheckpointInterval {
+		cu.mu.Unlock()
+		return
+	}
+	var cs []store.SubscriptionCursor
+	var moved []*partCursor
+	for p, pc := range parts {
+		cursor := reads[p]
+		if len(pc.pending) > 0 {
+			cursor = pc.pending[0]
+		}
+		if cursor > pc.saved {
+			cs = append(cs, store.SubscriptionCursor{SubscriptionID: cu.id, Topic: p.Stream, Partition: p.ID, Offset: cursor})
+			moved = append(moved, pc)
+		}
+	}
+	unsaved := cu.unsaved
+	cu.unsaved, cu.lastSave = 0, now
+	cu.mu.Unlock()
+	if len(cs) == 0 {
+		return
+	}
+	if err := d.cursors.SaveCursors(ctx, cs); err != nil {
+		cu.mu.Lock()
+		cu.unsaved += unsaved
+		cu.mu.Unlock()
+		d.warn.warn(ctx, "saving a detached subscription's cursors; a restart re-delivers from the last saved ones",
+			slog.String("subscription_id", cu.id), slog.Any("error", err))
+		return
+	}
+	d.metrics.cursorSaves.Inc()
+	cu.mu.Lock()
+	for i, pc := range moved {
+		pc.saved = cs[i].Offset
+	}
+	cu.mu.Unlock()
+}
+
+// maybeRejoin decides the hand-over once every partition's reader is within
+// RejoinLag of what the shared consumer handed on: from then on the shared
+// consumer owns every offset after the one it last began (or after what the
+// reader already read, if further), and the reader reads up to there. It
+// reports whether the subscription is rejoining.
+func (cu *catchUp) maybeRejoin() bool {
+	t, d := cu.t, cu.d
+	t.dmu.Lock()
+	defer t.dmu.Unlock()
+	if cu.det.rejoining {
+		return true
+	}
+	if _, open := t.breaker.open(d.now()); open {
+		// A failing receiver stays detached: rejoined, its next event
+		// would detach it again, and that detach's cursor write would be
+		// the shared consumer's to wait for (behind this reader's parked
+		// events, while PostgreSQL is down).
+		return false
+	}
+	type hand struct {
+		pc *partCursor
+		at int64
+	}
+	var hands []hand
+	for p, pc := range cu.det.parts {
+		seen, ok := d.lastSeen(p)
+		if !ok || seen+1-pc.read > d.cfg.Detach.RejoinLag {
+			return false
+		}
+		hands = append(hands, hand{pc, max(seen+1, pc.read)})
+	}
+	for _, h := range hands {
+		h.pc.rejoinAt = h.at
+	}
+	cu.det.rejoining = true
+	return true
+}
+
+// finished reports whether the reader has read every partition up to its
+// hand-over, and the shared consumer has reached it (a shared consumer
+// behind the reader, after a restart, must still skip what the reader
+// delivered, so the detachment lasts until it has passed).
+func (cu *catchUp) finished() bool {
+	cu.t.dmu.Lock()
+	defer cu.t.dmu.Unlock()
+	for p, pc := range cu.det.parts {
+		if pc.rejoinAt < 0 || pc.read < pc.rejoinAt {
+			return false
+		}
+		if seen, ok := cu.d.lastSeen(p); !ok || seen < pc.rejoinAt-1 {
+			return false
+		}
+	}
+	return true
+}
+
+// sleepCtx waits for d or ctx; false when ctx ended.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-timer.C:
+		return true
+	}
+}
+
+// backoffDelay is 100ms doubled per attempt, capped at 10s.
+func backoffDelay(attempt int) time.Duration {
+	return min(100*time.Millisecond<<min(attempt, 7), 10*time.Second)
+}

@@ -1,0 +1,377 @@
+package dispatcher
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/outflow-dev/outflow/match"
+	"github.com/outflow-dev/outflow/source"
+	"github.com/outflow-dev/outflow/store"
+	"github.com/outflow-dev/outflow/webhook"
+)
+
+// fakeLog is one Kafka partition ("t"/0) in memory, read the way a broker
+// is: at most a few records per fetch, an empty fetch held for MaxWait,
+// offsets beyond the end out of range.
+type fakeLog struct {
+	mu      sync.Mutex
+	records []source.Record
+	fetches atomic.Int64
+	readers atomic.Int64 // open
+}
+
+func newFakeLog(n int) *fakeLog {
+	l := &fakeLog{}
+	for i := range n {
+		l.records = append(l.records, source.Record{Offset: int64(i), Value: recordValue(i), Time: time.Now()})
+	}
+	return l
+}
+
+func recordValue(i int) []byte {
+	return fmt.Appendf(nil, `{"version":"1","feature_view_name":"fv","feature_timestamp":"2026-01-01T00:00:00Z","entity_keys":{"user_id":"u%d"}}`, i)
+}
+
+func (l *fakeLog) NewReader(source.ReaderConfig) source.PositionReader {
+	l.readers.Add(1)
+	return &fakeReader{l: l}
+}
+
+type fakeReader struct {
+	l      *fakeLog
+	closed atomic.Bool
+}
+
+func (r *fakeReader) Partitions(context.Context, []string) (map[string][]int32, error) {
+	return map[string][]int32{"t": {0}}, nil
+}
+
+func (r *fakeReader) Bounds(context.Context, map[string][]int32) (map[source.Partition]source.Bounds, error) {
+	r.l.mu.Lock()
+	defer r.l.mu.Unlock()
+	return map[source.Partition]source.Bounds{{Stream: "t", ID: 0}: {First: 0, End: int64(len(r.l.records))}}, nil
+}
+
+func (r *fakeReader) OffsetsAt(context.Context, map[string][]int32, time.Time) (map[source.Partition]int64, error) {
+	return nil, nil
+}
+
+func (r *fakeReader) Fetch(ctx context.Context, req source.FetchRequest) (*source.Batch, error) {
+	r.l.fetches.Add(1)
+	r.l.mu.Lock()
+	end := int64(len(r.l.records))
+	if req.Offset > end || req.Partition != (source.Partition{Stream: "t", ID: 0}) {
+		r.l.mu.Unlock()
+		return nil, fmt.Errorf("fetching at %d: %w", req.Offset, source.ErrOutOfRange)
+	}
+	recs := slices.Clone(r.l.records[req.Offset:min(end, req.Offset+7)])
+	r.l.mu.Unlock()
+	if len(recs) == 0 {
+		sleepCtx(ctx, req.MaxWait)
+		return &source.Batch{Next: req.Offset, End: end}, ctx.Err()
+	}
+	return &source.Batch{Records: recs, Next: recs[len(recs)-1].Offset + 1, End: end}, nil
+}
+
+func (r *fakeReader) Close() {
+	if !r.closed.Swap(true) {
+		r.l.readers.Add(-1)
+	}
+}
+
+// fakeCursors keeps cursors in memory, never moving one back, like the SQL.
+type fakeCursors struct {
+	mu      sync.Mutex
+	cursors map[string]int64 // by subscription id (partition t/0 only)
+	saves   int
+	deletes int
+}
+
+func newFakeCursors() *fakeCursors { return &fakeCursors{cursors: map[string]int64{}} }
+
+func (c *fakeCursors) SaveCursors(_ context.Context, cs []store.SubscriptionCursor) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.saves++
+	for _, x := range cs {
+		if cur, ok := c.cursors[x.SubscriptionID]; !ok || x.Offset > cur {
+			c.cursors[x.SubscriptionID] = x.Offset
+		}
+	}
+	return nil
+}
+
+func (c *fakeCursors) DeleteCursors(_ context.Context, id string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.deletes++
+	delete(c.cursors, id)
+	return nil
+}
+
+func (c *fakeCursors) Cursors(context.Context) ([]store.SubscriptionCursor, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []store.SubscriptionCursor
+	for id, o := range c.cursors {
+		out = append(out, store.SubscriptionCursor{SubscriptionID: id, Topic: "t", Partition: 0, Offset: o})
+	}
+	return out, nil
+}
+
+func (c *fakeCursors) state() (saves, deletes, rows int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.saves, c.deletes, len(c.cursors)
+}
+
+// pacedSender delivers to "https://slow.example.com" one request per token
+// of pace (all at once once pace is closed), and to the rest as fakeSender
+// does; it records the offsets each URL got.
+type pacedSender struct {
+	*fakeSender
+	pace    chan struct{}
+	mu      sync.Mutex
+	offsets map[string][]int64
+}
+
+func (p *pacedSender) Send(ctx context.Context, req webhook.Request) webhook.Result {
+	if req.URL == "https://slow.example.com" {
+		select {
+		case <-ctx.Done():
+			return webhook.Result{Outcome: webhook.OutcomeRetry, Err: ctx.Err()}
+		case <-p.pace:
+		}
+	}
+	res := p.fakeSender.Send(ctx, req)
+	var body struct {
+		Source struct {
+			Offset int64 `json:"offset,string"`
+		} `json:"source"`
+	}
+	if err := json.Unmarshal(req.Body, &body); err != nil {
+		var loose struct {
+			Source struct {
+				Offset int64 `json:"offset"`
+			} `json:"source"`
+		}
+		if err := json.Unmarshal(req.Body, &loose); err != nil {
+			panic(fmt.Sprintf("the event body does not decode: %v: %s", err, req.Body))
+		}
+		body.Source.Offset = loose.Source.Offset
+	}
+	p.mu.Lock()
+	p.offsets[req.URL] = append(p.offsets[req.URL], body.Source.Offset)
+	p.mu.Unlock()
+	return res
+}
+
+// got returns the offsets url received, sorted.
+func (p *pacedSender) got(url string) []int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Sorted(slices.Values(p.offsets[url]))
+}
+
+type detachBundle struct {
+	d       *Dispatcher
+	store   *fakeStore
+	sender  *pacedSender
+	cursors *fakeCursors
+	log     *fakeLog
+}
+
+func setupDetach(t *testing.T, log *fakeLog, cursors *fakeCursors, subs ...*match.Subscription) *detachBundle {
+	t.Helper()
+	b := &detachBundle{store: newFakeStore(), cursors: cursors, log: log,
+		sender: &pacedSender{fakeSender: newFakeSender(), pace: make(chan struct{}), offsets: map[string][]int64{}}}
+	cfg := Config{LaneQueue: 2, LaneWait: 100 * time.Millisecond, DrainTimeout: 200 * time.Millisecond,
+		Detach: DetachConfig{CheckpointEvents: 50, CheckpointInterval: time.Hour, RejoinLag: 8, FetchWait: 5 * time.Millisecond}}
+	d, err := New(Params{Config: cfg, Store: b.store, Sender: b.sender, Log: log, Cursors: cursors,
+		Matcher: staticSubs{match.NewIndex(subs, match.IndexOptions{})}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.d = d
+	t.Cleanup(func() {
+		b.releaseSlow()
+		d.Stop()
+		if n := log.readers.Load(); n != 0 {
+			t.Errorf("%d position readers left open", n)
+		}
+	})
+	return b
+}
+
+func (b *detachBundle) releaseSlow() {
+	select {
+	case <-b.sender.pace:
+	default:
+		close(b.sender.pace)
+	}
+}
+
+func seq(from, to int64) []int64 {
+	var out []int64
+	for i := from; i < to; i++ {
+		out = append(out, i)
+	}
+	return out
+}
+
+// TestDetachedSubscriptionCatchesUpAndRejoins: a receiver that stops taking
+// events is detached, so the shared consumer finishes the backlog and the
+// healthy subscription gets every event while the slow one has had at most
+// its lane's worth; nothing is written to the retry queue, the cursor is
+// saved in batches, and once the slow receiver goes on, its own reader
+// delivers the rest and rejoins: every event exactly once, none lost, the
+// events after the rejoin by the shared consumer.
+func TestDetachedSubscriptionCatchesUpAndRejoins(t *testing.T) {
+	t.Parallel()
+	const backlog, after = 300, 40
+	log := newFakeLog(backlog + after)
+	b := setupDetach(t, log, newFakeCursors(),
+		webhookSub("sub_ok", "https://ok.example.com"), webhookSub("sub_slow", "https://slow.example.com"))
+	var done atomic.Int64
+	all := msgs(backlog+after, &done)
+	for _, m := range all[:backlog] {
+		b.d.Handle(t.Context(), m)
+	}
+	// Done but for the slow subscription's events that were on its lane
+	// (queue 2, one attempt under way) when it was detached: a bounded lag
+	// of the commit, never of the reading.
+	eventually(t, "the backlog Done for the shared consumer", func() bool { return done.Load() >= backlog-3 })
+	eventually(t, "the healthy subscription has every event", func() bool { return b.sender.delivered("https://ok.example.com") == backlog })
+	if got := b.sender.delivered("https://slow.example.com"); got != 0 {
+		t.Fatalf("the slow receiver took no request yet, but %d were delivered", got)
+	}
+	if rows, _, _ := b.store.stats(); rows != 0 {
+		t.Fatalf("%d rows in the retry queue for a receiver that merely is slow; want 0", rows)
+	}
+	if cs, _ := b.cursors.Cursors(t.Context()); !slices.ContainsFunc(cs, func(c store.SubscriptionCursor) bool { return c.SubscriptionID == "sub_slow" }) {
+		t.Fatalf("cursors while detached: %v; want sub_slow's", cs)
+	}
+
+	b.releaseSlow()
+	eventually(t, "the slow subscription rejoined", func() bool { return b.d.detachedCount.Load() == 0 })
+	saves, deletes, rows := b.cursors.state()
+	if maxSaves := backlog/50 + 3; saves > maxSaves {
+		t.Errorf("%d cursor saves for %d records; want at most %d (batched)", saves, backlog, maxSaves)
+	}
+	if deletes != 1 || rows != 0 {
+		t.Errorf("after the rejoin: %d deletes, %d cursors left; want 1 and 0", deletes, rows)
+	}
+	for _, m := range all[backlog:] {
+		b.d.Handle(t.Context(), m)
+	}
+	eventually(t, "every event Done", func() bool { return done.Load() == backlog+after })
+	eventually(t, "every event delivered to the slow receiver", func() bool {
+		return len(b.sender.got("https://slow.example.com")) >= backlog+after
+	})
+	for _, url := range []string{"https://ok.example.com", "https://slow.example.com"} {
+		if got := b.sender.got(url); !slices.Equal(got, seq(0, backlog+after)) {
+			t.Errorf("%s got %d events, want offsets 0..%d exactly once: %v", url, len(got), backlog+after-1, got)
+		}
+	}
+	if rows, _, _ := b.store.stats(); rows != 0 {
+		t.Errorf("%d rows in the retry queue; want 0", rows)
+	}
+}
+
+// TestDetachedSubscriptionResumesFromItsCursor: after a crash while a
+// subscription was detached, its cursor makes the restarted dispatcher
+// read it on its own again: events before the cursor that the shared
+// consumer reads again are its (they may not have been settled), those from
+// the cursor on the reader's; every event is delivered once, and the
+// subscription rejoins.
+func TestDetachedSubscriptionResumesFromItsCursor(t *testing.T) {
+	t.Parallel()
+	const n, cursor, committed = 200, 100, 90
+	cursors := newFakeCursors()
+	if err := cursors.SaveCursors(t.Context(), []store.SubscriptionCursor{{SubscriptionID: "sub_slow", Topic: "t", Offset: cursor}}); err != nil {
+		t.Fatal(err)
+	}
+	b := setupDetach(t, newFakeLog(n), cursors, webhookSub("sub_slow", "https://slow.example.com"))
+	b.releaseSlow()
+	if err := b.d.ResumeDetached(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	var done atomic.Int64
+	all := msgs(n, &done)
+	for _, m := range all[committed:] { // the shared consumer resumes at its committed offset
+		b.d.Handle(t.Context(), m)
+	}
+	eventually(t, "the resumed subscription rejoined", func() bool { return b.d.detachedCount.Load() == 0 })
+	eventually(t, "every event Done", func() bool { return done.Load() == n-committed })
+	eventually(t, "every event delivered", func() bool { return len(b.sender.got("https://slow.example.com")) >= n-committed })
+	if got := b.sender.got("https://slow.example.com"); !slices.Equal(got, seq(committed, n)) {
+		t.Errorf("got %d events, want offsets %d..%d exactly once: %v", len(got), committed, n-1, got)
+	}
+}
+
+// TestStopEndsDetachedReaders: Stop ends a reader that is waiting for its
+// receiver, saving no cursor past what was settled (goleak checks the
+// goroutines end).
+func TestStopEndsDetachedReaders(t *testing.T) {
+	t.Parallel()
+	const n = 100
+	cursors := newFakeCursors()
+	b := setupDetach(t, newFakeLog(n), cursors, webhookSub("sub_slow", "https://slow.example.com"))
+	var done atomic.Int64
+	for _, m := range msgs(n, &done) {
+		b.d.Handle(t.Context(), m)
+	}
+	eventually(t, "the backlog Done", func() bool { return done.Load() >= n-3 })
+	eventually(t, "the reader is waiting for the receiver", func() bool { return b.log.fetches.Load() > 0 })
+	b.d.Stop()
+	_, _, rows := cursors.state()
+	if rows != 1 {
+		t.Fatalf("%d cursors after Stop; want the detached subscription's", rows)
+	}
+	// Nothing was delivered to the receiver: the cursor stays where the
+	// subscription was detached, after the one lane's queue (2) and the
+	// attempt under way.
+	c, _ := cursors.Cursors(context.Background())
+	if c[0].Offset > 3 {
+		t.Errorf("cursor %d passes events never delivered (detached at 3 at the latest)", c[0].Offset)
+	}
+}
+
+// TestFailingSubscriptionIsDetached: a receiver that fails opens its
+// circuit and is detached; the healthy subscription gets everything, the
+// shared consumer settles every message, and every event of the failing
+// one ends in the retry queue (a failed attempt, or parked by its reader
+// while the circuit is open).
+func TestFailingSubscriptionIsDetached(t *testing.T) {
+	t.Parallel()
+	const n = 200
+	b := setupDetach(t, newFakeLog(n), newFakeCursors(),
+		webhookSub("sub_ok", "https://ok.example.com"), webhookSub("sub_fail", "https://fail.example.com"))
+	var done atomic.Int64
+	for _, m := range msgs(n, &done) {
+		b.d.Handle(t.Context(), m)
+	}
+	eventually(t, "every message Done", func() bool { return done.Load() == n })
+	eventually(t, "the healthy subscription has every event", func() bool { return b.sender.delivered("https://ok.example.com") == n })
+	eventually(t, "every failing event in the retry queue", func() bool {
+		b.store.mu.Lock()
+		defer b.store.mu.Unlock()
+		k := 0
+		for _, d := range b.store.rows {
+			if d.SubscriptionID == "sub_fail" {
+				k++
+			}
+		}
+		return k == n
+	})
+	if _, _, rows := b.cursors.state(); rows != 1 {
+		t.Errorf("%d cursors; want the failing subscription's", rows)
+	}
+}
