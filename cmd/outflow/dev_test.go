@@ -689,10 +689,55 @@ func TestDevKinesis(t *testing.T) {
 		t.Fatalf("the printed SUB=$(...) line echoed %q, want a subscription id", streamSub)
 	}
 	checkStreamEvent(t, []byte(devNextEvent(t, lines, 30*time.Second)), streamSub)
+	// This dev's own local Kinesis: other packages' tests may run one at
+	// the same time, so a scan by name alone would blame them.
+	mine := childrenMentioning(t, p.cmd.Process.Pid, "outflow-kinesalite-")
+	if len(mine) == 0 {
+		t.Fatal("no kinesalite child of outflow dev found while it ran")
+	}
 	if _, err := p.interrupt(20 * time.Second); err != nil {
 		t.Errorf("exit after SIGINT: %v", err)
 	}
-	if pids := processesMentioning(t, "outflow-kinesalite-"); len(pids) > 0 {
-		t.Errorf("kinesalite still runs after outflow dev stopped: pids %v", pids)
+	deadline := time.Now().Add(10 * time.Second)
+	for alive := running(mine); len(alive) > 0; alive = running(mine) {
+		if time.Now().After(deadline) {
+			t.Errorf("kinesalite still runs 10s after outflow dev stopped: pids %v", alive)
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// childrenMentioning returns the pids of the children of ppid whose command
+// line contains s.
+func childrenMentioning(t *testing.T, ppid int, s string) []int {
+	t.Helper()
+	var out []int
+	for _, pid := range processesMentioning(t, s) {
+		stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so read after ')'.
+		fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		if len(fields) > 1 && fields[1] == strconv.Itoa(ppid) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// running returns those of pids that still exist (and are not zombies).
+func running(pids []int) []int {
+	var out []int
+	for _, pid := range pids {
+		stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+		if err != nil {
+			continue
+		}
+		if fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:])); len(fields) > 0 && fields[0] != "Z" {
+			out = append(out, pid)
+		}
+	}
+	return out
 }
