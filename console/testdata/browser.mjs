@@ -286,6 +286,9 @@ try {
   process.exitCode = 1;
 } finally {
   await context.close();
+  // close() alone keeps the gateway's keep-alive connections (it retries
+  // into this receiver), and they would keep node running after the test.
   failing.close();
+  failing.closeAllConnections();
   fs.rmSync(userDataDir, { recursive: true, force: true });
 }
