@@ -50,20 +50,12 @@ func NewClient(cfg Config) (*Client, error) {
 		token:      cfg.Token,
 		httpClient: cfg.HTTPClient,
 		retrying: httpretry.New(httpretry.Config{
-			HTTPClient: cfg.HTTPClient, RetryMax: retryMax(cfg.TransportRetries), Logger: cfg.Logger, Component: "feast",
+			HTTPClient: cfg.HTTPClient, RetryMax: httpretry.RetryMaxFor(cfg.TransportRetries), Logger: cfg.Logger, Component: "feast",
 		}),
 		timeout:          cfg.Timeout,
 		maxResponseBytes: cfg.MaxResponseBytes,
 		logger:           cfg.Logger,
 	}, nil
-}
-
-// retryMax maps Config.TransportRetries (0: none) to httpretry's RetryMax (0: its default).
-func retryMax(n int) int {
-	if n == 0 {
-		return httpretry.NoRetries
-	}
-	return n
 }
 
 // String describes the Client without its token, so that %v and %+v are safe.
@@ -72,7 +64,7 @@ func (c *Client) String() string {
 		return "feast.Client(nil)"
 	}
 	return fmt.Sprintf("feast.Client{BaseURL:%q Token:%s Timeout:%s MaxResponseBytes:%d}",
-		redactURL(c.baseURL), redactSecret(c.token), c.timeout, c.maxResponseBytes)
+		httpretry.RedactURL(c.baseURL), httpretry.RedactSecret(c.token), c.timeout, c.maxResponseBytes)
 }
 
 // GoString returns the same redacted form as String, so that %#v is safe too.
@@ -290,7 +282,7 @@ func (c *Client) redactToken(s string) string {
 	if c.token == "" || !strings.Contains(s, c.token) {
 		return s
 	}
-	return strings.ReplaceAll(s, c.token, redacted)
+	return strings.ReplaceAll(s, c.token, httpretry.Redacted)
 }
 
 func (c *Client) logCall(ctx context.Context, status int, start time.Time, n int) {

@@ -321,7 +321,7 @@ func TestConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, s := range []string{fmt.Sprint(cfg), fmt.Sprintf("%#v", cfg), fmt.Sprint(c), fmt.Sprintf("%+v", c), fmt.Sprintf("%#v", c)} {
-		if strings.Contains(s, testToken) || !strings.Contains(s, redacted) {
+		if strings.Contains(s, testToken) || !strings.Contains(s, httpretry.Redacted) {
 			t.Errorf("printed form %q shows the token or hides that it is set", s)
 		}
 	}

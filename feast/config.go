@@ -4,9 +4,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
+
+	"github.com/outflow-dev/outflow/internal/httpretry"
 )
 
 // Defaults applied by Config.WithDefaults.
@@ -16,13 +17,7 @@ const (
 	DefaultTimeout = 5 * time.Second
 	// DefaultMaxResponseBytes bounds a response body (8 MiB), far above a real answer.
 	DefaultMaxResponseBytes int64 = 8 << 20
-	// defaultMaxIdleConnsPerHost keeps connections to the one feature server warm under
-	// concurrency; net/http's default of 2 would redial on almost every concurrent call.
-	defaultMaxIdleConnsPerHost = 64
 )
-
-// redacted replaces the token wherever Config or Client is printed or logged.
-const redacted = "[REDACTED]"
 
 // Config configures a Client. Only BaseURL is required; call WithDefaults (NewClient does) to
 // fill in the rest. Config prints and logs with its Token redacted.
@@ -60,14 +55,7 @@ type Config struct {
 func (c Config) WithDefaults() Config {
 	c.BaseURL = strings.TrimSpace(c.BaseURL)
 	if c.HTTPClient == nil {
-		transport := http.DefaultTransport.(*http.Transport).Clone()
-		transport.MaxIdleConnsPerHost = defaultMaxIdleConnsPerHost
-		c.HTTPClient = &http.Client{
-			Transport: transport,
-			CheckRedirect: func(*http.Request, []*http.Request) error {
-				return http.ErrUseLastResponse
-			},
-		}
+		c.HTTPClient = httpretry.DefaultHTTPClient()
 	}
 	if c.Timeout == 0 {
 		c.Timeout = DefaultTimeout
@@ -83,24 +71,8 @@ func (c Config) WithDefaults() Config {
 
 // validate reports the first problem with a defaulted Config, never quoting the token.
 func (c Config) validate() error {
-	if c.BaseURL == "" {
-		return fmt.Errorf("%w: BaseURL is required", ErrInvalidConfig)
-	}
-	u, err := url.Parse(c.BaseURL)
-	if err != nil {
-		return fmt.Errorf("%w: BaseURL is not a valid URL", ErrInvalidConfig)
-	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return fmt.Errorf("%w: BaseURL scheme must be http or https, got %q", ErrInvalidConfig, u.Scheme)
-	}
-	if u.Host == "" {
-		return fmt.Errorf("%w: BaseURL has no host", ErrInvalidConfig)
-	}
-	if u.User != nil {
-		return fmt.Errorf("%w: BaseURL must not carry credentials; set Token instead", ErrInvalidConfig)
-	}
-	if u.RawQuery != "" || u.Fragment != "" || u.ForceQuery {
-		return fmt.Errorf("%w: BaseURL must not have a query or fragment", ErrInvalidConfig)
+	if err := httpretry.CheckBaseURL(c.BaseURL, "Token"); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	if strings.ContainsFunc(c.Token, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
 		return fmt.Errorf("%w: Token contains whitespace or control characters", ErrInvalidConfig)
@@ -120,7 +92,7 @@ func (c Config) validate() error {
 // String returns the Config with its Token redacted, so that %v, %+v and %s are safe.
 func (c Config) String() string {
 	return fmt.Sprintf("feast.Config{BaseURL:%q Token:%s Timeout:%s MaxResponseBytes:%d TransportRetries:%d}",
-		redactURL(c.BaseURL), redactSecret(c.Token), c.Timeout, c.MaxResponseBytes, c.TransportRetries)
+		httpretry.RedactURL(c.BaseURL), httpretry.RedactSecret(c.Token), c.Timeout, c.MaxResponseBytes, c.TransportRetries)
 }
 
 // GoString returns the same redacted form as String, so that %#v is safe too.
@@ -129,32 +101,9 @@ func (c Config) GoString() string { return c.String() }
 // LogValue renders the Config for log/slog with its Token redacted.
 func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
-		slog.String("base_url", redactURL(c.BaseURL)),
-		slog.String("token", redactSecret(c.Token)),
+		slog.String("base_url", httpretry.RedactURL(c.BaseURL)),
+		slog.String("token", httpretry.RedactSecret(c.Token)),
 		slog.Duration("timeout", c.Timeout),
 		slog.Int64("max_response_bytes", c.MaxResponseBytes),
 	)
-}
-
-// redactSecret hides a secret but keeps whether it is set.
-func redactSecret(s string) string {
-	if s == "" {
-		return `""`
-	}
-	return redacted
-}
-
-// redactURL hides any password in a URL; an unparseable URL is not echoed at all.
-func redactURL(s string) string {
-	if s == "" {
-		return ""
-	}
-	u, err := url.Parse(s)
-	if err != nil {
-		return "<invalid URL>"
-	}
-	if u.User != nil {
-		u.User = url.User("redacted")
-	}
-	return u.String()
 }

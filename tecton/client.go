@@ -106,20 +106,12 @@ func NewClient(cfg Config) (*Client, error) {
 		apiKey:     cfg.APIKey,
 		httpClient: cfg.HTTPClient,
 		retrying: httpretry.New(httpretry.Config{
-			HTTPClient: cfg.HTTPClient, RetryMax: retryMax(cfg.TransportRetries), Logger: cfg.Logger, Component: "tecton",
+			HTTPClient: cfg.HTTPClient, RetryMax: httpretry.RetryMaxFor(cfg.TransportRetries), Logger: cfg.Logger, Component: "tecton",
 		}),
 		timeout:          cfg.Timeout,
 		maxResponseBytes: cfg.MaxResponseBytes,
 		logger:           cfg.Logger,
 	}, nil
-}
-
-// retryMax maps Config.TransportRetries (0: none) to httpretry's RetryMax (0: its default).
-func retryMax(n int) int {
-	if n == 0 {
-		return httpretry.NoRetries
-	}
-	return n
 }
 
 // String describes the Client without its API key, so that %v and %+v are safe.
@@ -128,7 +120,7 @@ func (c *Client) String() string {
 		return "tecton.Client(nil)"
 	}
 	return fmt.Sprintf("tecton.Client{BaseURL:%q APIKey:%s Timeout:%s MaxResponseBytes:%d}",
-		redactURL(c.baseURL), redactSecret(c.apiKey), c.timeout, c.maxResponseBytes)
+		httpretry.RedactURL(c.baseURL), httpretry.RedactSecret(c.apiKey), c.timeout, c.maxResponseBytes)
 }
 
 // GoString returns the same redacted form as String, so that %#v is safe too.
@@ -345,7 +337,7 @@ func (c *Client) redactKey(s string) string {
 	if c.apiKey == "" || !strings.Contains(s, c.apiKey) {
 		return s
 	}
-	return strings.ReplaceAll(s, c.apiKey, redacted)
+	return strings.ReplaceAll(s, c.apiKey, httpretry.Redacted)
 }
 
 func (c *Client) logCall(ctx context.Context, op string, status int, start time.Time, n int) {

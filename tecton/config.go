@@ -4,9 +4,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
+
+	"github.com/outflow-dev/outflow/internal/httpretry"
 )
 
 // Defaults applied by Config.WithDefaults.
@@ -20,13 +21,7 @@ const (
 	// real feature vector (a few KiB) yet small enough that a runaway answer cannot exhaust
 	// memory when many calls are in flight.
 	DefaultMaxResponseBytes int64 = 8 << 20
-	// defaultMaxIdleConnsPerHost keeps connections to the one feature server host warm under
-	// concurrency; net/http's default of 2 would redial on almost every concurrent call.
-	defaultMaxIdleConnsPerHost = 64
 )
-
-// redacted replaces a secret wherever Config or Client is printed or logged.
-const redacted = "[REDACTED]"
 
 // Config configures a Client. The zero value is not usable: BaseURL and APIKey are required.
 // Call WithDefaults (NewClient does) to fill in the optional fields.
@@ -76,14 +71,7 @@ type Config struct {
 func (c Config) WithDefaults() Config {
 	c.BaseURL = strings.TrimSpace(c.BaseURL)
 	if c.HTTPClient == nil {
-		transport := http.DefaultTransport.(*http.Transport).Clone()
-		transport.MaxIdleConnsPerHost = defaultMaxIdleConnsPerHost
-		c.HTTPClient = &http.Client{
-			Transport: transport,
-			CheckRedirect: func(*http.Request, []*http.Request) error {
-				return http.ErrUseLastResponse
-			},
-		}
+		c.HTTPClient = httpretry.DefaultHTTPClient()
 	}
 	if c.Timeout == 0 {
 		c.Timeout = DefaultTimeout
@@ -100,25 +88,8 @@ func (c Config) WithDefaults() Config {
 // validate reports the first problem with a defaulted Config. Its errors wrap
 // ErrInvalidConfig and never quote the API key.
 func (c Config) validate() error {
-	if c.BaseURL == "" {
-		return fmt.Errorf("%w: BaseURL is required", ErrInvalidConfig)
-	}
-	u, err := url.Parse(c.BaseURL)
-	if err != nil {
-		// url.Parse errors quote the input, which may hold credentials; describe it instead.
-		return fmt.Errorf("%w: BaseURL is not a valid URL", ErrInvalidConfig)
-	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return fmt.Errorf("%w: BaseURL scheme must be http or https, got %q", ErrInvalidConfig, u.Scheme)
-	}
-	if u.Host == "" {
-		return fmt.Errorf("%w: BaseURL has no host", ErrInvalidConfig)
-	}
-	if u.User != nil {
-		return fmt.Errorf("%w: BaseURL must not carry credentials; set APIKey instead", ErrInvalidConfig)
-	}
-	if u.RawQuery != "" || u.Fragment != "" || u.ForceQuery {
-		return fmt.Errorf("%w: BaseURL must not have a query or fragment", ErrInvalidConfig)
+	if err := httpretry.CheckBaseURL(c.BaseURL, "APIKey"); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	if c.APIKey == "" {
 		return fmt.Errorf("%w: APIKey is required", ErrInvalidConfig)
@@ -148,7 +119,7 @@ func (c Config) validate() error {
 // String returns the Config with its APIKey redacted, so that %v, %+v and %s are safe.
 func (c Config) String() string {
 	return fmt.Sprintf("tecton.Config{BaseURL:%q APIKey:%s HTTPClient:%s Timeout:%s MaxResponseBytes:%d}",
-		redactURL(c.BaseURL), redactSecret(c.APIKey), describeClient(c.HTTPClient), c.Timeout, c.MaxResponseBytes)
+		httpretry.RedactURL(c.BaseURL), httpretry.RedactSecret(c.APIKey), describeClient(c.HTTPClient), c.Timeout, c.MaxResponseBytes)
 }
 
 // GoString returns the same redacted form as String, so that %#v is safe too.
@@ -157,36 +128,11 @@ func (c Config) GoString() string { return c.String() }
 // LogValue renders the Config for log/slog with its APIKey redacted.
 func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
-		slog.String("base_url", redactURL(c.BaseURL)),
-		slog.String("api_key", redactSecret(c.APIKey)),
+		slog.String("base_url", httpretry.RedactURL(c.BaseURL)),
+		slog.String("api_key", httpretry.RedactSecret(c.APIKey)),
 		slog.Duration("timeout", c.Timeout),
 		slog.Int64("max_response_bytes", c.MaxResponseBytes),
 	)
-}
-
-// redactSecret hides a secret but keeps whether it is set, which is what an operator reading a
-// config dump needs to know.
-func redactSecret(s string) string {
-	if s == "" {
-		return `""`
-	}
-	return redacted
-}
-
-// redactURL hides any password in a URL; an unparseable URL is not echoed at all, since it
-// may be a credential pasted into the wrong field.
-func redactURL(s string) string {
-	if s == "" {
-		return ""
-	}
-	u, err := url.Parse(s)
-	if err != nil {
-		return "<invalid URL>"
-	}
-	if u.User != nil {
-		u.User = url.User("redacted")
-	}
-	return u.String()
 }
 
 // describeClient names the HTTP client without dumping its internals.

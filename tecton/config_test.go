@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/outflow-dev/outflow/internal/httpretry"
 )
 
 func TestConfigWithDefaults(t *testing.T) {
@@ -109,8 +111,8 @@ func TestConfigAndClientNeverPrintTheKey(t *testing.T) {
 			if strings.Contains(out, testAPIKey) {
 				t.Errorf("Sprintf(%q, %s) leaks the key: %s", verb, name, out)
 			}
-			if !strings.Contains(out, redacted) {
-				t.Errorf("Sprintf(%q, %s) = %s; want the key shown as %s", verb, name, out, redacted)
+			if !strings.Contains(out, httpretry.Redacted) {
+				t.Errorf("Sprintf(%q, %s) = %s; want the key shown as %s", verb, name, out, httpretry.Redacted)
 			}
 			if !strings.Contains(out, "acme.tecton.ai") {
 				t.Errorf("Sprintf(%q, %s) = %s; want the base URL", verb, name, out)
@@ -130,24 +132,8 @@ func TestConfigAndClientNeverPrintTheKey(t *testing.T) {
 	} {
 		var buf bytes.Buffer
 		slog.New(h(&buf)).Info("starting", slog.Any("tecton", cfg), "ptr", &cfg)
-		if out := buf.String(); strings.Contains(out, testAPIKey) || !strings.Contains(out, redacted) || !strings.Contains(out, "timeout") {
+		if out := buf.String(); strings.Contains(out, testAPIKey) || !strings.Contains(out, httpretry.Redacted) || !strings.Contains(out, "timeout") {
 			t.Errorf("slog output leaks the key or lacks fields: %s", out)
-		}
-	}
-}
-
-func TestRedactURL(t *testing.T) {
-	t.Parallel()
-
-	tests := map[string]string{
-		"":                                "",
-		"https://acme.tecton.ai":          "https://acme.tecton.ai",
-		"https://u:p4ss@acme.tecton.ai/x": "https://redacted@acme.tecton.ai/x",
-		"http://[::1":                     "<invalid URL>",
-	}
-	for in, want := range tests {
-		if got := redactURL(in); got != want {
-			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)
 		}
 	}
 }
