@@ -114,10 +114,15 @@ func New(cfg Config) (*Worker, error) {
 }
 
 // Run claims and runs replays one at a time until ctx ends; it returns
-// ctx's error. Database failures are logged and retried at the next poll.
+// ctx's error. A failed claim (the database unreachable) is retried after
+// a wait that doubles with each consecutive failure, from Poll up to
+// maxClaimBackoff, and only the failures that double the wait are logged:
+// an outage of a minute costs a handful of lines, not one per poll, and
+// the recovery is logged once.
 func (w *Worker) Run(ctx context.Context) error {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	failures := 0
 	for {
 		select {
 		case <-ctx.Done():
@@ -125,16 +130,46 @@ func (w *Worker) Run(ctx context.Context) error {
 		case <-timer.C:
 		}
 		r, err := w.cfg.Store.ClaimReplay(ctx, w.cfg.Lease)
-		switch {
-		case err != nil && ctx.Err() == nil:
-			w.log.WarnContext(ctx, "replay: claiming a replay failed", slog.Any("error", err))
-		case r != nil:
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			failures++
+			wait := claimBackoff(w.cfg.Poll, failures)
+			if failures == 1 || wait != claimBackoff(w.cfg.Poll, failures-1) {
+				w.log.WarnContext(ctx, "replay: claiming a replay failed; retrying",
+					slog.Int("consecutive_failures", failures), slog.Duration("retry_in", wait), slog.Any("error", err))
+			}
+			timer.Reset(wait)
+			continue
+		}
+		if failures > 0 {
+			w.log.InfoContext(ctx, "replay: claiming replays works again", slog.Int("failures", failures))
+			failures = 0
+		}
+		if r != nil {
 			w.run(ctx, r)
 			timer.Reset(0) // there may be more
 			continue
 		}
 		timer.Reset(w.cfg.Poll)
 	}
+}
+
+// maxClaimBackoff caps the wait between failed claims: a replay asked for
+// during an outage starts at most this long after the database is back.
+const maxClaimBackoff = 30 * time.Second
+
+// claimBackoff is the wait after the failures-th consecutive failed claim:
+// poll doubled per failure after the first, capped at maxClaimBackoff (or
+// at poll, if that is longer).
+func claimBackoff(poll time.Duration, failures int) time.Duration {
+	limit := max(maxClaimBackoff, poll)
+	d := poll
+	for i := 1; i < failures && d < limit; i++ {
+		d *= 2
+	}
+	return min(d, limit)
 }
 
 // run works on one claimed replay until it finishes, fails, is gone, or ctx
