@@ -64,7 +64,9 @@ type bench struct {
 	recvAddr string
 	only     map[string]bool
 	scale    float64
-	results  []*result
+	// steadyRate, when set, is steady-latency's offered load.
+	steadyRate float64
+	results    []*result
 	// floor is raw-post's deliveries/s; maxRate backlog-plain's.
 	floor, maxRate float64
 }
@@ -74,6 +76,7 @@ func run(ctx context.Context) error {
 	docs := flag.String("docs", "docs/benchmarks.md", "markdown file that gets the latest results (empty: none)")
 	only := flag.String("only", "", "comma-separated scenarios to run (default: all)")
 	scale := flag.Float64("scale", 1, "multiplies every scenario's record count")
+	steadyRate := flag.Float64("steady-rate", 0, "records/s offered in steady-latency (0: half of backlog-plain's deliveries/s in the same run, or 2000 when it did not run)")
 	flag.Parse()
 
 	dbURL, brokers := os.Getenv("OUTFLOW_TEST_DATABASE_URL"), os.Getenv("OUTFLOW_TEST_KAFKA_BROKERS")
@@ -85,7 +88,7 @@ func run(ctx context.Context) error {
 		return err
 	}
 	log.Printf("logs and scratch in %s", work)
-	b := &bench{brokers: strings.Split(brokers, ","), adminURL: dbURL, work: work, scale: *scale, only: map[string]bool{}}
+	b := &bench{brokers: strings.Split(brokers, ","), adminURL: dbURL, work: work, scale: *scale, steadyRate: *steadyRate, only: map[string]bool{}}
 	for _, s := range strings.Split(*only, ",") {
 		if s != "" {
 			b.only[s] = true
@@ -140,7 +143,8 @@ type scenario struct {
 }
 
 // scenarios run in this order: raw-post first (the floor), backlog-plain
-// before steady-latency (which runs at half its rate).
+// before kafka-floor and steady-latency (which run at half its rate, and
+// steady-latency-25 at a quarter).
 var scenarios = []scenario{
 	{"raw-post", (*bench).rawPost},
 	{"backlog-plain", func(b *bench, ctx context.Context) (*result, error) {
@@ -173,7 +177,9 @@ var scenarios = []scenario{
 		subs := append(repeat(subSpec{url: "healthy1"}, 8), subSpec{url: "slow", mode: "slow"}, subSpec{url: "fail", mode: "fail"})
 		return b.backlog(ctx, backlogParams{label: "healthy1", records: 10000, subs: subs})
 	}},
-	{"steady-latency", (*bench).steady},
+	{"kafka-floor", (*bench).kafkaFloor},
+	{"steady-latency", func(b *bench, ctx context.Context) (*result, error) { return b.steady(ctx, 1) }},
+	{"steady-latency-25", func(b *bench, ctx context.Context) (*result, error) { return b.steady(ctx, 0.5) }},
 	{"crash-recover", (*bench).crash},
 	{"pg-outage", (*bench).pgOutage},
 	{"broker-outage", (*bench).brokerOutage},

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,7 +11,6 @@ import (
 	"os"
 	"os/signal"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -95,13 +93,8 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		now = time.Now()
 	}
 	var lat time.Duration = -1
-	if i := bytes.Index(body, sentMarker); i >= 0 {
-		rest := body[i+len(sentMarker):]
-		if j := bytes.IndexByte(rest, '"'); j > 0 {
-			if ns, err := strconv.ParseInt(string(rest[:j]), 10, 64); err == nil {
-				lat = now.Sub(time.Unix(0, ns))
-			}
-		}
+	if sent, ok := sentAt(body); ok {
+		lat = now.Sub(sent)
 	}
 	id := r.Header.Get("webhook-id")
 	rc.mu.Lock()

@@ -285,15 +285,11 @@ func (b *bench) startFeatureServer(ctx context.Context, e *env) (*proc, error) {
 	return p, nil
 }
 
-// steady delivers records produced at half of backlog-plain's rate (capped
-// at 2,000/s) for 15 s to one subscription and reports the latency from
-// produce to receipt.
-func (b *bench) steady(ctx context.Context) (*result, error) {
+// steady delivers records produced at share of steadyLoad for 15 s to one
+// subscription and reports the latency from produce to receipt.
+func (b *bench) steady(ctx context.Context, share float64) (*result, error) {
 	const label = "steady"
-	rate := b.maxRate / 2
-	if rate <= 0 || rate > 2000 {
-		rate = 2000
-	}
+	rate := b.steadyLoad() * share
 	e, err := b.newEnv(ctx, label, []subSpec{{url: label}})
 	if err != nil {
 		return nil, err
@@ -318,6 +314,7 @@ func (b *bench) steady(ctx context.Context) (*result, error) {
 		err error
 	}
 	done := make(chan produced, 1)
+	cpu := machineCPU()
 	go func() {
 		n, err := prod.produceAt(ctx, 0, rate, 15*time.Second)
 		done <- produced{n, err}
@@ -328,6 +325,7 @@ func (b *bench) steady(ctx context.Context) (*result, error) {
 		return nil, err
 	}
 	pr := <-done
+	busy := cpu.busySince()
 	if pr.err != nil {
 		return nil, pr.err
 	}
@@ -336,7 +334,7 @@ func (b *bench) steady(ctx context.Context) (*result, error) {
 		r.Notes = err.Error()
 	}
 	b.finish(ctx, g, e, r, pg0, label)
-	r.Notes = strings.TrimSpace(fmt.Sprintf("offered %.0f records/s (half of backlog-plain, at most 2000) %s", rate, r.Notes))
+	r.Notes = strings.TrimSpace(fmt.Sprintf("%s; machine CPU %.0f%% busy while producing %s", b.describeLoad(rate), busy, r.Notes))
 	return r, nil
 }
 

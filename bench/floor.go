@@ -1,0 +1,210 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+)
+
+// steadyLoad is the records/s steady-latency and kafka-floor offer: the
+// -steady-rate flag, else half of backlog-plain's deliveries/s in the same
+// run (the issue's "50% of max"), else 2,000/s when backlog-plain did not
+// run.
+func (b *bench) steadyLoad() float64 {
+	switch {
+	case b.steadyRate > 0:
+		return b.steadyRate
+	case b.maxRate > 0:
+		return b.maxRate / 2
+	default:
+		return 2000
+	}
+}
+
+// describeLoad says what rate is, for the notes.
+func (b *bench) describeLoad(rate float64) string {
+	if b.maxRate > 0 {
+		return fmt.Sprintf("offered %.0f records/s, %.0f%% of backlog-plain's deliveries/s", rate, 100*rate/b.maxRate)
+	}
+	return fmt.Sprintf("offered %.0f records/s", rate)
+}
+
+// kafkaFloor is steady-latency without the gateway: the same producer at
+// the same rate, and in the bench process one fetch loop per partition made
+// the way the gateway's consumer makes them (kafka-go's Client.Fetch,
+// MinBytes 1, a long MaxWait). Its latency, from produce to fetched, is
+// what the broker and this machine cost before the gateway does anything:
+// the floor steady-latency's figures are read against.
+func (b *bench) kafkaFloor(ctx context.Context) (*result, error) {
+	rate := b.steadyLoad()
+	topic := "bench-floor-" + randomSuffix()
+	if err := createTopic(ctx, b.brokers, topic); err != nil {
+		return nil, err
+	}
+	defer deleteTopic(b.brokers, topic)
+	prod := newProducer(b.brokers, topic)
+	defer prod.close()
+
+	client := &kafkago.Client{Addr: kafkago.TCP(b.brokers...), Timeout: 10 * time.Second}
+	var (
+		mu    sync.Mutex
+		lats  []time.Duration
+		first time.Time
+		last  time.Time
+	)
+	cctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for p := range partitions {
+		wg.Go(func() {
+			offset := kafkago.FirstOffset
+			for cctx.Err() == nil {
+				resp, err := client.Fetch(cctx, &kafkago.FetchRequest{Topic: topic, Partition: p, Offset: offset,
+					MinBytes: 1, MaxBytes: 1 << 20, MaxWait: 500 * time.Millisecond})
+				if err != nil || resp.Error != nil {
+					if !sleepFor(cctx, 50*time.Millisecond) {
+						return
+					}
+					continue
+				}
+				now := time.Now()
+				var got []time.Duration
+				for {
+					rec, err := resp.Records.ReadRecord()
+					if err != nil {
+						break
+					}
+					v, _ := kafkago.ReadAll(rec.Value)
+					if sent, ok := sentAt(v); ok {
+						got = append(got, now.Sub(sent))
+					}
+					offset = rec.Offset + 1
+				}
+				if len(got) > 0 {
+					mu.Lock()
+					lats = append(lats, got...)
+					if first.IsZero() {
+						first = now
+					}
+					last = now
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	cpu0 := machineCPU()
+	n, err := prod.produceAt(ctx, 0, rate, 15*time.Second)
+	busy := cpu0.busySince()
+	if err != nil {
+		cancel()
+		wg.Wait()
+		return nil, err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		mu.Lock()
+		got := len(lats)
+		mu.Unlock()
+		if got >= n || time.Now().After(deadline) {
+			break
+		}
+		if !sleepFor(ctx, 20*time.Millisecond) {
+			break
+		}
+	}
+	cancel()
+	wg.Wait()
+	r := &result{Expected: n, Delivered: len(lats), Lost: max(n-len(lats), 0)}
+	if last.After(first) {
+		r.Seconds = last.Sub(first).Seconds()
+		r.PerSecond = float64(len(lats)) / r.Seconds
+	}
+	r.P50, r.P99, r.P999 = percentileMs(lats, 0.50), percentileMs(lats, 0.99), percentileMs(lats, 0.999)
+	r.Notes = fmt.Sprintf("Kafka alone, no gateway: %s, latency from produce to fetched in the bench process; machine CPU %.0f%% busy", b.describeLoad(rate), busy)
+	return r, nil
+}
+
+// sentAt reads the sent_ns member recordJSON writes, from a record or
+// from an event that holds one.
+func sentAt(v []byte) (time.Time, bool) {
+	i := bytes.Index(v, sentMarker)
+	if i < 0 {
+		return time.Time{}, false
+	}
+	rest := v[i+len(sentMarker):]
+	j := bytes.IndexByte(rest, '"')
+	if j <= 0 {
+		return time.Time{}, false
+	}
+	ns, err := strconv.ParseInt(string(rest[:j]), 10, 64)
+	if err != nil {
+		return time.Time{}, false
+	}
+	return time.Unix(0, ns), true
+}
+
+// percentileMs is the q-quantile of ds in milliseconds (0 when empty).
+func percentileMs(ds []time.Duration, q float64) float64 {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return float64(s[int(q*float64(len(s)-1))].Microseconds()) / 1000
+}
+
+// sleepFor waits d or until ctx ends; false when ctx ended.
+func sleepFor(ctx context.Context, d time.Duration) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(d):
+		return true
+	}
+}
+
+// cpuSample is the machine's CPU time from /proc/stat, in clock ticks.
+type cpuSample struct{ busy, total uint64 }
+
+// machineCPU reads /proc/stat's first line; the zero sample when it cannot.
+func machineCPU() cpuSample {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return cpuSample{}
+	}
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	fields := strings.Fields(string(line))
+	if len(fields) < 5 || fields[0] != "cpu" {
+		return cpuSample{}
+	}
+	var s cpuSample
+	for i, f := range fields[1:] {
+		v, err := strconv.ParseUint(f, 10, 64)
+		if err != nil {
+			return cpuSample{}
+		}
+		s.total += v
+		if i != 3 && i != 4 { // idle, iowait
+			s.busy += v
+		}
+	}
+	return s
+}
+
+// busySince is the share of the machine's CPU time (all cores, every
+// process, other users' too) that was busy since s, in percent; -1 when
+// unknown.
+func (s cpuSample) busySince() float64 {
+	now := machineCPU()
+	if s.total == 0 || now.total <= s.total {
+		return -1
+	}
+	return 100 * float64(now.busy-s.busy) / float64(now.total-s.total)
+}
