@@ -217,3 +217,28 @@ func TestMisconfigDelayBacksOffWithinTheCap(t *testing.T) {
 		}
 	}
 }
+
+func TestCompact(t *testing.T) {
+	for _, tc := range []struct {
+		name, in, want string
+		same           bool // returned without a copy
+	}{
+		{"already compact", `{"a":1,"b":["x","y"]}`, `{"a":1,"b":["x","y"]}`, true},
+		{"spaces", `{ "a" : 1 , "b" : [ 2 ] }`, `{"a":1,"b":[2]}`, false},
+		{"newlines and tabs", "{\n\t\"a\": 1,\r\n\t\"b\": 2\n}", `{"a":1,"b":2}`, false},
+		{"white space inside a string is kept", `{"a": "x y\tz"}`, `{"a":"x y\tz"}`, false},
+		{"escaped newline is not white space", `{"a":"x\ny"}`, `{"a":"x\ny"}`, true},
+		{"big integer kept", `{"n": 12345678901234567890}`, `{"n":12345678901234567890}`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := []byte(tc.in)
+			got := compact(in)
+			if string(got) != tc.want {
+				t.Errorf("compact(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+			if same := len(got) > 0 && &got[0] == &in[0]; same != tc.same {
+				t.Errorf("compact(%q) returned its input: %v, want %v", tc.in, same, tc.same)
+			}
+		})
+	}
+}
