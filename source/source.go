@@ -105,6 +105,30 @@ type Consumer interface {
 	Ready() bool
 }
 
+// Ownership is told which partitions a Consumer owns, so that what is kept
+// per partition outside the group's committed offsets (the dispatcher's
+// per-subscription cursors) is worked on by the partition's owner only.
+// Assigned is called when a generation gives the consumer parts, before the
+// first of their messages is handed on; the consumer reads none of them
+// until it returns nil (it is called again, with backoff, after an error,
+// until ctx ends). Revoked is called when the consumer gives parts up, after
+// its last message of them was handed on and the drain ended, before it
+// rejoins the group: what it saves then is in place before the next owner's
+// Assigned.
+type Ownership interface {
+	Assigned(ctx context.Context, parts []Assignment) error
+	Revoked(parts []Partition)
+}
+
+// Assignment is a partition given to a consumer and the offset it reads it
+// from (the group's committed offset, or the start offset without one): the
+// consumer hands on nothing of the partition before Next. Next is -1 when
+// it is not known yet (resolved later by the reader).
+type Assignment struct {
+	Partition
+	Next int64
+}
+
 // Partition names one partition of a stream (a Kafka topic's partition).
 type Partition struct {
 	Stream string

@@ -14,6 +14,8 @@ import (
 	"github.com/segmentio/kafka-go/sasl"
 	"github.com/segmentio/kafka-go/sasl/plain"
 	"github.com/segmentio/kafka-go/sasl/scram"
+
+	"github.com/outflow-dev/outflow/source"
 )
 
 // Defaults applied by Config.WithDefaults.
@@ -185,6 +187,11 @@ type Config struct {
 	TLS *tls.Config
 	// SASL authenticates every connection. Default: none.
 	SASL SASL
+	// Ownership, when set, is told the partitions of each generation before
+	// they are read and after they are given up (source.Ownership): the
+	// dispatcher takes up and hands over its detached subscriptions' cursors
+	// with them. Default: none.
+	Ownership source.Ownership
 	// StartOffset applies to partitions without a committed offset. Default
 	// StartEarliest: at-least-once forbids skipping records already on the
 	// topic.

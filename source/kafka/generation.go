@@ -185,6 +185,9 @@ func (r *run) superviseGeneration(genCtx context.Context, gen *kafkago.Generatio
 	defer stopReading()
 	defer context.AfterFunc(genCtx, stopReading)()
 	parts := r.assign(readCtx, gen, log)
+	if !r.announce(readCtx, parts, log) {
+		return // ended before the owner of the partitions' cursors was ready
+	}
 	r.s.setOwned(parts)
 	r.s.joined.Store(true)
 	log.InfoContext(r.ctx, "kafka: joined the consumer group", slog.Any("partitions", describe(parts)))
@@ -226,6 +229,9 @@ loop:
 	r.commit(gen, parts, log)
 	for _, p := range parts {
 		p.tracker.revoke()
+	}
+	if own := cfg.Ownership; own != nil && len(parts) > 0 {
+		own.Revoked(sourceParts(parts))
 	}
 	abandoned := inFlight(parts)
 	r.s.setOwned(nil)
@@ -353,6 +359,46 @@ func (r *run) pollHighWaterMarks(ctx context.Context, parts []*partition, log *s
 			storeMax(&p.hwm, end)
 		}
 	}
+}
+
+// announce tells Config.Ownership the generation's partitions before any is
+// read, retrying with backoff while it fails (reading a partition whose
+// cursors could not be taken up would deliver what a detached subscription's
+// reader owns from the committed offset on, and skip what it had not
+// delivered). It reports false when ctx ended first.
+func (r *run) announce(ctx context.Context, parts []*partition, log *slog.Logger) bool {
+	own := r.s.cfg.Ownership
+	if own == nil || len(parts) == 0 {
+		return true
+	}
+	rng := newRand()
+	assigned := make([]source.Assignment, len(parts))
+	for i, p := range parts {
+		assigned[i] = source.Assignment{Partition: source.Partition{Stream: p.topic, ID: int32(p.id)}, Next: max(p.start, -1)}
+	}
+	for failures := 1; ; failures++ {
+		err := own.Assigned(ctx, assigned)
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		if failures == 1 || failures%10 == 0 {
+			log.WarnContext(ctx, "kafka: taking up the assigned partitions' cursors failed; their reading waits",
+				slog.Int("failures", failures), slog.Any("error", err))
+		}
+		sleep(ctx, jitter(rng, backoff(failures)))
+	}
+}
+
+// sourceParts names parts as source partitions.
+func sourceParts(parts []*partition) []source.Partition {
+	out := make([]source.Partition, len(parts))
+	for i, p := range parts {
+		out[i] = source.Partition{Stream: p.topic, ID: int32(p.id)}
+	}
+	return out
 }
 
 // fetchMaxBytes bounds one fetch of a partition reader, in bytes (kafka-go's
