@@ -74,7 +74,7 @@ func (c DetachConfig) WithDefaults() DetachConfig {
 // CursorStore keeps detached subscriptions' cursors; *store.Store is one.
 type CursorStore interface {
 	SaveCursors(ctx context.Context, cs []store.SubscriptionCursor) error
-	DeleteCursors(ctx context.Context, subscriptionID string) error
+	DeleteCursors(ctx context.Context, cs []store.SubscriptionCursor) error
 	Cursors(ctx context.Context) ([]store.SubscriptionCursor, error)
 }
 
@@ -88,8 +88,13 @@ type detachment struct {
 	// rejoining is set once every partition has a rejoinAt: partitions not
 	// seen yet stay with the shared consumer.
 	rejoining bool
-	// wake tells the reader a partition was added (capacity 1).
+	// released is set when the replica gave up the last of parts (a
+	// rebalance): the reader ends without rejoining or deleting cursors.
+	released bool
+	// wake tells the reader a partition was added or given up (capacity 1).
 	wake chan struct{}
+	// cu is the detachment's reader.
+	cu *catchUp
 }
 
 // partCursor is one partition of a detachment.
@@ -102,6 +107,9 @@ type partCursor struct {
 	pending []int64
 	settled map[int64]bool
 	saved   int64 // the cursor last saved
+	// revoked is set (under the target's dmu) when the replica gave the
+	// partition up: the reader hands on none of its records any more.
+	revoked bool
 }
 
 // detachEnabled reports whether j may detach its subscription.
@@ -149,10 +157,8 @@ func (d *Dispatcher) skipDetached(ctx context.Context, t *target, j *job, detach
 			t.dmu.Unlock()
 			return false
 		}
-		det = &detachment{parts: map[source.Partition]*partCursor{}, wake: make(chan struct{}, 1)}
-		t.det = det
+		det = d.startReader(t, j.sub.ID, map[source.Partition]*partCursor{})
 		t.wantDetach.Store(false)
-		go d.runCatchUp(t, j.sub.ID, det)
 		d.metrics.detached.Inc()
 		d.warn.warn(ctx, "a subscription's receiver is not keeping up; it is detached and reads the source on its own until it catches up",
 			slog.String("subscription_id", t.id))
@@ -209,44 +215,163 @@ func (d *Dispatcher) EnableDetach(log source.Log, cursors CursorStore) {
 	d.log, d.cursors = log, cursors
 }
 
-// ResumeDetached detaches again the subscriptions whose cursors a previous
-// run left (it stopped or crashed while they were detached), so their
-// readers go on from their cursors: call it once after New, before the
-// source is read. Cursors of subscriptions that are gone are left to the
+// Assigned takes up the cursors kept for parts, the partitions this
+// replica was just given, before the shared consumer reads them: each
+// cursor's subscription is read from it by a reader of this replica
+// (started if it has none), and the shared consumer skips that
+// subscription's events from the cursor on. It is the Kafka source's
+// source.Ownership hook. Only a partition's owner reads its cursors, so
+// replicas never read one subscription's partition at once, and a cursor
+// that a crashed replica, or one that lost the partition in a rebalance,
+// left goes on here. Cursors of subscriptions that are gone are left to the
 // database (they go with their subscription).
-func (d *Dispatcher) ResumeDetached(ctx context.Context) error {
+func (d *Dispatcher) Assigned(ctx context.Context, parts []source.Assignment) error {
 	if d.log == nil || d.cursors == nil || d.cfg.Detach.Disabled {
 		return nil
+	}
+	owned := make(map[source.Partition]bool, len(parts))
+	for _, a := range parts {
+		owned[a.Partition] = true
+		// What the shared consumer saw in an earlier ownership is stale;
+		// it hands on nothing before Next, so as far as a rejoin is
+		// concerned it has begun Next-1 (a reader of a partition that
+		// stays quiet rejoins without waiting for a new record).
+		d.seen.Delete(a.Partition)
+		if a.Next >= 0 {
+			d.noteSeen(source.Position{Topic: a.Stream, Partition: a.ID, Offset: a.Next - 1})
+		}
 	}
 	cs, err := d.cursors.Cursors(ctx)
 	if err != nil {
 		return err
 	}
-	bySub := map[string][]store.SubscriptionCursor{}
 	for _, c := range cs {
-		bySub[c.SubscriptionID] = append(bySub[c.SubscriptionID], c)
-	}
-	for id, cs := range bySub {
-		s := d.matcher.Get(id)
+		p := source.Partition{Stream: c.Topic, ID: c.Partition}
+		if !owned[p] {
+			continue
+		}
+		s := d.matcher.Get(c.SubscriptionID)
 		if s == nil || s.Proto.GetWebhook() == nil {
 			continue
 		}
-		t := d.target(s)
-		det := &detachment{parts: map[source.Partition]*partCursor{}, wake: make(chan struct{}, 1)}
-		for _, c := range cs {
-			det.parts[source.Partition{Stream: c.Topic, ID: c.Partition}] = &partCursor{
-				start: c.Offset, rejoinAt: -1, read: c.Offset, settled: map[int64]bool{}, saved: c.Offset}
+		if !d.takeUp(d.target(s), c.SubscriptionID, p, c.Offset) {
+			return errors.New("the dispatcher is stopping")
 		}
-		t.dmu.Lock()
-		if t.det == nil && d.addReader() {
-			t.det = det
-			go d.runCatchUp(t, id, det)
-			d.logger.Info("resuming a detached subscription from its cursors", slog.String("subscription_id", id),
-				slog.Int("partitions", len(cs)))
-		}
-		t.dmu.Unlock()
+		d.logger.Info("taking up a detached subscription's cursor", slog.String("subscription_id", c.SubscriptionID),
+			slog.String("topic", c.Topic), slog.Int("partition", int(c.Partition)), slog.Int64("offset", c.Offset))
 	}
 	return nil
+}
+
+// takeUp adds partition p, from offset, to the detachment of t (starting
+// one and its reader if t has none); false when the dispatcher is stopping.
+func (d *Dispatcher) takeUp(t *target, id string, p source.Partition, offset int64) bool {
+	pc := &partCursor{start: offset, rejoinAt: -1, read: offset, settled: map[int64]bool{}, saved: offset}
+	t.dmu.Lock()
+	defer t.dmu.Unlock()
+	if t.det == nil {
+		if !d.addReader() {
+			return false
+		}
+		d.startReader(t, id, map[source.Partition]*partCursor{p: pc})
+		return true
+	}
+	if t.det.parts[p] == nil {
+		t.det.parts[p] = pc
+		// A reader rejoining on its other partitions now has this one to
+		// catch up on first; those keep their hand-over offsets.
+		t.det.rejoining = false
+	}
+	select {
+	case t.det.wake <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// Revoked hands over this replica's cursors of parts, the partitions it
+// gave up, after the shared consumer stopped reading them: each reader
+// stops reading them and their cursors are saved at the first record the
+// reader has not settled, so the next owner's Assigned goes on from there
+// (what is still in flight here may be delivered twice, nothing is
+// skipped). A reader left without partitions ends. It is the Kafka source's
+// source.Ownership hook.
+func (d *Dispatcher) Revoked(parts []source.Partition) {
+	if d.log == nil || d.cursors == nil {
+		return
+	}
+	gone := make(map[source.Partition]bool, len(parts))
+	for _, p := range parts {
+		gone[p] = true
+		d.seen.Delete(p)
+	}
+	d.mu.Lock()
+	targets := make([]*target, 0, len(d.targets))
+	for _, t := range d.targets {
+		targets = append(targets, t)
+	}
+	d.mu.Unlock()
+	var cs []store.SubscriptionCursor
+	for _, t := range targets {
+		t.dmu.Lock()
+		det := t.det
+		if det == nil {
+			t.dmu.Unlock()
+			continue
+		}
+		var given []source.Partition
+		for p, pc := range det.parts {
+			if gone[p] {
+				pc.revoked = true
+				delete(det.parts, p)
+				given = append(given, p)
+				cs = append(cs, det.cu.cursorOf(p, pc))
+			}
+		}
+		if len(given) > 0 && len(det.parts) == 0 {
+			det.released = true
+			t.det = nil
+		}
+		t.dmu.Unlock()
+		if len(given) > 0 {
+			select {
+			case det.wake <- struct{}{}:
+			default:
+			}
+		}
+	}
+	if len(cs) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), handOverTimeout)
+	defer cancel()
+	for attempt := 0; ; attempt++ {
+		err := d.cursors.SaveCursors(ctx, cs)
+		if err == nil {
+			return
+		}
+		if !sleepCtx(ctx, backoffDelay(attempt)) {
+			// The last checkpoints stay: the next owner re-delivers from
+			// them (more duplicates, nothing skipped).
+			d.logger.Error("handing over detached subscriptions' cursors failed; the partitions' next owner re-delivers from their last checkpoint",
+				slog.Int("cursors", len(cs)), slog.Any("error", err))
+			return
+		}
+	}
+}
+
+// handOverTimeout bounds Revoked's cursor writes: the rebalance waits for
+// them.
+const handOverTimeout = 5 * time.Second
+
+// startReader makes t's detachment over parts and starts its reader; the
+// caller holds t.dmu and has counted the reader (addReader).
+func (d *Dispatcher) startReader(t *target, id string, parts map[source.Partition]*partCursor) *detachment {
+	det := &detachment{parts: parts, wake: make(chan struct{}, 1)}
+	det.cu = &catchUp{d: d, t: t, id: id, det: det, lastSave: d.now(), readers: map[string]source.PositionReader{}}
+	t.det = det
+	go d.runCatchUp(det.cu)
+	return det
 }
 
 // addReader counts a reader about to start, unless the dispatcher is
@@ -277,30 +402,34 @@ type catchUp struct {
 }
 
 // runCatchUp reads a detached subscription's partitions from its cursors
-// until it has rejoined the shared consumer or the dispatcher stops.
-func (d *Dispatcher) runCatchUp(t *target, id string, det *detachment) {
+// until it has rejoined the shared consumer, the replica gave its
+// partitions up, or the dispatcher stops.
+func (d *Dispatcher) runCatchUp(cu *catchUp) {
 	defer d.detachWG.Done()
 	defer d.detachedCount.Add(-1)
-	cu := &catchUp{d: d, t: t, id: id, det: det, lastSave: d.now(), readers: map[string]source.PositionReader{}}
 	defer func() {
 		for _, r := range cu.readers {
 			r.Close()
 		}
 	}()
-	ctx := d.detachCtx
-	rejoined := cu.run(ctx)
-	if !rejoined {
-		// Stopping: save what was settled; what is still in the lanes is
-		// read again after a restart (at least once).
+	ctx, id := d.detachCtx, cu.id
+	end, cursors := cu.run(ctx)
+	switch end {
+	case released:
+		return // Revoked saved the cursors for the partitions' next owner
+	case stopped:
+		// Save what was settled; what is still in the lanes is read again
+		// after a restart (at least once).
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		cu.checkpoint(sctx, true)
 		return
 	}
 	// Every record the reader handed on is settled and the shared consumer
-	// has every offset after; the cursors may go.
+	// has every offset after; the cursors of the partitions it read may go
+	// (those of other replicas' partitions stay theirs).
 	for attempt := 0; ; attempt++ {
-		err := d.cursors.DeleteCursors(ctx, id)
+		err := d.cursors.DeleteCursors(ctx, cursors)
 		if err == nil || ctx.Err() != nil || attempt >= 10 {
 			if err != nil {
 				d.warn.warn(ctx, "deleting a rejoined subscription's cursors; a restart will re-deliver from them",
@@ -313,10 +442,23 @@ func (d *Dispatcher) runCatchUp(t *target, id string, det *detachment) {
 	d.logger.Info("a detached subscription has caught up and rejoined the shared consumer", slog.String("subscription_id", id))
 }
 
-// run is the reader's loop; it reports whether the subscription rejoined.
-func (cu *catchUp) run(ctx context.Context) bool {
+// readerEnd is how a reader's loop ended.
+type readerEnd int
+
+const (
+	stopped  readerEnd = iota // the dispatcher stops
+	released                  // the replica gave the reader's partitions up
+	rejoined                  // caught up: the shared consumer has the subscription again
+)
+
+// run is the reader's loop; on a rejoin it also returns the cursors of the
+// partitions it read.
+func (cu *catchUp) run(ctx context.Context) (readerEnd, []store.SubscriptionCursor) {
 	d, t := cu.d, cu.t
 	for ctx.Err() == nil {
+		if cu.isReleased() {
+			return released, nil
+		}
 		t.dmu.Lock()
 		parts := make(map[source.Partition]*partCursor, len(cu.det.parts))
 		for p, pc := range cu.det.parts {
@@ -327,7 +469,7 @@ func (cu *catchUp) run(ctx context.Context) bool {
 		for p, pc := range parts {
 			n, ok := cu.readPartition(ctx, p, pc)
 			if !ok {
-				return false
+				return stopped, nil
 			}
 			progressed = progressed || n > 0
 		}
@@ -335,16 +477,31 @@ func (cu *catchUp) run(ctx context.Context) bool {
 		if cu.maybeRejoin() && cu.finished() {
 			for cu.inFlight.Load() > 0 {
 				if !sleepCtx(ctx, 10*time.Millisecond) {
-					return false
+					return stopped, nil
+				}
+				if cu.isReleased() {
+					return released, nil
 				}
 			}
 			cu.checkpoint(ctx, true)
 			t.dmu.Lock()
+			if cu.det.released || t.det != cu.det {
+				t.dmu.Unlock()
+				return released, nil
+			}
+			if !cu.det.rejoining {
+				t.dmu.Unlock()
+				continue // a partition was taken up meanwhile: catch up on it first
+			}
+			var cs []store.SubscriptionCursor
+			for p := range cu.det.parts {
+				cs = append(cs, store.SubscriptionCursor{SubscriptionID: cu.id, Topic: p.Stream, Partition: p.ID})
+			}
 			t.det = nil
 			t.dmu.Unlock()
 			t.shed.Store(false)
 			t.endStreak()
-			return true
+			return rejoined, cs
 		}
 		if !progressed {
 			select {
@@ -354,7 +511,7 @@ func (cu *catchUp) run(ctx context.Context) bool {
 			}
 		}
 	}
-	return false
+	return stopped, nil
 }
 
 // readPartition makes one fetch of p and hands its records on; it returns
@@ -362,9 +519,9 @@ func (cu *catchUp) run(ctx context.Context) bool {
 func (cu *catchUp) readPartition(ctx context.Context, p source.Partition, pc *partCursor) (int, bool) {
 	d, t := cu.d, cu.t
 	t.dmu.Lock()
-	read, limit := pc.read, pc.rejoinAt
+	read, limit, revoked := pc.read, pc.rejoinAt, pc.revoked
 	t.dmu.Unlock()
-	if limit >= 0 && read >= limit {
+	if revoked || limit >= 0 && read >= limit {
 		return 0, true
 	}
 	r := cu.readers[p.Stream]
@@ -398,6 +555,12 @@ func (cu *catchUp) readPartition(ctx context.Context, p source.Partition, pc *pa
 	for _, rec := range b.Records {
 		if limit >= 0 && rec.Offset >= limit {
 			break
+		}
+		t.dmu.Lock()
+		revoked := pc.revoked
+		t.dmu.Unlock()
+		if revoked {
+			return n, true // the partition's next owner goes on from its cursor
 		}
 		if !cu.handOn(ctx, p, pc, rec) {
 			return n, false
@@ -459,6 +622,15 @@ func (cu *catchUp) handOn(ctx context.Context, p source.Partition, pc *partCurso
 		case queued:
 			return true
 		case full:
+			t.dmu.Lock()
+			revoked := pc.revoked
+			t.dmu.Unlock()
+			if revoked {
+				// Given up while waiting: the partition's next owner
+				// delivers it from the handed-over cursor.
+				cu.inFlight.Add(-1)
+				return true
+			}
 			continue // the receiver's pace: wait again
 		default:
 			cu.inFlight.Add(-1) // never handed on: its offset stays pending, so no cursor passes it
@@ -486,6 +658,26 @@ func (cu *catchUp) settle(pc *partCursor, offset int64) {
 		delete(pc.settled, pc.pending[0])
 		pc.pending = pc.pending[1:]
 	}
+}
+
+// isReleased reports whether the replica gave the reader's partitions up.
+func (cu *catchUp) isReleased() bool {
+	cu.t.dmu.Lock()
+	defer cu.t.dmu.Unlock()
+	return cu.det.released
+}
+
+// cursorOf is partition p's cursor: the first record the reader handed on
+// and has not settled, or where it reads next. The caller holds the
+// target's dmu.
+func (cu *catchUp) cursorOf(p source.Partition, pc *partCursor) store.SubscriptionCursor {
+	cu.mu.Lock()
+	defer cu.mu.Unlock()
+	offset := pc.read
+	if len(pc.pending) > 0 {
+		offset = pc.pending[0]
+	}
+	return store.SubscriptionCursor{SubscriptionID: cu.id, Topic: p.Stream, Partition: p.ID, Offset: offset}
 }
 
 // checkpoint saves the cursors that moved, when enough records were settled
@@ -549,6 +741,9 @@ func (cu *catchUp) maybeRejoin() bool {
 	t, d := cu.t, cu.d
 	t.dmu.Lock()
 	defer t.dmu.Unlock()
+	if cu.det.released {
+		return false // given up: nothing to rejoin on
+	}
 	if cu.det.rejoining {
 		return true
 	}
@@ -565,6 +760,9 @@ func (cu *catchUp) maybeRejoin() bool {
 	}
 	var hands []hand
 	for p, pc := range cu.det.parts {
+		if pc.rejoinAt >= 0 {
+			continue // handed over before a partition was added
+		}
 		seen, ok := d.lastSeen(p)
 		if !ok || seen+1-pc.read > d.cfg.Detach.RejoinLag {
 			return false

@@ -108,11 +108,15 @@ func (c *fakeCursors) SaveCursors(_ context.Context, cs []store.SubscriptionCurs
 	return nil
 }
 
-func (c *fakeCursors) DeleteCursors(_ context.Context, id string) error {
+func (c *fakeCursors) DeleteCursors(_ context.Context, cs []store.SubscriptionCursor) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.deletes++
-	delete(c.cursors, id)
+	for _, x := range cs {
+		if x.Topic == "t" && x.Partition == 0 {
+			delete(c.cursors, x.SubscriptionID)
+		}
+	}
 	return nil
 }
 
@@ -286,8 +290,8 @@ func TestDetachedSubscriptionCatchesUpAndRejoins(t *testing.T) {
 }
 
 // TestDetachedSubscriptionResumesFromItsCursor: after a crash while a
-// subscription was detached, its cursor makes the restarted dispatcher
-// read it on its own again: events before the cursor that the shared
+// subscription was detached, its cursor makes the dispatcher that is given
+// the partition read it on its own again: events before the cursor that the shared
 // consumer reads again are its (they may not have been settled), those from
 // the cursor on the reader's; every event is delivered once, and the
 // subscription rejoins.
@@ -300,7 +304,8 @@ func TestDetachedSubscriptionResumesFromItsCursor(t *testing.T) {
 	}
 	b := setupDetach(t, newFakeLog(n), cursors, webhookSub("sub_slow", "https://slow.example.com"))
 	b.releaseSlow()
-	if err := b.d.ResumeDetached(t.Context()); err != nil {
+	// The source gives this replica the partition (source.Ownership).
+	if err := b.d.Assigned(t.Context(), []source.Assignment{{Partition: source.Partition{Stream: "t", ID: 0}, Next: committed}}); err != nil {
 		t.Fatal(err)
 	}
 	var done atomic.Int64
@@ -373,5 +378,118 @@ func TestFailingSubscriptionIsDetached(t *testing.T) {
 	})
 	if _, _, rows := b.cursors.state(); rows != 1 {
 		t.Errorf("%d cursors; want the failing subscription's", rows)
+	}
+}
+
+// TestRevokedCursorIsHandedOverToTheNextOwner: a replica that gives up the
+// partition of a detached subscription (a rebalance) stops its reader and
+// saves the cursor at the first event it had not settled; the partition's
+// next owner takes the cursor up before its shared consumer reads, so every
+// event reaches the receiver (a few twice: those in flight at the
+// hand-over), the new owner delivers each event from the cursor on exactly
+// once, and, rejoined, deletes the cursor.
+func TestRevokedCursorIsHandedOverToTheNextOwner(t *testing.T) {
+	t.Parallel()
+	const n = 300
+	part := []source.Partition{{Stream: "t", ID: 0}}
+	log, cursors := newFakeLog(n), newFakeCursors()
+	a := setupDetach(t, log, cursors, webhookSub("sub_slow", "https://slow.example.com"))
+	var doneA atomic.Int64
+	for _, m := range msgs(n, &doneA) {
+		a.d.Handle(t.Context(), m)
+	}
+	eventually(t, "the backlog Done for the first owner's shared consumer", func() bool { return doneA.Load() >= n-3 })
+	for range 10 { // the slow receiver takes ten events
+		a.sender.pace <- struct{}{}
+	}
+	eventually(t, "ten events delivered", func() bool { return len(a.sender.got("https://slow.example.com")) >= 10 })
+	a.d.Revoked(part)
+	eventually(t, "the first owner's reader ended", func() bool { return a.d.detachedCount.Load() == 0 })
+	cs, _ := cursors.Cursors(t.Context())
+	if len(cs) != 1 {
+		t.Fatalf("cursors after the hand-over: %v; want sub_slow's", cs)
+	}
+	handed := cs[0].Offset
+	gotA := a.sender.got("https://slow.example.com")
+	if handed < 3 || handed > gotA[len(gotA)-1]+1 {
+		t.Fatalf("handed-over cursor %d; want past the events detached at (3) and at most one past the last delivered (%d)", handed, gotA[len(gotA)-1])
+	}
+	if !slices.Equal(gotA[:handed], seq(0, handed)) {
+		t.Fatalf("the first owner delivered %v; want every offset below the cursor %d", gotA, handed)
+	}
+
+	b := setupDetach(t, log, cursors, webhookSub("sub_slow", "https://slow.example.com"))
+	b.releaseSlow()
+	if err := b.d.Assigned(t.Context(), []source.Assignment{{Partition: part[0], Next: 0}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.d.detachedCount.Load(); got != 1 {
+		t.Fatalf("%d readers after taking the partition up; want the handed-over subscription's", got)
+	}
+	var doneB atomic.Int64
+	for _, m := range msgs(n, &doneB) { // its shared consumer starts at the committed offset, here 0
+		b.d.Handle(t.Context(), m)
+	}
+	eventually(t, "the next owner rejoined", func() bool { return b.d.detachedCount.Load() == 0 })
+	eventually(t, "every event Done for the next owner", func() bool { return doneB.Load() == n })
+	eventually(t, "the next owner delivered the rest", func() bool { return len(b.sender.got("https://slow.example.com")) >= n-int(handed) })
+	gotB := b.sender.got("https://slow.example.com")
+	var fromCursor []int64
+	for _, o := range gotB {
+		if o >= handed {
+			fromCursor = append(fromCursor, o)
+		}
+	}
+	if !slices.Equal(fromCursor, seq(handed, n)) {
+		t.Errorf("the next owner delivered %d events from the cursor %d; want %d..%d exactly once", len(fromCursor), handed, handed, n-1)
+	}
+	if _, _, rows := cursors.state(); rows != 0 {
+		t.Errorf("%d cursors after the next owner rejoined; want 0", rows)
+	}
+}
+
+// TestAssignedTakesUpOnlyItsPartitionsCursors: a replica given other
+// partitions leaves a cursor alone (another replica reads it).
+func TestAssignedTakesUpOnlyItsPartitionsCursors(t *testing.T) {
+	t.Parallel()
+	cursors := newFakeCursors()
+	if err := cursors.SaveCursors(t.Context(), []store.SubscriptionCursor{{SubscriptionID: "sub_slow", Topic: "t", Offset: 7}}); err != nil {
+		t.Fatal(err)
+	}
+	b := setupDetach(t, newFakeLog(10), cursors, webhookSub("sub_slow", "https://slow.example.com"))
+	if err := b.d.Assigned(t.Context(), []source.Assignment{{Partition: source.Partition{Stream: "t", ID: 1}}, {Partition: source.Partition{Stream: "u", ID: 0}}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.d.detachedCount.Load(); got != 0 {
+		t.Errorf("%d readers for a cursor of a partition this replica does not own; want 0", got)
+	}
+	b.d.Revoked([]source.Partition{{Stream: "t", ID: 1}})
+	if saves, deletes, rows := cursors.state(); saves != 1 || deletes != 0 || rows != 1 {
+		t.Errorf("cursor store after: %d saves, %d deletes, %d rows; want it untouched (1, 0, 1)", saves, deletes, rows)
+	}
+}
+
+// TestTakenUpCursorRejoinsOnAQuietPartition: a replica given a partition
+// whose shared consumer starts at its end (nothing new is produced) takes
+// the cursor up, delivers from it to the end, and rejoins without waiting
+// for a record that may never come; the cursor is deleted.
+func TestTakenUpCursorRejoinsOnAQuietPartition(t *testing.T) {
+	t.Parallel()
+	const n, cursor = 50, 20
+	cursors := newFakeCursors()
+	if err := cursors.SaveCursors(t.Context(), []store.SubscriptionCursor{{SubscriptionID: "sub_slow", Topic: "t", Offset: cursor}}); err != nil {
+		t.Fatal(err)
+	}
+	b := setupDetach(t, newFakeLog(n), cursors, webhookSub("sub_slow", "https://slow.example.com"))
+	b.releaseSlow()
+	if err := b.d.Assigned(t.Context(), []source.Assignment{{Partition: source.Partition{Stream: "t", ID: 0}, Next: n}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the reader rejoined", func() bool { return b.d.detachedCount.Load() == 0 })
+	if got := b.sender.got("https://slow.example.com"); !slices.Equal(got, seq(cursor, n)) {
+		t.Errorf("got %v; want offsets %d..%d exactly once", got, cursor, n-1)
+	}
+	if _, _, rows := cursors.state(); rows != 0 {
+		t.Errorf("%d cursors after the rejoin; want 0", rows)
 	}
 }

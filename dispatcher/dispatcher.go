@@ -70,16 +70,21 @@
 //     takes to decide, so every offset is the reader's or the shared
 //     consumer's, never both, never neither. The reader reads up to
 //     rejoinAt, waits until what it handed on is settled, and deletes the
-//     cursors.
-//   - Crash: ResumeDetached (at start) starts the readers of the cursors a
-//     previous run left. At least once: what was settled after the last
-//     cursor save is delivered again (at most CheckpointEvents events or
-//     CheckpointInterval of them per partition).
+//     cursors of its partitions.
+//   - Cursors follow their partitions (the Kafka source's source.Ownership
+//     hook): only the replica that owns a partition reads its cursors.
+//     Revoked (a rebalance, a shutdown) stops the readers on the partitions
+//     given up and saves each cursor at the first event not settled, before
+//     the replica rejoins the group; Assigned (a new generation, a start
+//     after a crash) takes up the cursors of the partitions given, before
+//     the shared consumer reads them, starting readers as needed. A reader
+//     left with no partition ends. At least once: what was in flight at a
+//     hand-over, and after a crash what was settled after the last cursor
+//     save (at most CheckpointEvents events or CheckpointInterval of them
+//     per partition), is delivered again; nothing is skipped.
 //
 // Limits: positions must be offsets (Kafka); a Kinesis subscription is
-// shed. Detachment is per replica: after a rebalance, the new owner of a
-// partition delivers from its committed offset (duplicates, no loss) while
-// the reader goes on, and every replica resumes every cursor at start.
+// shed.
 
 // # Bounded writes
 //

@@ -211,7 +211,11 @@ func (g *Gateway) build(ctx context.Context, st *store.Store, closers *[]func())
 	streamCfg := stream.Config{Logger: logger}
 	replayCfg := replay.Config{Store: st, Subscriptions: matcher, Deliverer: disp, Poll: cfg.ReplayPoll, Logger: logger}
 	if len(cfg.Kafka.Brokers) > 0 {
-		src, err := kafka.New(cfg.Kafka)
+		kcfg := cfg.Kafka
+		// The replica that owns a partition reads the detached
+		// subscriptions' cursors of it (see dispatcher.Assigned).
+		kcfg.Ownership = disp
+		src, err := kafka.New(kcfg)
 		if err != nil {
 			return nil, err
 		}
@@ -342,12 +346,6 @@ func (g *Gateway) serve(ctx context.Context, p *parts) error {
 	select {
 	case <-p.matcher.Ready():
 	case <-runCtx.Done():
-	}
-	// Subscriptions a previous run left detached go on from their cursors
-	// before the shared consumer reads (see dispatcher.ResumeDetached).
-	if err := p.disp.ResumeDetached(runCtx); err != nil && runCtx.Err() == nil {
-		errs <- fmt.Errorf("resuming detached subscriptions: %w", err)
-		stopRun()
 	}
 	var consumers sync.WaitGroup
 	for _, c := range p.consumers {

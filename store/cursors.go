@@ -37,17 +37,29 @@ func (s *Store) SaveCursors(ctx context.Context, cs []SubscriptionCursor) error 
 	return nil
 }
 
-// DeleteCursors removes every cursor of a subscription: it rejoined the
-// shared consumer.
-func (s *Store) DeleteCursors(ctx context.Context, subscriptionID string) error {
-	if _, err := s.pool.Exec(ctx, `DELETE FROM subscription_cursors WHERE subscription_id = $1`, subscriptionID); err != nil {
+// DeleteCursors removes the cursors of cs's (subscription, topic,
+// partition), whatever their offsets: a detached subscription rejoined the
+// shared consumer on those partitions. Its cursors of other partitions (read
+// by the replicas that own them) stay.
+func (s *Store) DeleteCursors(ctx context.Context, cs []SubscriptionCursor) error {
+	if len(cs) == 0 {
+		return nil
+	}
+	subs, topics, parts := make([]string, len(cs)), make([]string, len(cs)), make([]int32, len(cs))
+	for i, c := range cs {
+		subs[i], topics[i], parts[i] = c.SubscriptionID, c.Topic, c.Partition
+	}
+	if _, err := s.pool.Exec(ctx, `DELETE FROM subscription_cursors c
+		USING unnest($1::text[], $2::text[], $3::int[]) AS d(subscription_id, topic, partition_id)
+		WHERE c.subscription_id = d.subscription_id AND c.topic = d.topic AND c.partition_id = d.partition_id`,
+		subs, topics, parts); err != nil {
 		return fmt.Errorf("deleting subscription cursors: %w", interpretError(err))
 	}
 	return nil
 }
 
-// Cursors returns every stored cursor, so that a restarted gateway resumes
-// the readers of the subscriptions that were detached when it stopped.
+// Cursors returns every stored cursor, so that the owner of a partition
+// takes up the readers of the subscriptions detached on it.
 func (s *Store) Cursors(ctx context.Context) ([]SubscriptionCursor, error) {
 	rows, err := s.pool.Query(ctx, `SELECT subscription_id, topic, partition_id, next_offset FROM subscription_cursors
 		ORDER BY subscription_id, topic, partition_id`)

@@ -42,7 +42,15 @@ func TestCursors(t *testing.T) {
 			t.Fatalf("%s: cursors %v, want %v", s.name, got, s.want)
 		}
 	}
-	if err := st.DeleteCursors(ctx, "sub_c"); err != nil {
+	// A rejoin deletes the cursors of the partitions its reader read; those
+	// of other partitions (other replicas') stay.
+	if err := st.DeleteCursors(ctx, []store.SubscriptionCursor{{SubscriptionID: "sub_c", Topic: "t", Partition: 0}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := st.Cursors(ctx); err != nil || !slices.Equal(got, []store.SubscriptionCursor{{"sub_c", "t", 1, 5}}) {
+		t.Fatalf("after deleting partition 0's: %v, %v; want partition 1's left", got, err)
+	}
+	if err := st.DeleteCursors(ctx, []store.SubscriptionCursor{{SubscriptionID: "sub_c", Topic: "t", Partition: 1}, {SubscriptionID: "sub_x", Topic: "t", Partition: 0}}); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := st.Cursors(ctx); err != nil || len(got) != 0 {

@@ -1,11 +1,15 @@
 package main
 
 import (
+	"context"
 	"net/http"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // TestSlowReceiverIsDetached runs the binary on the real broker with one
@@ -91,5 +95,103 @@ func TestSlowReceiverIsDetached(t *testing.T) {
 	}
 	if v, _ := strconv.Atoi(m[1]); v < 1 {
 		t.Errorf("outflow_subscriptions_detached_total = %d; want the slow subscription detached", v)
+	}
+}
+
+// TestDetachedCursorsFollowTheirPartitions: a slow subscription is detached
+// on one replica, then a second replica joins the group and takes half the
+// partitions. The detached subscription's cursors go with their partitions:
+// the first replica stops reading the ones it gave up and hands their
+// cursors over, the second takes them up before its shared consumer reads,
+// and each replica rejoins on its own partitions. Every event reaches the
+// slow receiver, duplicated only while in flight at a hand-over (its one
+// lane: 16 queued + 1 under way, per hand-over), and no cursor is left.
+// Before, every replica read every cursor at start: the second one
+// re-delivered the whole remaining backlog, and both kept reading
+// partitions they did not own.
+func TestDetachedCursorsFollowTheirPartitions(t *testing.T) {
+	t.Parallel()
+	env := newLoadEnvPartitions(t, 4, "--lane-queue", "16", "--lane-wait", "200ms")
+	healthy, slow := newReceiver(t), newReceiver(t)
+	slow.status = func() int {
+		time.Sleep(20 * time.Millisecond) // a slow receiver, not a synchronisation
+		return http.StatusOK
+	}
+	for name, r := range map[string]*receiver{"healthy": healthy, "slow": slow} {
+		inFlight := 64
+		if r == slow {
+			inFlight = 1
+		}
+		created := env.gateway.api(t, env.key, "POST", "/v1/subscriptions", map[string]any{
+			"name": name, "feature_view_names": []string{fvClicks},
+			"webhook": map[string]any{"url": r.srv.URL, "max_in_flight": inFlight}}, 200)
+		r.mu.Lock()
+		r.secret = created["secret"].(string)
+		r.mu.Unlock()
+	}
+	const n = 1500 // 500 clicks: 10 s of the slow receiver's time
+	base := time.Now().UTC()
+	env.produce(t, 0, n, base)
+	var clicks []int
+	for seq := range n {
+		if _, _, fv, _ := testRecord(seq, base); fv == fvClicks {
+			clicks = append(clicks, seq)
+		}
+	}
+	all := func(r *receiver) func() bool {
+		return func() bool {
+			got, _, _ := r.snapshot()
+			for _, seq := range clicks {
+				if got[seq] == 0 {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	pollUntil(t, time.Minute, "the healthy receiver to get every click", all(healthy))
+	pollUntil(t, time.Minute, "the slow receiver to be under way", func() bool {
+		got, _, _ := slow.snapshot()
+		return len(got) >= 50
+	})
+	cursors := func() int {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		db, err := pgx.Connect(ctx, env.databaseURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close(ctx)
+		var k int
+		if err := db.QueryRow(ctx, "SELECT count(*) FROM subscription_cursors").Scan(&k); err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	if k := cursors(); k == 0 {
+		t.Fatal("no cursor while the slow subscription is detached")
+	}
+	before, _, _ := slow.snapshot()
+	second := startGateway(t, env.databaseURL, env.gateway.args...)
+	pollUntil(t, 2*time.Minute, "the slow receiver to get every click", all(slow))
+	pollUntil(t, time.Minute, "both replicas to rejoin and delete their cursors", func() bool { return cursors() == 0 })
+
+	got, badSig, idMismatch := slow.snapshot()
+	if badSig > 0 || idMismatch > 0 {
+		t.Errorf("%d bad signatures, %d changed ids", badSig, idMismatch)
+	}
+	dups := 0
+	for _, c := range got {
+		dups += c - 1
+	}
+	// Each replica's generation ends and starts again as the second joins
+	// (and perhaps once more): at most two hand-overs of one lane's worth.
+	const bound = 2 * (16 + 1)
+	t.Logf("%d clicks; %d had arrived when the second replica joined; %d duplicates at the hand-over (bound %d)", len(clicks), len(before), dups, bound)
+	if dups > bound {
+		t.Errorf("%d duplicates; want at most %d (the events in flight at the hand-overs)", dups, bound)
+	}
+	if !strings.Contains(second.logs.String(), "taking up a detached subscription's cursor") {
+		t.Error("the second replica never took up a cursor of the partitions it was given")
 	}
 }
