@@ -103,9 +103,11 @@
 //
 // # Ordering
 //
-// An event's lane is chosen by the hash of its entity keys, and a lane sends
-// one event at a time, so on the happy path a subscription receives one
-// entity's events in source order. Once an event fails (or is shed) it leaves
+// While an entity has events queued or under way, its next event joins
+// their lane; otherwise it goes to the lane with the fewest events. A lane
+// sends one event at a time, so on the happy path a subscription receives
+// one entity's events in source order, while a burst spreads evenly over
+// the lanes and a slow entity holds up no other. Once an event fails (or is shed) it leaves
 // the hot path: later events of the same entity may be delivered before its
 // retry succeeds. Receivers that need order use the record's
 // feature_timestamp.
@@ -399,6 +401,11 @@ type job struct {
 	// shared is set when the message has other webhook deliveries: a wait
 	// for this one's lane holds them back.
 	shared bool
+	// lanes, lane and entity say where enqueue put the job (laneSet.pick),
+	// for the sender to uncount it.
+	lanes  *laneSet
+	lane   int
+	entity uint64
 }
 
 // event returns the job's envelope, building it on first use.
@@ -597,6 +604,63 @@ type laneSet struct {
 	// quit is closed when the set is being replaced or ended.
 	quit chan struct{}
 	once sync.Once
+
+	// mu guards pins and load: the lane each entity's jobs go to while it
+	// has any queued or under way, and how many jobs each lane has.
+	mu   sync.Mutex
+	pins map[uint64]pin
+	load []int
+}
+
+// pin is an entity's lane and how many of its jobs are there.
+type pin struct{ lane, jobs int }
+
+func newLaneSet(t *target, n, queue int) *laneSet {
+	ls := &laneSet{lanes: make([]*lane, n), quit: make(chan struct{}), pins: map[uint64]pin{}, load: make([]int, n)}
+	for i := range ls.lanes {
+		ls.lanes[i] = &lane{t: t, q: make(chan *job, queue)}
+	}
+	return ls
+}
+
+// pick chooses the lane of a job of entity h and counts the job on it: the
+// lane that holds the entity's queued or under-way jobs, so that its events
+// stay in order, else the lane with the fewest jobs (ties go to the first
+// from h's own lane on). A lane fixed by hash would leave a burst waiting
+// behind its busiest lane while others idle, and let one slow entity hold
+// up every entity that hashes with it.
+func (ls *laneSet) pick(h uint64) int {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	p, ok := ls.pins[h]
+	if !ok {
+		n := len(ls.lanes)
+		p.lane = int(h % uint64(n))
+		for k := 1; k < n && ls.load[p.lane] > 0; k++ {
+			if i := (p.lane + k) % n; ls.load[i] < ls.load[p.lane] {
+				p.lane = i
+			}
+		}
+	}
+	p.jobs++
+	ls.pins[h] = p
+	ls.load[p.lane]++
+	return p.lane
+}
+
+// unpick uncounts a job of entity h from lane i: it was delivered, or left
+// the hot path, or never made it onto the lane.
+func (ls *laneSet) unpick(h uint64, i int) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	ls.load[i]--
+	if p, ok := ls.pins[h]; ok {
+		if p.jobs--; p.jobs <= 0 {
+			delete(ls.pins, h)
+		} else {
+			ls.pins[h] = p
+		}
+	}
 }
 
 func (ls *laneSet) retire() { ls.once.Do(func() { close(ls.quit) }) }
@@ -649,9 +713,10 @@ const (
 	cancelled                      // the caller's ctx ended while waiting
 )
 
-// enqueue puts j on the lane of its entity, making or resizing the lanes if
-// needed, and waits up to wait for room (0: not at all). A wait that runs
-// out sheds the target.
+// enqueue puts j on a lane (laneSet.pick: the one with its entity's earlier
+// jobs, else the least loaded), making or resizing the lanes if needed, and
+// waits up to wait for room (0: not at all). A wait that runs out sheds the
+// target.
 func (t *target) enqueue(ctx context.Context, d *Dispatcher, j *job, wait time.Duration) enqueueResult {
 	n := max(int(j.sub.Proto.GetWebhook().GetMaxInFlight()), 1)
 	t.updateLimit(j.sub.Proto.GetWebhook().GetRateLimit())
@@ -667,7 +732,10 @@ func (t *target) enqueue(ctx context.Context, d *Dispatcher, j *job, wait time.D
 			t.replaceLanes(d, ls, n)
 			continue
 		}
-		l := ls.lanes[j.rec.EntityHash()%uint64(n)]
+		h := j.rec.EntityHash()
+		i := ls.pick(h)
+		l := ls.lanes[i]
+		j.lanes, j.lane, j.entity = ls, i, h // before the send: the sender unpicks it
 		d.queued.Add(1)
 		res, again := t.send(ctx, d, ls, l, j, wait)
 		t.lanesMu.RUnlock()
@@ -675,6 +743,8 @@ func (t *target) enqueue(ctx context.Context, d *Dispatcher, j *job, wait time.D
 			d.schedule(l)
 			return queued
 		}
+		ls.unpick(h, i)
+		j.lanes = nil
 		d.queued.Done()
 		if !again {
 			return res
@@ -774,11 +844,7 @@ func (t *target) replaceLanes(d *Dispatcher, old *laneSet, n int) {
 	if t.lanes != old || t.closed || !d.accepting.Load() {
 		return
 	}
-	ls := &laneSet{lanes: make([]*lane, n), quit: make(chan struct{})}
-	for i := range ls.lanes {
-		ls.lanes[i] = &lane{t: t, q: make(chan *job, d.cfg.LaneQueue)}
-	}
-	t.lanes = ls
+	t.lanes = newLaneSet(t, n, d.cfg.LaneQueue)
 }
 
 // endLanes retires the target's lanes (what they hold is still delivered);
@@ -851,6 +917,7 @@ func (d *Dispatcher) serve(l *lane) {
 		default:
 			d.firstAttempt(l.t, j)
 		}
+		j.lanes.unpick(j.entity, j.lane)
 		d.queued.Done()
 	}
 	l.scheduled.Store(false)
