@@ -21,50 +21,16 @@ import (
 func TestSlowReceiverIsDetached(t *testing.T) {
 	t.Parallel()
 	env := newLoadEnv(t, "--lane-queue", "16", "--lane-wait", "200ms")
-	healthy, slow := newReceiver(t), newReceiver(t)
-	slow.status = func() int {
-		time.Sleep(50 * time.Millisecond) // a slow receiver, not a synchronisation
-		return http.StatusOK
-	}
-	ids := map[*receiver]string{}
-	for name, r := range map[string]*receiver{"healthy": healthy, "slow": slow} {
-		inFlight := 64
-		if r == slow {
-			inFlight = 1
-		}
-		created := env.gateway.api(t, env.key, "POST", "/v1/subscriptions", map[string]any{
-			"name": name, "feature_view_names": []string{fvClicks},
-			"webhook": map[string]any{"url": r.srv.URL, "max_in_flight": inFlight}}, 200)
-		ids[r] = created["id"].(string)
-		r.mu.Lock()
-		r.secret = created["secret"].(string)
-		r.mu.Unlock()
-	}
+	healthy, slow, ids := slowAndHealthy(t, env, 50*time.Millisecond)
 
 	const n = 1200 // 400 on fv_clicks: 20 s of the slow receiver's time
 	base := time.Now().UTC()
 	start := time.Now()
 	env.produce(t, 0, n, base)
-	var clicks []int
-	for seq := range n {
-		if _, _, fv, _ := testRecord(seq, base); fv == fvClicks {
-			clicks = append(clicks, seq)
-		}
-	}
-	all := func(r *receiver) func() bool {
-		return func() bool {
-			got, _, _ := r.snapshot()
-			for _, seq := range clicks {
-				if got[seq] == 0 {
-					return false
-				}
-			}
-			return true
-		}
-	}
-	pollUntil(t, time.Minute, "the healthy receiver to get every click", all(healthy))
+	clicks := clickSeqs(n, base)
+	pollUntil(t, time.Minute, "the healthy receiver to get every click", hasAll(healthy, clicks))
 	healthyTook := time.Since(start)
-	pollUntil(t, 2*time.Minute, "the slow receiver to get every click", all(slow))
+	pollUntil(t, 2*time.Minute, "the slow receiver to get every click", hasAll(slow, clicks))
 	slowTook := time.Since(start)
 	t.Logf("%d events: healthy receiver done in %s, slow one (50 ms a request) in %s",
 		len(clicks), healthyTook.Round(time.Millisecond), slowTook.Round(time.Millisecond))
@@ -112,44 +78,12 @@ func TestSlowReceiverIsDetached(t *testing.T) {
 func TestDetachedCursorsFollowTheirPartitions(t *testing.T) {
 	t.Parallel()
 	env := newLoadEnvPartitions(t, 4, "--lane-queue", "16", "--lane-wait", "200ms")
-	healthy, slow := newReceiver(t), newReceiver(t)
-	slow.status = func() int {
-		time.Sleep(20 * time.Millisecond) // a slow receiver, not a synchronisation
-		return http.StatusOK
-	}
-	for name, r := range map[string]*receiver{"healthy": healthy, "slow": slow} {
-		inFlight := 64
-		if r == slow {
-			inFlight = 1
-		}
-		created := env.gateway.api(t, env.key, "POST", "/v1/subscriptions", map[string]any{
-			"name": name, "feature_view_names": []string{fvClicks},
-			"webhook": map[string]any{"url": r.srv.URL, "max_in_flight": inFlight}}, 200)
-		r.mu.Lock()
-		r.secret = created["secret"].(string)
-		r.mu.Unlock()
-	}
+	healthy, slow, _ := slowAndHealthy(t, env, 20*time.Millisecond)
 	const n = 1500 // 500 clicks: 10 s of the slow receiver's time
 	base := time.Now().UTC()
 	env.produce(t, 0, n, base)
-	var clicks []int
-	for seq := range n {
-		if _, _, fv, _ := testRecord(seq, base); fv == fvClicks {
-			clicks = append(clicks, seq)
-		}
-	}
-	all := func(r *receiver) func() bool {
-		return func() bool {
-			got, _, _ := r.snapshot()
-			for _, seq := range clicks {
-				if got[seq] == 0 {
-					return false
-				}
-			}
-			return true
-		}
-	}
-	pollUntil(t, time.Minute, "the healthy receiver to get every click", all(healthy))
+	clicks := clickSeqs(n, base)
+	pollUntil(t, time.Minute, "the healthy receiver to get every click", hasAll(healthy, clicks))
 	pollUntil(t, time.Minute, "the slow receiver to be under way", func() bool {
 		got, _, _ := slow.snapshot()
 		return len(got) >= 50
@@ -173,7 +107,7 @@ func TestDetachedCursorsFollowTheirPartitions(t *testing.T) {
 	}
 	before, _, _ := slow.snapshot()
 	second := startGateway(t, env.databaseURL, env.gateway.args...)
-	pollUntil(t, 2*time.Minute, "the slow receiver to get every click", all(slow))
+	pollUntil(t, 2*time.Minute, "the slow receiver to get every click", hasAll(slow, clicks))
 	pollUntil(t, time.Minute, "both replicas to rejoin and delete their cursors", func() bool { return cursors() == 0 })
 
 	got, badSig, idMismatch := slow.snapshot()
@@ -193,5 +127,55 @@ func TestDetachedCursorsFollowTheirPartitions(t *testing.T) {
 	}
 	if !strings.Contains(second.logs.String(), "taking up a detached subscription's cursor") {
 		t.Error("the second replica never took up a cursor of the partitions it was given")
+	}
+}
+
+// slowAndHealthy subscribes two receivers to fv_clicks: a healthy one (64
+// in flight) and a slow one that takes delay a request, one at a time.
+func slowAndHealthy(t *testing.T, env *loadEnv, delay time.Duration) (healthy, slow *receiver, ids map[*receiver]string) {
+	t.Helper()
+	healthy, slow = newReceiver(t), newReceiver(t)
+	slow.status = func() int {
+		time.Sleep(delay) // a slow receiver, not a synchronisation
+		return http.StatusOK
+	}
+	ids = map[*receiver]string{}
+	for name, r := range map[string]*receiver{"healthy": healthy, "slow": slow} {
+		inFlight := 64
+		if r == slow {
+			inFlight = 1
+		}
+		created := env.gateway.api(t, env.key, "POST", "/v1/subscriptions", map[string]any{
+			"name": name, "feature_view_names": []string{fvClicks},
+			"webhook": map[string]any{"url": r.srv.URL, "max_in_flight": inFlight}}, 200)
+		ids[r] = created["id"].(string)
+		r.mu.Lock()
+		r.secret = created["secret"].(string)
+		r.mu.Unlock()
+	}
+	return healthy, slow, ids
+}
+
+// clickSeqs returns the sequence numbers in [0, n) of fv_clicks records.
+func clickSeqs(n int, base time.Time) []int {
+	var clicks []int
+	for seq := range n {
+		if _, _, fv, _ := testRecord(seq, base); fv == fvClicks {
+			clicks = append(clicks, seq)
+		}
+	}
+	return clicks
+}
+
+// hasAll is a condition that holds once r has received every one of seqs.
+func hasAll(r *receiver, seqs []int) func() bool {
+	return func() bool {
+		got, _, _ := r.snapshot()
+		for _, seq := range seqs {
+			if got[seq] == 0 {
+				return false
+			}
+		}
+		return true
 	}
 }
