@@ -166,6 +166,11 @@ func activeSecrets(sub *match.Subscription, now time.Time) ([]webhook.Secret, er
 func (d *Dispatcher) firstAttempt(t *target, j *job) {
 	res := d.attempt(withParent(d.lanesCtx, j.trace), j.sub, j.rec, j.event(), 1)
 	now := d.now()
+	if j.probe && res.outcome != delivered && res.outcome != failed {
+		// A probe that says nothing of the receiver (the gateway stopping
+		// or misconfigured, 410, a fatal error) frees the slot at once.
+		t.breaker.release()
+	}
 	switch res.outcome {
 	case delivered:
 		t.breaker.success()

@@ -394,6 +394,10 @@ type job struct {
 	// shared is set when the message has other webhook deliveries: a wait
 	// for this one's lane holds them back.
 	shared bool
+	// probe marks the one event a half-open circuit lets through: its
+	// attempt reports to the breaker, and if it is not attempted it frees
+	// the probe slot (see breaker.admit).
+	probe bool
 }
 
 // event returns the job's envelope, building it on first use.
@@ -488,14 +492,24 @@ func (d *Dispatcher) dispatch(ctx context.Context, j *job, wait time.Duration) {
 		d.park(ctx, j, "subscription paused", d.now())
 		return
 	}
-	if until, open := t.breaker.open(d.now()); open {
+	until, admitted, probe := t.breaker.admit(d.now())
+	if !admitted {
+		// Open, or half-open with its one probe under way: a detached
+		// subscription's reader holds the events back on its cursor;
+		// without detaching they are parked (SPEC §5).
 		if detach && d.skipDetached(ctx, t, j, true) {
 			return
 		}
 		d.park(ctx, j, "circuit open: the receiver has been failing", until)
 		return
 	}
-	switch t.enqueue(ctx, d, j, wait) {
+	j.probe = probe
+	res := t.enqueue(ctx, d, j, wait)
+	if res != queued && probe {
+		j.probe = false
+		t.breaker.release() // never attempted: the next event probes
+	}
+	switch res {
 	case queued:
 	case full:
 		if detach && d.skipDetached(ctx, t, j, true) {
@@ -578,6 +592,9 @@ type target struct {
 	// has drained to half, events do not wait for room (an event whose lane
 	// is full is parked).
 	shed atomic.Bool
+	// holdWaits counts the waits of its detached reader on an open circuit
+	// (see catchUp.hold): a reader that holds costs one wake-up a second.
+	holdWaits atomic.Int64
 
 	mu      sync.Mutex // guards limiter and limit
 	limiter *rate.Limiter
@@ -839,9 +856,10 @@ func (d *Dispatcher) serve(l *lane) {
 	}
 	if j != nil {
 		switch lim := l.t.rateLimiter(); {
-		case d.lanesCtx.Err() != nil:
-			d.park(context.Background(), j, "gateway shutting down", d.now())
-		case lim != nil && lim.Wait(d.lanesCtx) != nil:
+		case d.lanesCtx.Err() != nil, lim != nil && lim.Wait(d.lanesCtx) != nil:
+			if j.probe {
+				l.t.breaker.release()
+			}
 			d.park(context.Background(), j, "gateway shutting down", d.now())
 		default:
 			d.firstAttempt(l.t, j)
