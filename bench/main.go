@@ -67,6 +67,10 @@ type bench struct {
 	results  []*result
 	// floor is raw-post's deliveries/s; maxRate backlog-plain's.
 	floor, maxRate float64
+	// pairs is how many times slow-receiver-baseline and slow-receiver
+	// run, interleaved; slow holds their medians once run.
+	pairs int
+	slow  map[string]*result
 }
 
 func run(ctx context.Context) error {
@@ -74,6 +78,7 @@ func run(ctx context.Context) error {
 	docs := flag.String("docs", "docs/benchmarks.md", "markdown file that gets the latest results (empty: none)")
 	only := flag.String("only", "", "comma-separated scenarios to run (default: all)")
 	scale := flag.Float64("scale", 1, "multiplies every scenario's record count")
+	pairs := flag.Int("slow-pairs", 3, "how many times slow-receiver-baseline and slow-receiver run, interleaved (baseline, bad, baseline, bad, …); each reports its median, so the ratio of the two is robust to other load on the machine")
 	flag.Parse()
 
 	dbURL, brokers := os.Getenv("OUTFLOW_TEST_DATABASE_URL"), os.Getenv("OUTFLOW_TEST_KAFKA_BROKERS")
@@ -85,7 +90,7 @@ func run(ctx context.Context) error {
 		return err
 	}
 	log.Printf("logs and scratch in %s", work)
-	b := &bench{brokers: strings.Split(brokers, ","), adminURL: dbURL, work: work, scale: *scale, only: map[string]bool{}}
+	b := &bench{brokers: strings.Split(brokers, ","), adminURL: dbURL, work: work, scale: *scale, only: map[string]bool{}, pairs: max(*pairs, 1)}
 	for _, s := range strings.Split(*only, ",") {
 		if s != "" {
 			b.only[s] = true
@@ -166,13 +171,8 @@ var scenarios = []scenario{
 		}
 		return b.backlog(ctx, backlogParams{label: "many", records: 50000, subs: subs})
 	}},
-	{"slow-receiver-baseline", func(b *bench, ctx context.Context) (*result, error) {
-		return b.backlog(ctx, backlogParams{label: "healthy0", records: 10000, subs: repeat(subSpec{url: "healthy0"}, 8)})
-	}},
-	{"slow-receiver", func(b *bench, ctx context.Context) (*result, error) {
-		subs := append(repeat(subSpec{url: "healthy1"}, 8), subSpec{url: "slow", mode: "slow"}, subSpec{url: "fail", mode: "fail"})
-		return b.backlog(ctx, backlogParams{label: "healthy1", records: 10000, subs: subs})
-	}},
+	{slowBaseline, func(b *bench, ctx context.Context) (*result, error) { return b.slowReceiver(ctx, slowBaseline) }},
+	{slowBad, func(b *bench, ctx context.Context) (*result, error) { return b.slowReceiver(ctx, slowBad) }},
 	{"steady-latency", (*bench).steady},
 	{"crash-recover", (*bench).crash},
 	{"pg-outage", (*bench).pgOutage},
