@@ -29,11 +29,13 @@
 // wait for its lane lasts longer than Config.LaneWait, when its waits (for
 // records other subscriptions share) add up to more than LaneWait and to
 // half the time since they began (a receiver slow on every request, not
-// one stuck), or when its circuit breaker is open, the subscription is
+// one stuck), or when its circuit breaker holds events back (open, or
+// half-open with its one probe under way), the subscription is
 // detached (below). Without detaching
 // (Config.Detach.Disabled, no Params.Log, or a Kinesis source) it is shed
 // instead: its further events go to the retry queue without waiting, until
-// its lane has drained to half, and while its breaker is open too.
+// its lane has drained to half, and while its breaker is open too (SPEC
+// §5: the breaker parks new events while open).
 //
 // # Detach and rejoin
 //
@@ -57,16 +59,29 @@
 //     DetachConfig.MaxDetached; beyond, it is shed) reads the partitions
 //     from the cursor through source.Log, matches the subscription only,
 //     and hands its events to the same lanes, waiting for room as long as
-//     the receiver takes: the receiver's own pace. While the circuit is
-//     open it parks them in the retry queue, as the shared path did, but
-//     the shared consumer no longer waits for those writes. Its cursor (the first offset not settled) is saved every
-//     CheckpointEvents settled events or CheckpointInterval, never per
-//     event; a failed attempt goes to the retry queue as on the shared
-//     path, and that is the only row it writes.
+//     the receiver takes: the receiver's own pace. Its cursor (the first
+//     offset not settled) is saved every CheckpointEvents settled events or
+//     CheckpointInterval, never per event; a failed attempt goes to the
+//     retry queue as on the shared path, and that is the only row it
+//     writes.
+//   - Failing: while the circuit is open the reader waits (until the
+//     cooldown ends, the probe reports, or the subscription is updated):
+//     its events stay in the log behind its cursor, which does not move
+//     past them, so a failing receiver lags on its cursor as a slow one
+//     does, costing neither rows nor CPU. The breaker is half-open after
+//     the cooldown: one event is the probe, the others wait for its
+//     result (BreakerConfig.ProbeTimeout frees a slot never reported). A
+//     failed probe is a failed attempt (a row) and opens the circuit
+//     again; a success closes it, and the reader goes on at the
+//     receiver's pace and rejoins as below. A reader that has held for
+//     DetachConfig.HoldFailing without the circuit closing parks the
+//     events it reaches while the circuit is open, so its cursor moves on
+//     before the topic's retention can take them.
 //   - Rejoin: once the reader is within RejoinLag of the last offset the
-//     shared consumer began, on every partition, it sets each partition's
-//     rejoinAt to the next offset the shared consumer will hand on (or
-//     past what it already read) under the same lock the shared consumer
+//     shared consumer began, on every partition, and the circuit is
+//     closed, it sets each partition's rejoinAt to the next offset the
+//     shared consumer will hand on (or past what it already read) under
+//     the same lock the shared consumer
 //     takes to decide, so every offset is the reader's or the shared
 //     consumer's, never both, never neither. The reader reads up to
 //     rejoinAt, waits until what it handed on is settled, and deletes the
