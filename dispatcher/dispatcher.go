@@ -109,7 +109,9 @@
 // The retry workers claim due deliveries fairly across subscriptions (every
 // subscription's oldest before any one's second) and run at most
 // RetryConfig.PerSubscription of one subscription's retries at once, so one
-// slow or failing receiver never holds all the workers.
+// slow or failing receiver never holds all the workers; while a
+// subscription's circuit is open none of its retries is claimed (they could
+// only fail), and after the cooldown at most PerSubscription are.
 //
 // # Ordering
 //
@@ -334,6 +336,11 @@ type Dispatcher struct {
 	// is when one was last logged, in Unix nanoseconds.
 	misconfigStreak atomic.Int64
 	misconfigLogged atomic.Int64
+
+	// tripped holds, by subscription id, the targets whose breaker tripped:
+	// the retry loop leaves their deliveries unclaimed while their circuit
+	// is open, and forgets them once it has closed.
+	tripped sync.Map
 
 	// Detaching (detach.go): log and cursors are nil when it is off.
 	log     source.Log
@@ -952,6 +959,7 @@ func (d *Dispatcher) sweepTargets() {
 		}
 		t.endLanes(true)
 		delete(d.targets, id)
+		d.tripped.Delete(id)
 	}
 }
 
