@@ -540,8 +540,12 @@ func TestFailingReceiverLagsOnItsCursor(t *testing.T) {
 	if parked := counterValue(t, b.d.metrics.deliveries.WithLabelValues("parked")); parked != 0 {
 		t.Errorf("%v events parked while the circuit was open; want 0 (held on the cursor)", parked)
 	}
-	if failed > 3+2+1+1 {
-		t.Errorf("%d attempts reached the failing receiver; want the breaker's 3 and what its lane held (3 more at most)", failed)
+	// The breaker's 3, and what was on the lane when it opened (a queue of
+	// 2 and the attempt under way), from the shared consumer and, when a
+	// slow machine detached the subscription for its lane wait before its
+	// circuit opened, from its reader too.
+	if bound := 3 + 2*(2+1); failed > bound {
+		t.Errorf("%d attempts reached the failing receiver; want at most %d", failed, bound)
 	}
 	cursor, ok := b.cursor()
 	if !ok {
