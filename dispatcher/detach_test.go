@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/outflow-dev/outflow/match"
+	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
 	"github.com/outflow-dev/outflow/source"
 	"github.com/outflow-dev/outflow/store"
 	"github.com/outflow-dev/outflow/webhook"
@@ -610,6 +611,34 @@ func TestHoldFailingParksOldEvents(t *testing.T) {
 	b.d.Stop()
 	if c, _ := b.cursor(); c != n {
 		t.Errorf("cursor %d after every event was parked; want %d", c, n)
+	}
+}
+
+// TestDisableAfterWhileHolding: a receiver that keeps failing while its
+// reader holds its events is still disabled once it has failed for
+// DisableAfter: the probes, one per cooldown, are failures the breaker
+// counts.
+func TestDisableAfterWhileHolding(t *testing.T) {
+	t.Parallel()
+	const n = 60
+	const cooldown, disableAfter = time.Minute, 10 * time.Minute
+	b := setupFailing(t, n, BreakerConfig{Cooldown: cooldown, DisableAfter: disableAfter}, DetachConfig{})
+	b.handleAll(t, n)
+	eventually(t, "the failing subscription's reader holding", func() bool { return b.holdWaits() > 0 })
+	state := func() string {
+		b.store.mu.Lock()
+		defer b.store.mu.Unlock()
+		return b.store.states["sub_flaky"]
+	}
+	if s := state(); s != "" {
+		t.Fatalf("state %q before DisableAfter; want it untouched", s)
+	}
+	failed, _, _ := b.sender.state()
+	b.clock.advance(disableAfter + cooldown)
+	eventually(t, "the probe failed", func() bool { a, _, _ := b.sender.state(); return a > failed })
+	eventually(t, "the subscription DISABLED", func() bool { return state() == outflowv1.Subscription_DISABLED.String() })
+	if parked := counterValue(t, b.d.metrics.deliveries.WithLabelValues("parked")); parked != 0 {
+		t.Errorf("%v events parked; want 0 (held on the cursor, HoldFailing is 15m)", parked)
 	}
 }
 

@@ -40,10 +40,11 @@ type fakeStore struct {
 	concurrent int
 	maxConc    int
 	finished   map[string]string // delivery id → status
+	states     map[string]string // subscription id → state set by the dispatcher
 }
 
 func newFakeStore() *fakeStore {
-	return &fakeStore{rows: map[string]*store.Delivery{}, claimed: map[string]bool{}, finished: map[string]string{}}
+	return &fakeStore{rows: map[string]*store.Delivery{}, claimed: map[string]bool{}, finished: map[string]string{}, states: map[string]string{}}
 }
 
 var errDown = errors.New("connection refused")
@@ -155,6 +156,9 @@ func (s *fakeStore) FinishAttempt(ctx context.Context, id string, r store.Attemp
 }
 
 func (s *fakeStore) SetSubscriptionState(ctx context.Context, id, state, reason string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.states[id] = state
 	return nil
 }
 
