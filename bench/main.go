@@ -69,6 +69,10 @@ type bench struct {
 	results    []*result
 	// floor is raw-post's deliveries/s; maxRate backlog-plain's.
 	floor, maxRate float64
+	// pairs is how many times slow-receiver-baseline and slow-receiver
+	// run, interleaved; slow holds their medians once run.
+	pairs int
+	slow  map[string]*result
 }
 
 func run(ctx context.Context) error {
@@ -77,6 +81,7 @@ func run(ctx context.Context) error {
 	only := flag.String("only", "", "comma-separated scenarios to run (default: all)")
 	scale := flag.Float64("scale", 1, "multiplies every scenario's record count")
 	steadyRate := flag.Float64("steady-rate", 0, "records/s offered in steady-latency (0: half of backlog-plain's deliveries/s in the same run, or 2000 when it did not run)")
+	pairs := flag.Int("slow-pairs", 3, "how many times slow-receiver-baseline and slow-receiver run, interleaved (baseline, bad, baseline, bad, …); each reports its median, so the ratio of the two is robust to other load on the machine")
 	flag.Parse()
 
 	dbURL, brokers := os.Getenv("OUTFLOW_TEST_DATABASE_URL"), os.Getenv("OUTFLOW_TEST_KAFKA_BROKERS")
@@ -88,7 +93,8 @@ func run(ctx context.Context) error {
 		return err
 	}
 	log.Printf("logs and scratch in %s", work)
-	b := &bench{brokers: strings.Split(brokers, ","), adminURL: dbURL, work: work, scale: *scale, steadyRate: *steadyRate, only: map[string]bool{}}
+	b := &bench{brokers: strings.Split(brokers, ","), adminURL: dbURL, work: work, scale: *scale, steadyRate: *steadyRate,
+		only: map[string]bool{}, pairs: max(*pairs, 1)}
 	for _, s := range strings.Split(*only, ",") {
 		if s != "" {
 			b.only[s] = true
@@ -170,13 +176,8 @@ var scenarios = []scenario{
 		}
 		return b.backlog(ctx, backlogParams{label: "many", records: 50000, subs: subs})
 	}},
-	{"slow-receiver-baseline", func(b *bench, ctx context.Context) (*result, error) {
-		return b.backlog(ctx, backlogParams{label: "healthy0", records: 10000, subs: repeat(subSpec{url: "healthy0"}, 8)})
-	}},
-	{"slow-receiver", func(b *bench, ctx context.Context) (*result, error) {
-		subs := append(repeat(subSpec{url: "healthy1"}, 8), subSpec{url: "slow", mode: "slow"}, subSpec{url: "fail", mode: "fail"})
-		return b.backlog(ctx, backlogParams{label: "healthy1", records: 10000, subs: subs})
-	}},
+	{slowBaseline, func(b *bench, ctx context.Context) (*result, error) { return b.slowReceiver(ctx, slowBaseline) }},
+	{slowBad, func(b *bench, ctx context.Context) (*result, error) { return b.slowReceiver(ctx, slowBad) }},
 	{"kafka-floor", (*bench).kafkaFloor},
 	{"steady-latency", func(b *bench, ctx context.Context) (*result, error) { return b.steady(ctx, 1) }},
 	{"steady-latency-25", func(b *bench, ctx context.Context) (*result, error) { return b.steady(ctx, 0.5) }},

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	kafkago "github.com/segmentio/kafka-go"
 )
 
 // privatePG is a PostgreSQL cluster of the bench's own, at the server's
@@ -161,8 +162,9 @@ func countLines(path string) int {
 // records/s on a private PostgreSQL at durable settings, kills it with -9
 // 8 s in and starts it again 20 s later. It reports the healthy
 // subscription's delivery gap, the gateway's log lines during the outage,
-// and whether every event of the failing subscription ended up in the
-// retry queue (losses) once the database was back.
+// and whether every event of the failing subscription is kept once the
+// database is back: in the retry queue, or in the log at or after its
+// durable cursor (losses).
 func (b *bench) pgOutage(ctx context.Context) (*result, error) {
 	const label, rate = "pgok", 300.0
 	pg, err := startPrivatePG(ctx, b.work)
@@ -233,23 +235,123 @@ func (b *bench) pgOutage(ctx context.Context) (*result, error) {
 	}
 	r.PeakRSSMiB = g.p.peakRSS()
 	r.Parked = g.counter(`outflow_deliveries_total{outcome="parked"}`)
-	// Every event of the failing subscription must be in the retry queue:
-	// wait (bounded) for the writers to catch up after the restart.
-	var rows int
+	// Every event of the failing subscription must be kept: in the retry
+	// queue (a failed attempt, or parked), or still in the log at or after
+	// its durable cursor (held while its circuit is open). Wait (bounded)
+	// for the writers to catch up after the restart.
+	var cov coverage
 	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		conn, err := pgx.Connect(ctx, e.db.url)
+		c, err := failingCoverage(ctx, b.brokers, e.topic, e.db.url, "sub_bench000001")
 		if err != nil {
+			cov.err = err
 			continue
 		}
-		err = conn.QueryRow(ctx, `SELECT count(DISTINCT event_id) FROM deliveries WHERE subscription_id = 'sub_bench000001'`).Scan(&rows)
-		conn.Close(ctx)
-		if err == nil && rows >= r.Expected {
+		cov = c
+		if cov.lost() == 0 {
 			break
 		}
 	}
 	r.ResumeSeconds = resume.Seconds()
-	r.Notes += fmt.Sprintf("kill -9 of PostgreSQL (durable settings) for 20 s at 300 records/s: resume s = from the restart to the healthy subscription's next delivery; its longest gap during the outage %.1f s; %d gateway log lines during the outage, failing subscription: %d of %d events in the retry queue %.0f s after the restart",
-		maxGap.Seconds(), linesDuring, rows, r.Expected, time.Since(back).Seconds())
-	r.Lost += max(r.Expected-rows, 0)
+	r.Notes += fmt.Sprintf("kill -9 of PostgreSQL (durable settings) for 20 s at 300 records/s: resume s = from the restart to the healthy subscription's next delivery; its longest gap during the outage %.1f s; %d gateway log lines during the outage; failing subscription, %.0f s after the restart: of %d events on the topic %d in the retry queue, %d at or after its durable cursor (subscription_cursors), %d lost",
+		maxGap.Seconds(), linesDuring, time.Since(back).Seconds(), cov.total, cov.queued, cov.behind, cov.lost())
+	if cov.err != nil {
+		r.Notes += fmt.Sprintf(" (last check failed: %v)", cov.err)
+	}
+	r.Lost += int(cov.lost())
 	return r, nil
+}
+
+// coverage is where a subscription's events are kept: total on the topic,
+// queued in the retry queue, behind (not queued) at or after its cursor.
+type coverage struct {
+	total, queued, behind int64
+	err                   error
+}
+
+func (c coverage) lost() int64 { return c.total - c.queued - c.behind }
+
+// failingCoverage counts, partition by partition up to the topic's end
+// offsets (every record matches the subscription), the events of subID in
+// the retry queue (by the source position in the stored event) and those
+// not in it at or after the subscription's durable cursor. A partition
+// without a cursor is covered by the queue alone.
+func failingCoverage(ctx context.Context, brokers []string, topic, dbURL, subID string) (coverage, error) {
+	client := &kafkago.Client{Addr: kafkago.TCP(brokers...), Timeout: 10 * time.Second}
+	var reqs []kafkago.OffsetRequest
+	for p := range partitions {
+		reqs = append(reqs, kafkago.LastOffsetOf(p))
+	}
+	resp, err := client.ListOffsets(ctx, &kafkago.ListOffsetsRequest{Topics: map[string][]kafkago.OffsetRequest{topic: reqs}})
+	if err != nil {
+		return coverage{}, fmt.Errorf("listing offsets: %w", err)
+	}
+	ends := map[int32]int64{}
+	for _, po := range resp.Topics[topic] {
+		if po.Error != nil {
+			return coverage{}, fmt.Errorf("listing offsets of partition %d: %w", po.Partition, po.Error)
+		}
+		ends[int32(po.Partition)] = po.LastOffset
+	}
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		return coverage{}, err
+	}
+	defer conn.Close(ctx)
+	queued := map[int32]map[int64]bool{}
+	rows, err := conn.Query(ctx, `SELECT DISTINCT (e->'source'->>'partition')::int, (e->'source'->>'offset')::bigint
+		FROM (SELECT convert_from(event, 'UTF8')::jsonb AS e FROM deliveries WHERE subscription_id = $1) d`, subID)
+	if err != nil {
+		return coverage{}, err
+	}
+	for rows.Next() {
+		var p int32
+		var o int64
+		if err := rows.Scan(&p, &o); err != nil {
+			rows.Close()
+			return coverage{}, err
+		}
+		if queued[p] == nil {
+			queued[p] = map[int64]bool{}
+		}
+		queued[p][o] = true
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return coverage{}, err
+	}
+	cursors := map[int32]int64{}
+	crows, err := conn.Query(ctx, `SELECT partition_id, next_offset FROM subscription_cursors WHERE subscription_id = $1 AND topic = $2`, subID, topic)
+	if err != nil {
+		return coverage{}, err
+	}
+	for crows.Next() {
+		var p int32
+		var o int64
+		if err := crows.Scan(&p, &o); err != nil {
+			crows.Close()
+			return coverage{}, err
+		}
+		cursors[p] = o
+	}
+	crows.Close()
+	if err := crows.Err(); err != nil {
+		return coverage{}, err
+	}
+	var c coverage
+	for p, end := range ends {
+		c.total += end
+		cursor, ok := cursors[p]
+		if !ok {
+			cursor = end
+		}
+		for o := range end {
+			switch {
+			case queued[p][o]:
+				c.queued++
+			case o >= cursor:
+				c.behind++
+			}
+		}
+	}
+	return c, nil
 }

@@ -166,6 +166,11 @@ func activeSecrets(sub *match.Subscription, now time.Time) ([]webhook.Secret, er
 func (d *Dispatcher) firstAttempt(t *target, j *job) {
 	res := d.attempt(withParent(d.lanesCtx, j.trace), j.sub, j.rec, j.event(), 1)
 	now := d.now()
+	if j.probe && res.outcome != delivered && res.outcome != failed {
+		// A probe that says nothing of the receiver (the gateway stopping
+		// or misconfigured, 410, a fatal error) frees the slot at once.
+		t.breaker.release()
+	}
 	switch res.outcome {
 	case delivered:
 		t.breaker.success()
@@ -269,7 +274,11 @@ func (d *Dispatcher) park(ctx context.Context, j *job, why string, next time.Tim
 // breaker says it has failed for too long. Its events keep their course
 // (retry queue, dead letters): a DISABLED subscription's queue waits.
 func (d *Dispatcher) breakerFailure(t *target, subID string, now time.Time) {
-	if t.breaker.failure(now) {
+	disable := t.breaker.failure(now)
+	if t.breaker.tripped() {
+		d.tripped.Store(subID, t)
+	}
+	if disable {
 		d.disable(subID, "the receiver kept failing; disabled by the circuit breaker")
 	}
 }

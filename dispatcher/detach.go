@@ -46,6 +46,19 @@ type DetachConfig struct {
 	// end. Defaults to 100ms, so one quiet partition does not hold a
 	// reader's others.
 	FetchWait time.Duration
+	// HoldFailing bounds how long a detached subscription's reader holds
+	// its events back on its cursor while its receiver fails (the circuit
+	// open, or half-open with its probe under way) instead of writing them
+	// to the retry queue. Held events stay in Kafka behind the cursor, and
+	// Kafka's retention may delete them: once the reader has held for this
+	// long without the circuit closing, it parks the events it reaches
+	// while the circuit is open in the retry queue, as the shared path does,
+	// so its cursor moves on. Defaults to 15m: far below any retention a
+	// topic is run with (hours to days), long enough to ride out a
+	// receiver's deploy or a short outage without a row per event. The
+	// clock starts again when the circuit closes, and at each start of the
+	// gateway. Negative parks at once (no holding).
+	HoldFailing time.Duration
 }
 
 // WithDefaults returns c with its zero fields set to their defaults.
@@ -67,6 +80,9 @@ func (c DetachConfig) WithDefaults() DetachConfig {
 	}
 	if c.FetchWait <= 0 {
 		c.FetchWait = 100 * time.Millisecond
+	}
+	if c.HoldFailing == 0 {
+		c.HoldFailing = 15 * time.Minute
 	}
 	return c
 }
@@ -399,6 +415,9 @@ type catchUp struct {
 	lastSave time.Time
 	readers  map[string]source.PositionReader // by topic
 	inFlight atomic.Int64                     // records handed on and not settled
+	// heldSince is when the reader began to hold events back for an open
+	// circuit (zero: it is not holding); owned by the reader's goroutine.
+	heldSince time.Time
 }
 
 // runCatchUp reads a detached subscription's partitions from its cursors
@@ -583,9 +602,11 @@ func (cu *catchUp) readPartition(ctx context.Context, p source.Partition, pc *pa
 }
 
 // handOn delivers one record to the subscription if it matches, waiting as
-// long as it takes for room in its lane (the receiver's own pace), or parks
-// it in the retry queue while the circuit is open; false when the
-// dispatcher is stopping.
+// long as it takes for room in its lane (the receiver's own pace). While
+// the circuit is open it holds the record (see hold), so the cursor stays
+// before it; past DetachConfig.HoldFailing it parks it in the retry queue
+// instead. False when the dispatcher is stopping or the subscription is
+// gone.
 func (cu *catchUp) handOn(ctx context.Context, p source.Partition, pc *partCursor, r source.Record) bool {
 	d, t := cu.d, cu.t
 	sub := d.matcher.Get(cu.id)
@@ -593,7 +614,7 @@ func (cu *catchUp) handOn(ctx context.Context, p source.Partition, pc *partCurso
 		return false // gone: its cursors went with it
 	}
 	rec, err := record.Decode(r.Value, d.cfg.Decode)
-	if err != nil || !matches(d.matcher.Index().Match(rec), cu.id) {
+	if err != nil || !cu.delivers(rec, sub) {
 		return true // poison is kept by the shared consumer
 	}
 	pos := source.Position{Kind: "kafka", Topic: p.Stream, Partition: p.ID, Offset: r.Offset}
@@ -606,37 +627,130 @@ func (cu *catchUp) handOn(ctx context.Context, p source.Partition, pc *partCurso
 	settle := func() { once.Do(func() { cu.settle(pc, r.Offset); cu.inFlight.Add(-1) }) }
 	j := &job{msg: m, rec: rec, sub: sub, raw: compact(rec.Raw), created: d.now(), done: settle, catchUp: true}
 	for {
+		t.dmu.Lock()
+		revoked := pc.revoked
+		t.dmu.Unlock()
+		if revoked {
+			// Given up (a rebalance) while waiting: the partition's next
+			// owner delivers it from the handed-over cursor.
+			cu.inFlight.Add(-1)
+			return true
+		}
 		if sub.Proto.GetState() == outflowv1.Subscription_PAUSED {
 			d.park(ctx, j, "subscription paused", d.now())
 			return true
 		}
-		if until, open := t.breaker.open(d.now()); open {
-			// A failing receiver: its events wait in the retry queue as on
-			// the shared path (their retries keep the policy's pace), but
-			// written by this reader, so the shared consumer never waits
-			// for those writes.
-			d.park(ctx, j, "circuit open: the receiver has been failing", until)
-			return true
+		until, admitted, probe := t.breaker.admit(d.now())
+		if !admitted {
+			switch cu.hold(ctx, sub, until) {
+			case holdAgain:
+				if sub = d.matcher.Get(cu.id); sub == nil || sub.Proto.GetWebhook() == nil {
+					cu.inFlight.Add(-1) // never handed on: its offset stays pending, so no cursor passes it
+					return false
+				}
+				if sub.Revision != j.sub.Revision && !cu.delivers(rec, sub) {
+					settle() // updated, and no longer its event (or DISABLED), as the shared consumer decides
+					return true
+				}
+				j.sub = sub
+				continue
+			case holdPark:
+				// Held past HoldFailing: the retry queue keeps it from the
+				// topic's retention, as on the shared path. The reader
+				// writes it, so the shared consumer never waits for it.
+				d.park(ctx, j, "circuit open: the receiver has been failing", until)
+				return true
+			default:
+				cu.inFlight.Add(-1)
+				return false
+			}
 		}
-		switch t.enqueue(ctx, d, j, d.cfg.LaneWait) {
+		if !probe {
+			cu.heldSince = time.Time{} // closed: the hold is over
+		}
+		j.probe = probe
+		res := t.enqueue(ctx, d, j, d.cfg.LaneWait)
+		if res != queued && probe {
+			j.probe = false
+			t.breaker.release()
+		}
+		switch res {
 		case queued:
 			return true
 		case full:
-			t.dmu.Lock()
-			revoked := pc.revoked
-			t.dmu.Unlock()
-			if revoked {
-				// Given up while waiting: the partition's next owner
-				// delivers it from the handed-over cursor.
-				cu.inFlight.Add(-1)
-				return true
-			}
-			continue // the receiver's pace: wait again
+			continue // the receiver's pace: wait again (unless revoked meanwhile)
 		default:
 			cu.inFlight.Add(-1) // never handed on: its offset stays pending, so no cursor passes it
 			return false
 		}
 	}
+}
+
+// delivers reports whether rec is an event of sub the way the shared
+// consumer decides it (Handle): sub matches it and is not DISABLED.
+func (cu *catchUp) delivers(rec *record.Record, sub *match.Subscription) bool {
+	return sub.Proto.GetState() != outflowv1.Subscription_DISABLED && matches(cu.d.matcher.Index().Match(rec), cu.id)
+}
+
+// holdResult is what one wait of hold came to.
+type holdResult int
+
+const (
+	holdAgain holdResult = iota // ask the breaker again
+	holdPark                    // held past HoldFailing: park the event
+	holdStop                    // the dispatcher is stopping
+)
+
+// holdPoll is how often a holding reader looks whether its subscription
+// changed (updated, paused, disabled, deleted) while its circuit is open.
+const holdPoll = time.Second
+
+// hold waits while the circuit of a failing receiver is open (until, at
+// the latest), so that its events stay in the log behind its cursor rather
+// than each being written to the retry queue: a failing receiver lags on
+// its own cursor (SPEC §5) and its reader costs nothing meanwhile. The wait
+// ends early when the breaker changes (its probe reported, or its slot was
+// freed), when the subscription is updated (its receiver may be another:
+// the cooldown ends, so the next event probes it at once), or every
+// holdPoll to look; it says park once the reader has held for
+// DetachConfig.HoldFailing.
+func (cu *catchUp) hold(ctx context.Context, sub *match.Subscription, until time.Time) holdResult {
+	d, t := cu.d, cu.t
+	now := d.now()
+	limit := d.cfg.Detach.HoldFailing
+	if limit < 0 {
+		return holdPark
+	}
+	if cu.heldSince.IsZero() {
+		cu.heldSince = now
+		d.logger.Info("a detached subscription's receiver is failing; its events wait on its cursor until a probe succeeds",
+			slog.String("subscription_id", cu.id), slog.Time("probe_at", until), slog.Duration("hold_failing", limit))
+	}
+	parkAt := cu.heldSince.Add(limit)
+	if !now.Before(parkAt) {
+		return holdPark
+	}
+	if cur := d.matcher.Get(cu.id); cur == nil || cur.Revision != sub.Revision {
+		if cur != nil && cur.Proto.GetState() == outflowv1.Subscription_ACTIVE {
+			t.breaker.endCooldown()
+		}
+		return holdAgain
+	}
+	wait := min(until.Sub(now), parkAt.Sub(now), holdPoll)
+	changed := t.breaker.wait()
+	if _, open := t.breaker.open(now); !open {
+		return holdAgain // changed meanwhile
+	}
+	t.holdWaits.Add(1)
+	timer := time.NewTimer(max(wait, time.Millisecond))
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return holdStop
+	case <-changed:
+	case <-timer.C:
+	}
+	return holdAgain
 }
 
 func matches(subs []*match.Subscription, id string) bool {
@@ -747,11 +861,12 @@ func (cu *catchUp) maybeRejoin() bool {
 	if cu.det.rejoining {
 		return true
 	}
-	if _, open := t.breaker.open(d.now()); open {
-		// A failing receiver stays detached: rejoined, its next event
-		// would detach it again, and that detach's cursor write would be
-		// the shared consumer's to wait for (behind this reader's parked
-		// events, while PostgreSQL is down).
+	if sub := d.matcher.Get(cu.id); t.breaker.tripped() && sub != nil && sub.Proto.GetState() != outflowv1.Subscription_DISABLED {
+		// A failing receiver stays detached until a probe succeeds:
+		// rejoined, its next event would detach it again, and that
+		// detach's cursor write would be the shared consumer's to wait for
+		// (behind this reader's parked events, while PostgreSQL is down).
+		// A DISABLED one gets no events on either path and may rejoin.
 		return false
 	}
 	type hand struct {

@@ -3,6 +3,7 @@ package dispatcher
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/outflow-dev/outflow/match"
+	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
 	"github.com/outflow-dev/outflow/source"
 	"github.com/outflow-dev/outflow/store"
 	"github.com/outflow-dev/outflow/webhook"
@@ -349,35 +351,324 @@ func TestStopEndsDetachedReaders(t *testing.T) {
 	}
 }
 
-// TestFailingSubscriptionIsDetached: a receiver that fails opens its
-// circuit and is detached; the healthy subscription gets everything, the
-// shared consumer settles every message, and every event of the failing
-// one ends in the retry queue (a failed attempt, or parked by its reader
-// while the circuit is open).
-func TestFailingSubscriptionIsDetached(t *testing.T) {
-	t.Parallel()
-	const n = 200
-	b := setupDetach(t, newFakeLog(n), newFakeCursors(),
-		webhookSub("sub_ok", "https://ok.example.com"), webhookSub("sub_fail", "https://fail.example.com"))
+// flakyURL is the receiver flakySender fails or serves as told.
+const flakyURL = "https://flaky.example.com"
+
+// flakySender answers flakyURL 503 while failing is set, 204 otherwise;
+// while gate is set, each attempt first waits for it to close. It counts
+// the attempts and records the offsets delivered. Other URLs are answered
+// as fakeSender does.
+type flakySender struct {
+	*fakeSender
+	mu        sync.Mutex
+	failing   bool
+	gate      chan struct{}
+	attempts  int
+	inside    int
+	delivered []int64
+}
+
+func (f *flakySender) Send(ctx context.Context, req webhook.Request) webhook.Result {
+	if req.URL != flakyURL {
+		return f.fakeSender.Send(ctx, req)
+	}
+	f.mu.Lock()
+	f.attempts++
+	f.inside++
+	gate := f.gate
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		f.inside--
+		f.mu.Unlock()
+	}()
+	if gate != nil {
+		select {
+		case <-ctx.Done():
+			return webhook.Result{Outcome: webhook.OutcomeRetry, Err: ctx.Err()}
+		case <-gate:
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failing {
+		return webhook.Result{StatusCode: 503, Outcome: webhook.OutcomeRetry, Err: errors.New("503")}
+	}
+	f.delivered = append(f.delivered, eventOffset(req.Body))
+	return webhook.Result{StatusCode: 204, Outcome: webhook.OutcomeDelivered}
+}
+
+func (f *flakySender) set(failing bool, gate chan struct{}) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failing, f.gate = failing, gate
+}
+
+func (f *flakySender) state() (attempts, inside int, delivered []int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.attempts, f.inside, slices.Clone(f.delivered)
+}
+
+// eventOffset is the source offset of an event body.
+func eventOffset(body []byte) int64 {
+	var ev struct {
+		Source struct {
+			Offset json.Number `json:"offset"`
+		} `json:"source"`
+	}
+	if err := json.Unmarshal(body, &ev); err != nil {
+		panic(fmt.Sprintf("the event body does not decode: %v: %s", err, body))
+	}
+	o, err := ev.Source.Offset.Int64() // a JSON number or a string holding one
+	if err != nil {
+		panic(fmt.Sprintf("the event's offset %q: %v", ev.Source.Offset, err))
+	}
+	return o
+}
+
+// fakeClock is a clock the test moves.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+type failingBundle struct {
+	d       *Dispatcher
+	store   *fakeStore
+	sender  *flakySender
+	cursors *fakeCursors
+	clock   *fakeClock
+}
+
+// setupFailing is setupDetach with flakySender (failing from the start),
+// a breaker of threshold 3 and a clock the test moves.
+func setupFailing(t *testing.T, n int, breaker BreakerConfig, detach DetachConfig) *failingBundle {
+	t.Helper()
+	log := newFakeLog(n)
+	b := &failingBundle{store: newFakeStore(), cursors: newFakeCursors(),
+		sender: &flakySender{fakeSender: newFakeSender(), failing: true},
+		clock:  &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}}
+	detach.CheckpointEvents, detach.CheckpointInterval, detach.RejoinLag, detach.FetchWait = 50, time.Hour, 8, 5*time.Millisecond
+	breaker.Threshold = 3
+	cfg := Config{LaneQueue: 2, LaneWait: 100 * time.Millisecond, DrainTimeout: 200 * time.Millisecond, Breaker: breaker, Detach: detach}
+	subs := []*match.Subscription{webhookSub("sub_ok", "https://ok.example.com"), webhookSub("sub_flaky", flakyURL)}
+	d, err := New(Params{Config: cfg, Store: b.store, Sender: b.sender, Log: log, Cursors: b.cursors, Now: b.clock.Now,
+		Matcher: staticSubs{match.NewIndex(subs, match.IndexOptions{})}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.d = d
+	t.Cleanup(func() {
+		b.sender.set(false, nil)
+		d.Stop()
+		if n := log.readers.Load(); n != 0 {
+			t.Errorf("%d position readers left open", n)
+		}
+	})
+	return b
+}
+
+// rows returns the offsets of sub_flaky's rows in the retry queue, sorted.
+func (b *failingBundle) rows() []int64 {
+	b.store.mu.Lock()
+	defer b.store.mu.Unlock()
+	var out []int64
+	for _, d := range b.store.rows {
+		if d.SubscriptionID == "sub_flaky" {
+			out = append(out, eventOffset(d.Event))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (b *failingBundle) cursor() (int64, bool) {
+	b.cursors.mu.Lock()
+	defer b.cursors.mu.Unlock()
+	c, ok := b.cursors.cursors["sub_flaky"]
+	return c, ok
+}
+
+func (b *failingBundle) holdWaits() int64 {
+	b.d.mu.Lock()
+	defer b.d.mu.Unlock()
+	if t := b.d.targets["sub_flaky"]; t != nil {
+		return t.holdWaits.Load()
+	}
+	return 0
+}
+
+// handleAll hands n records to the shared consumer and waits until each is
+// Done and the healthy receiver has them all.
+func (b *failingBundle) handleAll(t *testing.T, n int) {
+	t.Helper()
 	var done atomic.Int64
 	for _, m := range msgs(n, &done) {
 		b.d.Handle(t.Context(), m)
 	}
-	eventually(t, "every message Done", func() bool { return done.Load() == n })
-	eventually(t, "the healthy subscription has every event", func() bool { return b.sender.delivered("https://ok.example.com") == n })
-	eventually(t, "every failing event in the retry queue", func() bool {
+	eventually(t, "every message Done", func() bool { return done.Load() == int64(n) })
+	eventually(t, "the healthy subscription has every event", func() bool { return b.sender.fakeSender.delivered("https://ok.example.com") == n })
+}
+
+// TestFailingReceiverLagsOnItsCursor: a failing receiver opens its circuit
+// and is detached; the healthy subscription gets everything and the shared
+// consumer settles every message, while the failing one's reader holds its
+// events on its cursor: the only rows written are its failed attempts. After
+// the cooldown one probe passes and the others wait for its result; once the
+// receiver answers again, every event arrives (none lost, none twice) and the
+// subscription rejoins.
+func TestFailingReceiverLagsOnItsCursor(t *testing.T) {
+	t.Parallel()
+	const n = 200
+	const cooldown = time.Minute
+	b := setupFailing(t, n, BreakerConfig{Cooldown: cooldown, ProbeTimeout: time.Hour}, DetachConfig{})
+	b.handleAll(t, n)
+	eventually(t, "the failing subscription's reader holding", func() bool { return b.holdWaits() > 0 })
+
+	failed, _, _ := b.sender.state()
+	rows := b.rows()
+	if len(rows) != failed {
+		t.Fatalf("%d rows in the retry queue for %d failed attempts; want one per failed attempt, none parked", len(rows), failed)
+	}
+	if parked := counterValue(t, b.d.metrics.deliveries.WithLabelValues("parked")); parked != 0 {
+		t.Errorf("%v events parked while the circuit was open; want 0 (held on the cursor)", parked)
+	}
+	// The breaker's 3, and what was on the lane when it opened (a queue of
+	// 2 and the attempt under way), from the shared consumer and, when a
+	// slow machine detached the subscription for its lane wait before its
+	// circuit opened, from its reader too.
+	if bound := 3 + 2*(2+1); failed > bound {
+		t.Errorf("%d attempts reached the failing receiver; want at most %d", failed, bound)
+	}
+	cursor, ok := b.cursor()
+	if !ok {
+		t.Fatal("no cursor for the detached subscription")
+	}
+	for o := range int64(n) {
+		if o < cursor && !slices.Contains(rows, o) {
+			t.Fatalf("offset %d is neither in the retry queue nor at or after the cursor %d: lost", o, cursor)
+		}
+	}
+
+	// Half-open: one probe, held by the receiver; the reader looks again
+	// and again, and lets no other event through.
+	gate := make(chan struct{})
+	b.sender.set(true, gate)
+	b.clock.advance(cooldown + time.Second)
+	eventually(t, "the probe under way", func() bool { a, in, _ := b.sender.state(); return a == failed+1 && in == 1 })
+	w := b.holdWaits()
+	eventually(t, "the reader looking again while the probe is under way", func() bool { return b.holdWaits() >= w+2 })
+	if a, _, _ := b.sender.state(); a != failed+1 {
+		t.Fatalf("%d attempts while half-open; want the one probe", a-failed)
+	}
+
+	// The receiver recovers: the probe succeeds and the reader delivers
+	// the rest at the receiver's pace, then rejoins.
+	b.sender.set(false, nil)
+	close(gate)
+	eventually(t, "the subscription rejoined", func() bool { return b.d.detachedCount.Load() == 0 })
+	eventually(t, "every held event delivered", func() bool { _, _, got := b.sender.state(); return len(got)+len(b.rows()) >= n })
+	_, _, got := b.sender.state()
+	all := slices.Sorted(slices.Values(append(got, b.rows()...)))
+	if !slices.Equal(all, seq(0, n)) {
+		t.Errorf("delivered %d and queued %d; want offsets 0..%d once each: %v", len(got), len(b.rows()), n-1, all)
+	}
+	if r := len(b.rows()); r != failed {
+		t.Errorf("%d rows after the recovery; want the %d failed attempts only", r, failed)
+	}
+	if _, ok := b.cursor(); ok {
+		t.Error("the cursor is left after the rejoin")
+	}
+}
+
+// TestHoldFailingParksOldEvents: a reader that has held its events for
+// HoldFailing without the circuit closing parks them in the retry queue, so
+// its cursor moves past them before the topic's retention can take them.
+func TestHoldFailingParksOldEvents(t *testing.T) {
+	t.Parallel()
+	const n = 120
+	const hold = 10 * time.Minute
+	b := setupFailing(t, n, BreakerConfig{Cooldown: time.Hour}, DetachConfig{HoldFailing: hold})
+	b.handleAll(t, n)
+	eventually(t, "the failing subscription's reader holding", func() bool { return b.holdWaits() > 0 })
+	if parked := counterValue(t, b.d.metrics.deliveries.WithLabelValues("parked")); parked != 0 {
+		t.Fatalf("%v events parked before HoldFailing; want 0", parked)
+	}
+	b.clock.advance(hold)
+	eventually(t, "every event in the retry queue", func() bool { return len(b.rows()) == n })
+	failed, _, _ := b.sender.state()
+	if parked := counterValue(t, b.d.metrics.deliveries.WithLabelValues("parked")); int(parked) != n-failed {
+		t.Errorf("%v parked and %d failed; want %d in all", parked, failed, n)
+	}
+	b.d.Stop()
+	if c, _ := b.cursor(); c != n {
+		t.Errorf("cursor %d after every event was parked; want %d", c, n)
+	}
+}
+
+// TestDisableAfterWhileHolding: a receiver that keeps failing while its
+// reader holds its events is still disabled once it has failed for
+// DisableAfter: the probes, one per cooldown, are failures the breaker
+// counts.
+func TestDisableAfterWhileHolding(t *testing.T) {
+	t.Parallel()
+	const n = 60
+	const cooldown, disableAfter = time.Minute, 10 * time.Minute
+	b := setupFailing(t, n, BreakerConfig{Cooldown: cooldown, DisableAfter: disableAfter}, DetachConfig{})
+	b.handleAll(t, n)
+	eventually(t, "the failing subscription's reader holding", func() bool { return b.holdWaits() > 0 })
+	state := func() string {
 		b.store.mu.Lock()
 		defer b.store.mu.Unlock()
-		k := 0
-		for _, d := range b.store.rows {
-			if d.SubscriptionID == "sub_fail" {
-				k++
-			}
+		return b.store.states["sub_flaky"]
+	}
+	if s := state(); s != "" {
+		t.Fatalf("state %q before DisableAfter; want it untouched", s)
+	}
+	failed, _, _ := b.sender.state()
+	b.clock.advance(disableAfter + cooldown)
+	eventually(t, "the probe failed", func() bool { a, _, _ := b.sender.state(); return a > failed })
+	eventually(t, "the subscription DISABLED", func() bool { return state() == outflowv1.Subscription_DISABLED.String() })
+	if parked := counterValue(t, b.d.metrics.deliveries.WithLabelValues("parked")); parked != 0 {
+		t.Errorf("%v events parked; want 0 (held on the cursor, HoldFailing is 15m)", parked)
+	}
+}
+
+// TestStopWhileHoldingFailingEvents: Stop ends a reader that holds its
+// events for an open circuit (goleak checks the goroutines end), and its
+// cursor does not pass the events it held.
+func TestStopWhileHoldingFailingEvents(t *testing.T) {
+	t.Parallel()
+	const n = 100
+	b := setupFailing(t, n, BreakerConfig{Cooldown: time.Hour}, DetachConfig{})
+	b.handleAll(t, n)
+	eventually(t, "the failing subscription's reader holding", func() bool { return b.holdWaits() > 0 })
+	b.d.Stop()
+	rows := b.rows()
+	c, ok := b.cursor()
+	if !ok {
+		t.Fatal("no cursor after Stop; want the detached subscription's")
+	}
+	for o := range int64(n) {
+		if o < c && !slices.Contains(rows, o) {
+			t.Fatalf("cursor %d passes offset %d, which is not in the retry queue: lost", c, o)
 		}
-		return k == n
-	})
-	if _, _, rows := b.cursors.state(); rows != 1 {
-		t.Errorf("%d cursors; want the failing subscription's", rows)
+	}
+	if len(rows) >= n/2 {
+		t.Errorf("%d rows for %d events; want the failed attempts only", len(rows), n)
 	}
 }
 

@@ -29,11 +29,13 @@
 // wait for its lane lasts longer than Config.LaneWait, when its waits (for
 // records other subscriptions share) add up to more than LaneWait and to
 // half the time since they began (a receiver slow on every request, not
-// one stuck), or when its circuit breaker is open, the subscription is
+// one stuck), or when its circuit breaker holds events back (open, or
+// half-open with its one probe under way), the subscription is
 // detached (below). Without detaching
 // (Config.Detach.Disabled, no Params.Log, or a Kinesis source) it is shed
 // instead: its further events go to the retry queue without waiting, until
-// its lane has drained to half, and while its breaker is open too.
+// its lane has drained to half, and while its breaker is open too (SPEC
+// §5: the breaker parks new events while open).
 //
 // # Detach and rejoin
 //
@@ -57,16 +59,29 @@
 //     DetachConfig.MaxDetached; beyond, it is shed) reads the partitions
 //     from the cursor through source.Log, matches the subscription only,
 //     and hands its events to the same lanes, waiting for room as long as
-//     the receiver takes: the receiver's own pace. While the circuit is
-//     open it parks them in the retry queue, as the shared path did, but
-//     the shared consumer no longer waits for those writes. Its cursor (the first offset not settled) is saved every
-//     CheckpointEvents settled events or CheckpointInterval, never per
-//     event; a failed attempt goes to the retry queue as on the shared
-//     path, and that is the only row it writes.
+//     the receiver takes: the receiver's own pace. Its cursor (the first
+//     offset not settled) is saved every CheckpointEvents settled events or
+//     CheckpointInterval, never per event; a failed attempt goes to the
+//     retry queue as on the shared path, and that is the only row it
+//     writes.
+//   - Failing: while the circuit is open the reader waits (until the
+//     cooldown ends, the probe reports, or the subscription is updated):
+//     its events stay in the log behind its cursor, which does not move
+//     past them, so a failing receiver lags on its cursor as a slow one
+//     does, costing neither rows nor CPU. The breaker is half-open after
+//     the cooldown: one event is the probe, the others wait for its
+//     result (BreakerConfig.ProbeTimeout frees a slot never reported). A
+//     failed probe is a failed attempt (a row) and opens the circuit
+//     again; a success closes it, and the reader goes on at the
+//     receiver's pace and rejoins as below. A reader that has held for
+//     DetachConfig.HoldFailing without the circuit closing parks the
+//     events it reaches while the circuit is open, so its cursor moves on
+//     before the topic's retention can take them.
 //   - Rejoin: once the reader is within RejoinLag of the last offset the
-//     shared consumer began, on every partition, it sets each partition's
-//     rejoinAt to the next offset the shared consumer will hand on (or
-//     past what it already read) under the same lock the shared consumer
+//     shared consumer began, on every partition, and the circuit is
+//     closed, it sets each partition's rejoinAt to the next offset the
+//     shared consumer will hand on (or past what it already read) under
+//     the same lock the shared consumer
 //     takes to decide, so every offset is the reader's or the shared
 //     consumer's, never both, never neither. The reader reads up to
 //     rejoinAt, waits until what it handed on is settled, and deletes the
@@ -99,7 +114,9 @@
 // The retry workers claim due deliveries fairly across subscriptions (every
 // subscription's oldest before any one's second) and run at most
 // RetryConfig.PerSubscription of one subscription's retries at once, so one
-// slow or failing receiver never holds all the workers.
+// slow or failing receiver never holds all the workers; while a
+// subscription's circuit is open none of its retries is claimed (they could
+// only fail), and after the cooldown at most PerSubscription are.
 //
 // # Ordering
 //
@@ -327,6 +344,11 @@ type Dispatcher struct {
 	misconfigStreak atomic.Int64
 	misconfigLogged atomic.Int64
 
+	// tripped holds, by subscription id, the targets whose breaker tripped:
+	// the retry loop leaves their deliveries unclaimed while their circuit
+	// is open, and forgets them once it has closed.
+	tripped sync.Map
+
 	// Detaching (detach.go): log and cursors are nil when it is off.
 	log     source.Log
 	cursors CursorStore
@@ -406,6 +428,10 @@ type job struct {
 	lanes  *laneSet
 	lane   int
 	entity uint64
+	// probe marks the one event a half-open circuit lets through: its
+	// attempt reports to the breaker, and if it is not attempted it frees
+	// the probe slot (see breaker.admit).
+	probe bool
 }
 
 // event returns the job's envelope, building it on first use.
@@ -500,14 +526,24 @@ func (d *Dispatcher) dispatch(ctx context.Context, j *job, wait time.Duration) {
 		d.park(ctx, j, "subscription paused", d.now())
 		return
 	}
-	if until, open := t.breaker.open(d.now()); open {
+	until, admitted, probe := t.breaker.admit(d.now())
+	if !admitted {
+		// Open, or half-open with its one probe under way: a detached
+		// subscription's reader holds the events back on its cursor;
+		// without detaching they are parked (SPEC §5).
 		if detach && d.skipDetached(ctx, t, j, true) {
 			return
 		}
 		d.park(ctx, j, "circuit open: the receiver has been failing", until)
 		return
 	}
-	switch t.enqueue(ctx, d, j, wait) {
+	j.probe = probe
+	res := t.enqueue(ctx, d, j, wait)
+	if res != queued && probe {
+		j.probe = false
+		t.breaker.release() // never attempted: the next event probes
+	}
+	switch res {
 	case queued:
 	case full:
 		if detach && d.skipDetached(ctx, t, j, true) {
@@ -590,6 +626,9 @@ type target struct {
 	// has drained to half, events do not wait for room (an event whose lane
 	// is full is parked).
 	shed atomic.Bool
+	// holdWaits counts the waits of its detached reader on an open circuit
+	// (see catchUp.hold): a reader that holds costs one wake-up a second.
+	holdWaits atomic.Int64
 
 	mu      sync.Mutex // guards limiter and limit
 	limiter *rate.Limiter
@@ -910,9 +949,10 @@ func (d *Dispatcher) serve(l *lane) {
 	}
 	if j != nil {
 		switch lim := l.t.rateLimiter(); {
-		case d.lanesCtx.Err() != nil:
-			d.park(context.Background(), j, "gateway shutting down", d.now())
-		case lim != nil && lim.Wait(d.lanesCtx) != nil:
+		case d.lanesCtx.Err() != nil, lim != nil && lim.Wait(d.lanesCtx) != nil:
+			if j.probe {
+				l.t.breaker.release()
+			}
 			d.park(context.Background(), j, "gateway shutting down", d.now())
 		default:
 			d.firstAttempt(l.t, j)
@@ -991,6 +1031,7 @@ func (d *Dispatcher) sweepTargets() {
 		}
 		t.endLanes(true)
 		delete(d.targets, id)
+		d.tripped.Delete(id)
 	}
 }
 

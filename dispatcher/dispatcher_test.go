@@ -110,6 +110,99 @@ func TestBreaker(t *testing.T) {
 	}
 }
 
+// TestBreakerHalfOpenLetsOneProbe: after the cooldown one event is
+// admitted as the probe and the others wait for its result; a probe that
+// fails opens the circuit for another cooldown, one that succeeds closes
+// it, and a slot never reported (released, or past ProbeTimeout) lets the
+// next event probe.
+func TestBreakerHalfOpenLetsOneProbe(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	type step struct {
+		at    time.Duration
+		do    string // "admit", "fail", "succeed", "release"
+		ok    bool   // admit: admitted
+		probe bool   // admit: as the probe
+		until time.Duration
+	}
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{"one probe, the others wait for it", []step{
+			{at: time.Second, do: "admit", ok: false, until: time.Minute},
+			{at: time.Minute, do: "admit", ok: true, probe: true},
+			{at: time.Minute, do: "admit", ok: false, until: time.Minute + 5*time.Minute},
+			{at: 2 * time.Minute, do: "admit", ok: false, until: time.Minute + 5*time.Minute},
+		}},
+		{"a failed probe opens it again", []step{
+			{at: time.Minute, do: "admit", ok: true, probe: true},
+			{at: 2 * time.Minute, do: "fail"},
+			{at: 2*time.Minute + time.Second, do: "admit", ok: false, until: 3 * time.Minute},
+			{at: 3 * time.Minute, do: "admit", ok: true, probe: true},
+		}},
+		{"a successful probe closes it", []step{
+			{at: time.Minute, do: "admit", ok: true, probe: true},
+			{at: 2 * time.Minute, do: "succeed"},
+			{at: 2 * time.Minute, do: "admit", ok: true},
+			{at: 2 * time.Minute, do: "admit", ok: true},
+		}},
+		{"a released slot lets the next event probe", []step{
+			{at: time.Minute, do: "admit", ok: true, probe: true},
+			{at: time.Minute, do: "release"},
+			{at: time.Minute, do: "admit", ok: true, probe: true},
+		}},
+		{"a probe that never reports lapses", []step{
+			{at: time.Minute, do: "admit", ok: true, probe: true},
+			{at: 6*time.Minute - time.Nanosecond, do: "admit", ok: false, until: 6 * time.Minute},
+			{at: 6 * time.Minute, do: "admit", ok: true, probe: true},
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := newBreaker(BreakerConfig{Threshold: 2, Cooldown: time.Minute, ProbeTimeout: 5 * time.Minute}.WithDefaults())
+			b.failure(t0)
+			b.failure(t0)
+			if !b.tripped() {
+				t.Fatal("not tripped after the threshold")
+			}
+			for i, s := range tc.steps {
+				changed := b.wait()
+				switch s.do {
+				case "admit":
+					until, ok, probe := b.admit(at(s.at))
+					if ok != s.ok || probe != s.probe || (!ok && !until.Equal(at(s.until))) {
+						t.Fatalf("step %d: admit at %v = (%v, %v, until %v); want (%v, %v, until %v)",
+							i, s.at, ok, probe, until.Sub(t0), s.ok, s.probe, s.until)
+					}
+					// Refused, or the probe under way: open holds the
+					// others back too; closed, it does not.
+					if _, open := b.open(at(s.at)); open != (!ok || probe) {
+						t.Errorf("step %d: open = %v after admit = (%v, %v)", i, open, ok, probe)
+					}
+					continue
+				case "fail":
+					b.failure(at(s.at))
+				case "succeed":
+					b.success()
+					if b.tripped() {
+						t.Errorf("step %d: tripped after a success", i)
+					}
+				case "release":
+					b.release()
+				}
+				select {
+				case <-changed:
+				default:
+					t.Errorf("step %d: %s did not wake the waiters", i, s.do)
+				}
+			}
+		})
+	}
+}
+
 func TestNextStep(t *testing.T) {
 	t.Parallel()
 	env, err := filter.NewEnv()

@@ -105,7 +105,8 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 		return err
 	})
 	fs.DurationVar(&f.dispatch.DrainTimeout, "drain-timeout", 10*time.Second, "on SIGTERM, how long in-flight deliveries get before they are parked in the retry queue")
-	fs.DurationVar(&f.dispatch.Breaker.Cooldown, "breaker-cooldown", 30*time.Second, "how long an open circuit parks a failing receiver's events")
+	fs.DurationVar(&f.dispatch.Breaker.Cooldown, "breaker-cooldown", 30*time.Second, "how long an open circuit holds a failing receiver's events back (on its cursor when detached, else in the retry queue) before one event probes it")
+	fs.DurationVar(&f.dispatch.Detach.HoldFailing, "detach-hold-failing", 15*time.Minute, "how long a detached subscription whose circuit stays open keeps its events in Kafka behind its cursor before it parks them in the retry queue, so the topic's retention cannot take them; keep it well below the retention (negative: park at once)")
 	fs.DurationVar(&f.dispatch.Breaker.DisableAfter, "disable-after", 72*time.Hour, "disable a subscription whose receiver has failed without a success for this long")
 	fs.DurationVar(&f.dispatch.Retry.Poll, "retry-poll", time.Second, "how often the retry queue is polled when idle")
 	fs.DurationVar(&f.replayPoll, "replay-poll", time.Second, "how often an idle replica looks for a replay to run")
