@@ -67,6 +67,10 @@ type bench struct {
 	results  []*result
 	// floor is raw-post's deliveries/s; maxRate backlog-plain's.
 	floor, maxRate float64
+	// pprofDir, when set, receives CPU profiles of the gateway and the feature server of
+	// the backlog scenarios, pprofSeconds long, taken from the gateway's start on.
+	pprofDir     string
+	pprofSeconds int
 }
 
 func run(ctx context.Context) error {
@@ -74,6 +78,8 @@ func run(ctx context.Context) error {
 	docs := flag.String("docs", "docs/benchmarks.md", "markdown file that gets the latest results (empty: none)")
 	only := flag.String("only", "", "comma-separated scenarios to run (default: all)")
 	scale := flag.Float64("scale", 1, "multiplies every scenario's record count")
+	pprofDir := flag.String("pprof", "", "directory for CPU profiles of the gateway and the feature server in the backlog scenarios (empty: none); raise -scale so that the run outlasts -pprof-seconds")
+	pprofSeconds := flag.Int("pprof-seconds", 5, "length of each -pprof CPU profile, in seconds")
 	flag.Parse()
 
 	dbURL, brokers := os.Getenv("OUTFLOW_TEST_DATABASE_URL"), os.Getenv("OUTFLOW_TEST_KAFKA_BROKERS")
@@ -85,7 +91,8 @@ func run(ctx context.Context) error {
 		return err
 	}
 	log.Printf("logs and scratch in %s", work)
-	b := &bench{brokers: strings.Split(brokers, ","), adminURL: dbURL, work: work, scale: *scale, only: map[string]bool{}}
+	b := &bench{brokers: strings.Split(brokers, ","), adminURL: dbURL, work: work, scale: *scale, only: map[string]bool{},
+		pprofDir: *pprofDir, pprofSeconds: *pprofSeconds}
 	for _, s := range strings.Split(*only, ",") {
 		if s != "" {
 			b.only[s] = true

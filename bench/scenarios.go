@@ -4,17 +4,22 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"log"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
 // gateway is a running `outflow serve`.
 type gateway struct {
-	p        *proc
-	httpAddr string
+	p         *proc
+	httpAddr  string
+	pprofAddr string // empty unless -pprof
 }
 
 // env is one scenario's topic, group and database.
@@ -22,6 +27,7 @@ type env struct {
 	name, topic, group string
 	db                 *database
 	tectonURL          string
+	fsPprofAddr        string // the feature server's pprof listener; empty unless -pprof
 }
 
 func (b *bench) newEnv(ctx context.Context, name string, subs []subSpec) (*env, error) {
@@ -86,11 +92,18 @@ func (b *bench) startGateway(ctx context.Context, e *env) (*gateway, error) {
 	if e.tectonURL != "" {
 		args = append(args, "--tecton-url", e.tectonURL, "--tecton-api-key", "bench")
 	}
+	var pprofAddr string
+	if b.pprofDir != "" {
+		if pprofAddr, err = freeAddr(); err != nil {
+			return nil, err
+		}
+		args = append(args, "--pprof-addr", pprofAddr)
+	}
 	p, err := start(b.bin, filepath.Join(b.work, e.name+".gateway.log"), args...)
 	if err != nil {
 		return nil, err
 	}
-	g := &gateway{p: p, httpAddr: httpAddr}
+	g := &gateway{p: p, httpAddr: httpAddr, pprofAddr: pprofAddr}
 	if err := waitHTTP(ctx, "http://"+httpAddr+"/readyz", 90*time.Second); err != nil {
 		p.kill()
 		return nil, err
@@ -141,9 +154,9 @@ func (b *bench) backlog(ctx context.Context, p backlogParams) (*result, error) {
 	if err := prod.produce(ctx, 0, records); err != nil {
 		return nil, err
 	}
+	var fs *proc
 	if p.strict {
-		fs, err := b.startFeatureServer(ctx, e)
-		if err != nil {
+		if fs, err = b.startFeatureServer(ctx, e); err != nil {
 			return nil, err
 		}
 		defer fs.stop()
@@ -167,12 +180,85 @@ func (b *bench) backlog(ctx context.Context, p backlogParams) (*result, error) {
 		return nil, err
 	}
 	defer g.p.stop()
+	profiled := b.profile(ctx, name, map[string]string{"gateway": g.pprofAddr, "featureserver": e.fsPprofAddr})
+	var fsCPU0 time.Duration
+	if fs != nil {
+		fsCPU0 = fs.cpu()
+	}
 	r := &result{Expected: expected}
 	if err := b.follow(ctx, g, r, p.label, expected, 5*time.Minute); err != nil {
 		r.Notes = err.Error()
 	}
+	if fs != nil && r.Delivered > 0 {
+		r.Notes = strings.TrimSpace(r.Notes + " " + featureStoreNotes(g, fs.cpu()-fsCPU0, r.Delivered))
+	}
+	profiled()
 	b.finish(ctx, g, e, r, pg0, p.label)
 	return r, nil
+}
+
+// featureStoreNotes describes the enrichment's cost: the feature-store calls the gateway made
+// per delivered event (from its outflow_getfeatures_duration_seconds counts), the rows a batch
+// call held on average (each event's call is one row; consistency retries add rows), and the
+// feature server's CPU per 10k deliveries, measured from the gateway's start (so it includes
+// reading the last of the backlog the gateway's start overlapped).
+func featureStoreNotes(g *gateway, fsCPU time.Duration, delivered int) string {
+	single := max(g.counter(`outflow_getfeatures_duration_seconds_count{op="get-features",result="ok"}`), 0)
+	batch := max(g.counter(`outflow_getfeatures_duration_seconds_count{op="get-features-batch",result="ok"}`), 0)
+	retries := max(g.counter(`outflow_consistency_retries_total`), 0)
+	calls := single + batch
+	rows := "n/a"
+	if batch > 0 {
+		rows = fmt.Sprintf("%.2f", (float64(delivered)+retries-single)/batch)
+	}
+	return fmt.Sprintf("feature store: %.3f calls/event (%0.f get-features, %0.f get-features-batch of ~%s rows, %0.f consistency retries); feature server CPU %.2fs/10k",
+		calls/float64(delivered), single, batch, rows, retries, fsCPU.Seconds()/float64(delivered)*10000)
+}
+
+// profile starts a -pprof CPU profile of each named process that has a pprof address and
+// returns a function that waits for them to be written to b.pprofDir as
+// <scenario>.<process>.pprof. Without -pprof it does nothing.
+func (b *bench) profile(ctx context.Context, scenario string, addrs map[string]string) (wait func()) {
+	if b.pprofDir == "" {
+		return func() {}
+	}
+	var wg sync.WaitGroup
+	for name, addr := range addrs {
+		if addr == "" {
+			continue
+		}
+		wg.Go(func() {
+			path := filepath.Join(b.pprofDir, scenario+"."+name+".pprof")
+			if err := fetchProfile(ctx, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, b.pprofSeconds), path); err != nil {
+				log.Printf("profiling %s: %v", name, err)
+			}
+		})
+	}
+	return wg.Wait
+}
+
+// fetchProfile writes the answer of a pprof URL to path.
+func fetchProfile(ctx context.Context, url, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(path, data, 0o644)
 }
 
 // follow polls the receiver until label has expected distinct deliveries
@@ -271,9 +357,16 @@ func (b *bench) startFeatureServer(ctx context.Context, e *env) (*proc, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := start(b.bin, filepath.Join(b.work, e.name+".featureserver.log"), "featureserver", "--addr", addr,
-		"--kafka-brokers", strings.Join(b.brokers, ","), "--topics", e.topic, "--group-id", e.group+"-fs",
-		"--lag", "0", "--lag-jitter", "0")
+	args := []string{"featureserver", "--addr", addr,
+		"--kafka-brokers", strings.Join(b.brokers, ","), "--topics", e.topic, "--group-id", e.group + "-fs",
+		"--lag", "0", "--lag-jitter", "0"}
+	if b.pprofDir != "" {
+		if e.fsPprofAddr, err = freeAddr(); err != nil {
+			return nil, err
+		}
+		args = append(args, "--pprof-addr", e.fsPprofAddr)
+	}
+	p, err := start(b.bin, filepath.Join(b.work, e.name+".featureserver.log"), args...)
 	if err != nil {
 		return nil, err
 	}
