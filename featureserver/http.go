@@ -202,6 +202,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 // marshal encodes v as compact JSON without escaping <, > and &, which would only make error
 // messages such as "Tecton-key <key>" harder to read.
 func marshal(v any) ([]byte, error) {
+	if raw, ok := v.(rawJSON); ok {
+		return raw, nil
+	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
@@ -348,30 +351,39 @@ func (s *Server) getFeatures(body []byte, batch bool, start time.Time, info *req
 	}
 	serverTime := time.Since(start).Seconds()
 	slo := sloInfo{SLOEligible: true, SLOServerTimeSeconds: serverTime, ServerTimeSeconds: serverTime}
+	if data, ok := appendFeaturesResponse(make([]byte, 0, 512*len(rows)), svc, req.meta, rows, batch, slo); ok {
+		return rawJSON(data), nil
+	}
+	return buildFeaturesResponse(svc, req.meta, rows, batch, slo), nil
+}
+
+// buildFeaturesResponse returns the answer as values for encoding/json: the reference
+// appendFeaturesResponse is held to, and the path of an answer it cannot write.
+func buildFeaturesResponse(svc *serviceDef, opts metadataOptions, rows [][]cell, batch bool, slo sloInfo) any {
 	if !batch {
 		resp := featuresResponse{Result: resultRow{Features: values(rows[0])}}
-		md := &responseMetadata{Features: featureMetadataList(svc, req.meta, rows, false)}
-		if req.meta.sloInfo {
+		md := &responseMetadata{Features: featureMetadataList(svc, opts, rows, false)}
+		if opts.sloInfo {
 			md.SLOInfo = &slo
 		}
 		if md.Features != nil || md.SLOInfo != nil {
 			resp.Metadata = md
 		}
-		return resp, nil
+		return resp
 	}
 	resp := batchResponse{Result: make([]resultRow, len(rows))}
 	for i := range rows {
 		resp.Result[i] = resultRow{Features: values(rows[i])}
 	}
-	md := &batchMetadata{Features: featureMetadataList(svc, req.meta, rows, true)}
-	if req.meta.sloInfo {
+	md := &batchMetadata{Features: featureMetadataList(svc, opts, rows, true)}
+	if opts.sloInfo {
 		md.SLOInfo = slices.Repeat([]sloInfo{slo}, len(rows))
 		md.BatchSLOInfo = &slo
 	}
 	if md.Features != nil || md.SLOInfo != nil {
 		resp.Metadata = md
 	}
-	return resp, nil
+	return resp
 }
 
 // resolve checks one row's join keys and request context against the feature service and
