@@ -89,3 +89,26 @@ func TestParseRequestFastTakesClientShape(t *testing.T) {
 		})
 	}
 }
+
+// TestUnknownJoinKeyReportedInOrder checks that of several unknown join keys (the empty name
+// among them) the first in bytewise order is reported, whatever the map order.
+func TestUnknownJoinKeyReportedInOrder(t *testing.T) {
+	fields := []Field{{Name: "user_id", Type: String}}
+	tests := []struct {
+		keys map[string]string
+		want string
+		ok   bool
+	}{
+		{map[string]string{"user_id": "u1"}, "", false},
+		{map[string]string{"user_id": "u1", "z": "1", "b": "2", "m": "3"}, "b", true},
+		{map[string]string{"user_id": "u1", "": "1", "a": "2"}, "", true},
+	}
+	for _, tt := range tests {
+		for range 20 { // map order varies between iterations
+			got, ok := firstUnknown(tt.keys, fields)
+			if got != tt.want || ok != tt.ok {
+				t.Fatalf("firstUnknown(%v) = %q, %v; want %q, %v", tt.keys, got, ok, tt.want, tt.ok)
+			}
+		}
+	}
+}

@@ -390,10 +390,10 @@ func buildFeaturesResponse(svc *serviceDef, opts metadataOptions, rows [][]cell,
 // reads its values.
 func (s *Server) resolve(svc *serviceDef, req *featuresRequest, row requestRow, now time.Time) ([]cell, *apiError) {
 	joinKeys := make(map[string]string, len(svc.joinKeys))
-	for _, name := range slices.Sorted(maps.Keys(row.joinKeys)) {
-		if !slices.ContainsFunc(svc.joinKeys, func(f Field) bool { return f.Name == name }) {
-			return nil, badRequest("unknown join key %s; feature service %s takes %s", quote(name), quote(svc.name), fieldNames(svc.joinKeys))
-		}
+	// Unknown keys are looked for in map order, which is cheap, and reported in name order,
+	// so that the error names the same key every time.
+	if unknown, ok := firstUnknown(row.joinKeys, svc.joinKeys); ok {
+		return nil, badRequest("unknown join key %s; feature service %s takes %s", quote(unknown), quote(svc.name), fieldNames(svc.joinKeys))
 	}
 	for _, jk := range svc.joinKeys {
 		raw, ok := row.joinKeys[jk.Name]
@@ -407,13 +407,14 @@ func (s *Server) resolve(svc *serviceDef, req *featuresRequest, row requestRow, 
 		joinKeys[jk.Name] = v
 	}
 	if !req.ignoreExtraContext {
-		for _, name := range slices.Sorted(maps.Keys(row.requestContext)) {
-			if !slices.ContainsFunc(svc.requestContext, func(f Field) bool { return f.Name == name }) {
-				return nil, badRequest("unknown request context key %s", quote(name))
-			}
+		if unknown, ok := firstUnknown(row.requestContext, svc.requestContext); ok {
+			return nil, badRequest("unknown request context key %s", quote(unknown))
 		}
 	}
-	contextValues := make(map[string]any, len(svc.requestContext))
+	var contextValues map[string]any
+	if len(svc.requestContext) > 0 {
+		contextValues = make(map[string]any, len(svc.requestContext))
+	}
 	for _, f := range svc.requestContext {
 		raw, ok := row.requestContext[f.Name]
 		if !ok {
@@ -427,10 +428,13 @@ func (s *Server) resolve(svc *serviceDef, req *featuresRequest, row requestRow, 
 	}
 
 	type viewRead struct {
+		view   *viewDef
 		snap   snapshot
 		cached bool
 	}
-	reads := make(map[*viewDef]viewRead, len(svc.views))
+	// A service reads a few views: a slice searched linearly costs less than a map.
+	var small [4]viewRead
+	reads := small[:0]
 	for _, v := range svc.views {
 		keys := make([]string, len(v.JoinKeys))
 		for i, jk := range v.JoinKeys {
@@ -440,7 +444,7 @@ func (s *Server) resolve(svc *serviceDef, req *featuresRequest, row requestRow, 
 		if !snap.present && v.Synthetic {
 			snap = synthetic(v, keys, now)
 		}
-		reads[v] = viewRead{snap: snap, cached: cached}
+		reads = append(reads, viewRead{view: v, snap: snap, cached: cached})
 	}
 
 	cells := make([]cell, len(svc.features))
@@ -449,7 +453,13 @@ func (s *Server) resolve(svc *serviceDef, req *featuresRequest, row requestRow, 
 			cells[i] = cell{value: wireValue(contextValues[f.field().Name]), status: statusPresent}
 			continue
 		}
-		rd := reads[f.view]
+		var rd viewRead
+		for _, r := range reads {
+			if r.view == f.view {
+				rd = r
+				break
+			}
+		}
 		// A key the store has never materialised answers null with MISSING_DATA and no
 		// effective time at all, as Tecton does: the hard case for the consistency rule.
 		// Only a view with a FeatureStartTime reports that time instead.
@@ -474,6 +484,24 @@ func (s *Server) resolve(svc *serviceDef, req *featuresRequest, row requestRow, 
 		cells[i] = c
 	}
 	return cells, nil
+}
+
+// firstUnknown returns the first name of m, in bytewise order, that is not one of fields, and
+// whether there is one.
+func firstUnknown[V any](m map[string]V, fields []Field) (string, bool) {
+	known := func(name string) bool {
+		return slices.ContainsFunc(fields, func(f Field) bool { return f.Name == name })
+	}
+	for name := range m {
+		if !known(name) {
+			for _, name := range slices.Sorted(maps.Keys(m)) {
+				if !known(name) {
+					return name, true
+				}
+			}
+		}
+	}
+	return "", false
 }
 
 func fieldNames(fields []Field) string {
