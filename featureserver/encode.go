@@ -183,8 +183,8 @@ func appendSLO(dst []byte, s sloInfo) (_ []byte, ok bool) {
 	return append(dst, '}'), ok1 && ok2 && ok3
 }
 
-// appendWireValue writes one cell value as encoding/json writes the interface value: wireValue
-// and contextValue produce nil, string, float64 and bool only.
+// appendWireValue writes one cell value as encoding/json writes wireValue(v): an int64 as a
+// decimal string, nil, strings, float64 and bool as themselves.
 func appendWireValue(dst []byte, v any) ([]byte, bool) {
 	switch v := v.(type) {
 	case nil:
@@ -195,8 +195,10 @@ func appendWireValue(dst []byte, v any) ([]byte, bool) {
 		return appendJSONFloat(dst, v)
 	case bool:
 		return strconv.AppendBool(dst, v), true
-	case int64: // not produced today; kept exact should a path stop converting it
-		return strconv.AppendInt(dst, v, 10), true
+	case int64:
+		dst = append(dst, '"')
+		dst = strconv.AppendInt(dst, v, 10)
+		return append(dst, '"'), true
 	}
 	return dst, false
 }

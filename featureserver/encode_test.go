@@ -2,6 +2,7 @@ package featureserver
 
 import (
 	"bytes"
+	"hash/fnv"
 	"math"
 	"testing"
 	"time"
@@ -23,13 +24,15 @@ func responseCase(t testing.TB, service string, rows int, str, status string, f 
 		cells := make([]cell, len(svc.features))
 		for i := range cells {
 			var v any
-			switch (int(mask) + r + i) % 4 {
+			switch (int(mask) + r + i) % 5 {
 			case 0:
 				v = str
 			case 1:
 				v = f
 			case 2:
 				v = b
+			case 3:
+				v = ns - int64(mask)
 			}
 			c := cell{value: v, status: status}
 			if (int(mask)>>4+r+i)%3 != 0 {
@@ -100,4 +103,21 @@ func BenchmarkMarshalFeaturesResponse(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// FuzzFNV64a holds the inline FNV-1a of synthetic to hash/fnv's.
+func FuzzFNV64a(f *testing.F) {
+	f.Add("user_stats", "lifetime_value", "u1")
+	f.Fuzz(func(t *testing.T, a, b, c string) {
+		h := fnv.New64a()
+		h.Write([]byte(a))
+		h.Write([]byte{0})
+		h.Write([]byte(b))
+		h.Write([]byte{0})
+		h.Write([]byte(c))
+		got := fnv64a(fnv64a(fnv64a(fnv64a(fnv64a(fnvOffset64, a), "\x00"), b), "\x00"), c)
+		if got != h.Sum64() {
+			t.Fatalf("fnv64a = %x, hash/fnv = %x", got, h.Sum64())
+		}
+	})
 }

@@ -321,7 +321,9 @@ func (s *Server) lookupService(workspace, service string) (*serviceDef, *apiErro
 
 // cell is one feature value of one row, with its metadata.
 type cell struct {
-	value        any // wire form
+	// value is the typed value (int64, float64, string, bool) or nil; the encoders write an
+	// int64 as a decimal string, as Tecton does (wireValue), without converting it first.
+	value        any
 	effective    time.Time
 	hasEffective bool
 	status       string
@@ -450,7 +452,7 @@ func (s *Server) resolve(svc *serviceDef, req *featuresRequest, row requestRow, 
 	cells := make([]cell, len(svc.features))
 	for i, f := range svc.features {
 		if f.view.OnDemand {
-			cells[i] = cell{value: wireValue(contextValues[f.field().Name]), status: statusPresent}
+			cells[i] = cell{value: contextValues[f.field().Name], status: statusPresent}
 			continue
 		}
 		var rd viewRead
@@ -466,7 +468,7 @@ func (s *Server) resolve(svc *serviceDef, req *featuresRequest, row requestRow, 
 		var c cell
 		switch {
 		case rd.snap.present:
-			c.value = wireValue(rd.snap.values[f.index])
+			c.value = rd.snap.values[f.index]
 			c.effective, c.hasEffective = f.view.effectiveTime(rd.snap.featureTime), true
 		case !f.view.FeatureStartTime.IsZero():
 			c.effective, c.hasEffective = f.view.FeatureStartTime, true
@@ -515,7 +517,7 @@ func fieldNames(fields []Field) string {
 func values(cells []cell) []any {
 	out := make([]any, len(cells))
 	for i, c := range cells {
-		out[i] = c.value
+		out[i] = wireValue(c.value)
 	}
 	return out
 }
