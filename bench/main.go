@@ -73,6 +73,10 @@ type bench struct {
 	// run, interleaved; slow holds their medians once run.
 	pairs int
 	slow  map[string]*result
+	// pprofDir, when set, receives CPU profiles of the gateway and the feature server of
+	// the backlog scenarios, pprofSeconds long, taken from the gateway's start on.
+	pprofDir     string
+	pprofSeconds int
 }
 
 func run(ctx context.Context) error {
@@ -82,6 +86,8 @@ func run(ctx context.Context) error {
 	scale := flag.Float64("scale", 1, "multiplies every scenario's record count")
 	steadyRate := flag.Float64("steady-rate", 0, "records/s offered in steady-latency (0: half of backlog-plain's deliveries/s in the same run, or 2000 when it did not run)")
 	pairs := flag.Int("slow-pairs", 3, "how many times slow-receiver-baseline and slow-receiver run, interleaved (baseline, bad, baseline, bad, …); each reports its median, so the ratio of the two is robust to other load on the machine")
+	pprofDir := flag.String("pprof", "", "directory for CPU profiles of the gateway and the feature server in the backlog scenarios (empty: none); raise -scale so that the run outlasts -pprof-seconds")
+	pprofSeconds := flag.Int("pprof-seconds", 5, "length of each -pprof CPU profile, in seconds")
 	flag.Parse()
 
 	dbURL, brokers := os.Getenv("OUTFLOW_TEST_DATABASE_URL"), os.Getenv("OUTFLOW_TEST_KAFKA_BROKERS")
@@ -94,7 +100,7 @@ func run(ctx context.Context) error {
 	}
 	log.Printf("logs and scratch in %s", work)
 	b := &bench{brokers: strings.Split(brokers, ","), adminURL: dbURL, work: work, scale: *scale, steadyRate: *steadyRate,
-		only: map[string]bool{}, pairs: max(*pairs, 1)}
+		only: map[string]bool{}, pairs: max(*pairs, 1), pprofDir: *pprofDir, pprofSeconds: *pprofSeconds}
 	for _, s := range strings.Split(*only, ",") {
 		if s != "" {
 			b.only[s] = true

@@ -4,17 +4,24 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"log"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/outflow-dev/outflow/tecton"
 )
 
 // gateway is a running `outflow serve`.
 type gateway struct {
-	p        *proc
-	httpAddr string
+	p         *proc
+	httpAddr  string
+	pprofAddr string // empty unless -pprof
 }
 
 // env is one scenario's topic, group and database.
@@ -22,6 +29,7 @@ type env struct {
 	name, topic, group string
 	db                 *database
 	tectonURL          string
+	fsPprofAddr        string // the feature server's pprof listener; empty unless -pprof
 }
 
 func (b *bench) newEnv(ctx context.Context, name string, subs []subSpec) (*env, error) {
@@ -86,11 +94,18 @@ func (b *bench) startGateway(ctx context.Context, e *env) (*gateway, error) {
 	if e.tectonURL != "" {
 		args = append(args, "--tecton-url", e.tectonURL, "--tecton-api-key", "bench")
 	}
+	var pprofAddr string
+	if b.pprofDir != "" {
+		if pprofAddr, err = freeAddr(); err != nil {
+			return nil, err
+		}
+		args = append(args, "--pprof-addr", pprofAddr)
+	}
 	p, err := start(b.bin, filepath.Join(b.work, e.name+".gateway.log"), args...)
 	if err != nil {
 		return nil, err
 	}
-	g := &gateway{p: p, httpAddr: httpAddr}
+	g := &gateway{p: p, httpAddr: httpAddr, pprofAddr: pprofAddr}
 	if err := waitHTTP(ctx, "http://"+httpAddr+"/readyz", 90*time.Second); err != nil {
 		p.kill()
 		return nil, err
@@ -141,9 +156,9 @@ func (b *bench) backlog(ctx context.Context, p backlogParams) (*result, error) {
 	if err := prod.produce(ctx, 0, records); err != nil {
 		return nil, err
 	}
+	var fs *proc
 	if p.strict {
-		fs, err := b.startFeatureServer(ctx, e)
-		if err != nil {
+		if fs, err = b.startFeatureServer(ctx, e, records); err != nil {
 			return nil, err
 		}
 		defer fs.stop()
@@ -167,12 +182,85 @@ func (b *bench) backlog(ctx context.Context, p backlogParams) (*result, error) {
 		return nil, err
 	}
 	defer g.p.stop()
+	profiled := b.profile(ctx, name, map[string]string{"gateway": g.pprofAddr, "featureserver": e.fsPprofAddr})
+	var fsCPU0 time.Duration
+	if fs != nil {
+		fsCPU0 = fs.cpu()
+	}
 	r := &result{Expected: expected}
 	if err := b.follow(ctx, g, r, p.label, expected, 5*time.Minute); err != nil {
 		r.Notes = err.Error()
 	}
+	if fs != nil && r.Delivered > 0 {
+		r.Notes = strings.TrimSpace(r.Notes + " " + featureStoreNotes(g, fs.cpu()-fsCPU0, r.Delivered))
+	}
+	profiled()
 	b.finish(ctx, g, e, r, pg0, p.label)
 	return r, nil
+}
+
+// featureStoreNotes describes the enrichment's cost: the feature-store calls the gateway made
+// per delivered event (from its outflow_getfeatures_duration_seconds counts), the rows a batch
+// call held on average (each event's call is one row; consistency retries add rows), and the
+// feature server's CPU per 10k deliveries from the gateway's start on (the server has read the
+// backlog by then: serving only).
+func featureStoreNotes(g *gateway, fsCPU time.Duration, delivered int) string {
+	single := max(g.counter(`outflow_getfeatures_duration_seconds_count{op="get-features",result="ok"}`), 0)
+	batch := max(g.counter(`outflow_getfeatures_duration_seconds_count{op="get-features-batch",result="ok"}`), 0)
+	retries := max(g.counter(`outflow_consistency_retries_total`), 0)
+	calls := single + batch
+	rows := "n/a"
+	if batch > 0 {
+		rows = fmt.Sprintf("%.2f", (float64(delivered)+retries-single)/batch)
+	}
+	return fmt.Sprintf("feature store: %.3f calls/event (%0.f get-features, %0.f get-features-batch of ~%s rows, %0.f consistency retries); feature server CPU %.2fs/10k",
+		calls/float64(delivered), single, batch, rows, retries, fsCPU.Seconds()/float64(delivered)*10000)
+}
+
+// profile starts a -pprof CPU profile of each named process that has a pprof address and
+// returns a function that waits for them to be written to b.pprofDir as
+// <scenario>.<process>.pprof. Without -pprof it does nothing.
+func (b *bench) profile(ctx context.Context, scenario string, addrs map[string]string) (wait func()) {
+	if b.pprofDir == "" {
+		return func() {}
+	}
+	var wg sync.WaitGroup
+	for name, addr := range addrs {
+		if addr == "" {
+			continue
+		}
+		wg.Go(func() {
+			path := filepath.Join(b.pprofDir, scenario+"."+name+".pprof")
+			if err := fetchProfile(ctx, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, b.pprofSeconds), path); err != nil {
+				log.Printf("profiling %s: %v", name, err)
+			}
+		})
+	}
+	return wg.Wait
+}
+
+// fetchProfile writes the answer of a pprof URL to path.
+func fetchProfile(ctx context.Context, url, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(path, data, 0o644)
 }
 
 // follow polls the receiver until label has expected distinct deliveries
@@ -265,15 +353,26 @@ func (b *bench) finish(ctx context.Context, g *gateway, e *env, r *result, pg0 p
 }
 
 // startFeatureServer runs the reference feature server at lag 0 on the
-// scenario's topic and waits until it has read the whole backlog.
-func (b *bench) startFeatureServer(ctx context.Context, e *env) (*proc, error) {
+// scenario's topic and waits until it has read the whole backlog of users
+// records: the backlog is already materialised when the gateway starts, as
+// it would be in Tecton, whose ingestion does not run on the gateway's
+// machine (before, the server was still reading the backlog while the
+// gateway ran: a quarter of its CPU in the measured window).
+func (b *bench) startFeatureServer(ctx context.Context, e *env, users int) (*proc, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
-	p, err := start(b.bin, filepath.Join(b.work, e.name+".featureserver.log"), "featureserver", "--addr", addr,
-		"--kafka-brokers", strings.Join(b.brokers, ","), "--topics", e.topic, "--group-id", e.group+"-fs",
-		"--lag", "0", "--lag-jitter", "0")
+	args := []string{"featureserver", "--addr", addr,
+		"--kafka-brokers", strings.Join(b.brokers, ","), "--topics", e.topic, "--group-id", e.group + "-fs",
+		"--lag", "0", "--lag-jitter", "0"}
+	if b.pprofDir != "" {
+		if e.fsPprofAddr, err = freeAddr(); err != nil {
+			return nil, err
+		}
+		args = append(args, "--pprof-addr", e.fsPprofAddr)
+	}
+	p, err := start(b.bin, filepath.Join(b.work, e.name+".featureserver.log"), args...)
 	if err != nil {
 		return nil, err
 	}
@@ -282,7 +381,54 @@ func (b *bench) startFeatureServer(ctx context.Context, e *env) (*proc, error) {
 		p.kill()
 		return nil, err
 	}
+	if err := waitMaterialised(ctx, e.tectonURL, users, 60*time.Second); err != nil {
+		p.kill()
+		return nil, err
+	}
 	return p, nil
+}
+
+// waitMaterialised polls the feature server until the last 100 users of a
+// backlog of users records (or all, when fewer) have a value: the server
+// reads each partition in order, and the last 100 users of the hash-spread
+// backlog include the last records of all 6 partitions but with odds of
+// about 1 in 10^7.
+func waitMaterialised(ctx context.Context, url string, users int, limit time.Duration) error {
+	client, err := tecton.NewClient(tecton.Config{BaseURL: url, APIKey: "bench"})
+	if err != nil {
+		return err
+	}
+	var reqs []tecton.Request
+	for u := max(users-100, 0); u < users; u++ {
+		reqs = append(reqs, tecton.Request{Workspace: "prod", FeatureService: "promo_fs",
+			JoinKeys: map[string]string{"user_id": "u" + strconv.Itoa(u)}, BypassCache: true})
+	}
+	deadline := time.Now().Add(limit)
+	for {
+		done := 0
+		for lo := 0; lo < len(reqs); lo += tecton.MaxBatchSize {
+			vecs, err := client.GetFeaturesBatch(ctx, reqs[lo:min(lo+tecton.MaxBatchSize, len(reqs))])
+			if err != nil {
+				break
+			}
+			for _, v := range vecs {
+				if f, ok := v.Lookup("user_items_added_to_cart.cart_count"); ok && f.HasEffectiveTime {
+					done++
+				}
+			}
+		}
+		if done == len(reqs) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the feature server had %d of the last %d users after %s", done, len(reqs), limit)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // steady delivers records produced at share of steadyLoad for 15 s to one

@@ -119,19 +119,24 @@ func newPlan(rec *record.Record, cfg *outflowv1.Enrichment) (plan, error) {
 		return plan{}, fmt.Errorf("%w: record has no entity keys", ErrInvalidRequest)
 	}
 	renames := cfg.GetJoinKeys()
-	joinKeys := make(map[string]string, len(rec.EntityKeys))
-	for name, value := range rec.EntityKeys {
-		joinKey := name
-		if to, ok := renames[name]; ok {
-			if to == "" {
-				return plan{}, fmt.Errorf("%w: join_keys renames entity key %q to an empty name", ErrInvalidRequest, name)
+	// Without renames the join keys are the entity keys: the record's map is shared (both are
+	// read-only) rather than copied for every record.
+	joinKeys := rec.EntityKeys
+	if len(renames) > 0 {
+		joinKeys = make(map[string]string, len(rec.EntityKeys))
+		for name, value := range rec.EntityKeys {
+			joinKey := name
+			if to, ok := renames[name]; ok {
+				if to == "" {
+					return plan{}, fmt.Errorf("%w: join_keys renames entity key %q to an empty name", ErrInvalidRequest, name)
+				}
+				joinKey = to
 			}
-			joinKey = to
+			if _, dup := joinKeys[joinKey]; dup {
+				return plan{}, fmt.Errorf("%w: two entity keys map to join key %q", ErrInvalidRequest, joinKey)
+			}
+			joinKeys[joinKey] = value
 		}
-		if _, dup := joinKeys[joinKey]; dup {
-			return plan{}, fmt.Errorf("%w: two entity keys map to join key %q", ErrInvalidRequest, joinKey)
-		}
-		joinKeys[joinKey] = value
 	}
 	mode := cfg.GetConsistency()
 	switch mode {

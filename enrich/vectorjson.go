@@ -124,6 +124,15 @@ func appendValue(dst []byte, raw json.RawMessage) []byte {
 	if len(raw) == 0 {
 		return append(dst, "null"...)
 	}
+	if isPlainScalar(raw) {
+		return append(dst, raw...)
+	}
+	return appendValueChecked(dst, raw)
+}
+
+// appendValueChecked is appendValue without the plain-scalar shortcut: a trimmed, non-empty
+// value checked in full.
+func appendValueChecked(dst []byte, raw []byte) []byte {
 	if json.Valid(raw) && utf8.Valid(raw) && numbersFit(raw) {
 		return append(dst, raw...)
 	}
@@ -134,6 +143,76 @@ func appendValue(dst []byte, raw json.RawMessage) []byte {
 		return appendString(dst, strings.ToValidUTF8(string(raw), "\uFFFD"))
 	}
 	return appendAny(dst, v)
+}
+
+// isPlainScalar reports, without a full JSON scan, whether raw is one of the values a feature
+// store sends most (null, true, false, a string of printable ASCII without escapes, a number
+// that is a finite double), which pass through appendValue unchanged. json.Valid and
+// numbersFit on every value were most of AppendJSON's cost in a STRICT backlog (issue 10).
+func isPlainScalar(raw []byte) bool {
+	switch raw[0] {
+	case 'n':
+		return string(raw) == "null"
+	case 't':
+		return string(raw) == "true"
+	case 'f':
+		return string(raw) == "false"
+	case '"':
+		if len(raw) < 2 || raw[len(raw)-1] != '"' {
+			return false
+		}
+		for _, c := range raw[1 : len(raw)-1] {
+			if c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf {
+				return false
+			}
+		}
+		return true
+	}
+	if !isJSONNumber(raw) {
+		return false
+	}
+	_, err := strconv.ParseFloat(string(raw), 64)
+	return err == nil
+}
+
+// isJSONNumber reports whether b is exactly a number of JSON's grammar:
+// -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+func isJSONNumber(b []byte) bool {
+	i := 0
+	digits := func() int {
+		start := i
+		for i < len(b) && '0' <= b[i] && b[i] <= '9' {
+			i++
+		}
+		return i - start
+	}
+	if i < len(b) && b[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(b) && b[i] == '0':
+		i++
+	case i < len(b) && '1' <= b[i] && b[i] <= '9':
+		digits()
+	default:
+		return false
+	}
+	if i < len(b) && b[i] == '.' {
+		i++
+		if digits() == 0 {
+			return false
+		}
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		if digits() == 0 {
+			return false
+		}
+	}
+	return i == len(b)
 }
 
 // numbersFit reports whether every number of the valid JSON text raw parses as a finite

@@ -140,3 +140,40 @@ func FuzzAppendJSON(f *testing.F) {
 		}
 	})
 }
+
+// FuzzPlainScalar checks the shortcut of appendValue: a value isPlainScalar accepts is written
+// exactly as the full check (json.Valid, UTF-8, numbers within a double) writes it.
+func FuzzPlainScalar(f *testing.F) {
+	for _, seed := range []string{`null`, `true`, `false`, `"3"`, `"a b"`, `"é"`, `"a\"`, `1234.5`, `-0`, `01`, `1.`,
+		`1e400`, `-1E-7`, `1e+2`, `.5`, `"\u0041"`, `nul`, `"`, `""`, `0x10`, `Infinity`} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		raw = bytes.TrimSpace(raw)
+		if len(raw) == 0 || !isPlainScalar(raw) {
+			return
+		}
+		if want := appendValueChecked(nil, raw); !bytes.Equal(want, raw) {
+			t.Fatalf("isPlainScalar passes %q through, the full check writes %q", raw, want)
+		}
+	})
+}
+
+// BenchmarkAppendJSON encodes the feature_vector object of a vector of the bench's promo_fs
+// (two int64-as-string, two doubles, effective times, statuses): the per-event cost of the
+// vector in a STRICT event body.
+func BenchmarkAppendJSON(b *testing.B) {
+	yes := true
+	at := time.Date(2026, 12, 4, 11, 39, 30, 123456789, time.UTC)
+	r := &Result{Consistent: &yes, Attempts: 1, Vector: &tecton.Vector{Features: []tecton.Feature{
+		{Name: "user_items_added_to_cart.cart_count", Value: json.RawMessage(`"12"`), Status: "PRESENT", EffectiveTime: at, HasEffectiveTime: true},
+		{Name: "user_items_added_to_cart.cart_value", Value: json.RawMessage(`31.25`), Status: "PRESENT", EffectiveTime: at, HasEffectiveTime: true},
+		{Name: "user_stats.lifetime_value", Value: json.RawMessage(`3341.47`), Status: "PRESENT", EffectiveTime: at.Truncate(24 * time.Hour), HasEffectiveTime: true},
+		{Name: "user_stats.offers_redeemed", Value: json.RawMessage(`"33"`), Status: "PRESENT", EffectiveTime: at.Truncate(24 * time.Hour), HasEffectiveTime: true},
+	}}}
+	buf := make([]byte, 0, 1024)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = r.AppendJSON(buf[:0], "prod", "promo_fs")
+	}
+}

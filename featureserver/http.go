@@ -202,6 +202,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 // marshal encodes v as compact JSON without escaping <, > and &, which would only make error
 // messages such as "Tecton-key <key>" harder to read.
 func marshal(v any) ([]byte, error) {
+	if raw, ok := v.(rawJSON); ok {
+		return raw, nil
+	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
@@ -318,7 +321,9 @@ func (s *Server) lookupService(workspace, service string) (*serviceDef, *apiErro
 
 // cell is one feature value of one row, with its metadata.
 type cell struct {
-	value        any // wire form
+	// value is the typed value (int64, float64, string, bool) or nil; the encoders write an
+	// int64 as a decimal string, as Tecton does (wireValue), without converting it first.
+	value        any
 	effective    time.Time
 	hasEffective bool
 	status       string
@@ -348,40 +353,49 @@ func (s *Server) getFeatures(body []byte, batch bool, start time.Time, info *req
 	}
 	serverTime := time.Since(start).Seconds()
 	slo := sloInfo{SLOEligible: true, SLOServerTimeSeconds: serverTime, ServerTimeSeconds: serverTime}
+	if data, ok := appendFeaturesResponse(make([]byte, 0, 512*len(rows)), svc, req.meta, rows, batch, slo); ok {
+		return rawJSON(data), nil
+	}
+	return buildFeaturesResponse(svc, req.meta, rows, batch, slo), nil
+}
+
+// buildFeaturesResponse returns the answer as values for encoding/json: the reference
+// appendFeaturesResponse is held to, and the path of an answer it cannot write.
+func buildFeaturesResponse(svc *serviceDef, opts metadataOptions, rows [][]cell, batch bool, slo sloInfo) any {
 	if !batch {
 		resp := featuresResponse{Result: resultRow{Features: values(rows[0])}}
-		md := &responseMetadata{Features: featureMetadataList(svc, req.meta, rows, false)}
-		if req.meta.sloInfo {
+		md := &responseMetadata{Features: featureMetadataList(svc, opts, rows, false)}
+		if opts.sloInfo {
 			md.SLOInfo = &slo
 		}
 		if md.Features != nil || md.SLOInfo != nil {
 			resp.Metadata = md
 		}
-		return resp, nil
+		return resp
 	}
 	resp := batchResponse{Result: make([]resultRow, len(rows))}
 	for i := range rows {
 		resp.Result[i] = resultRow{Features: values(rows[i])}
 	}
-	md := &batchMetadata{Features: featureMetadataList(svc, req.meta, rows, true)}
-	if req.meta.sloInfo {
+	md := &batchMetadata{Features: featureMetadataList(svc, opts, rows, true)}
+	if opts.sloInfo {
 		md.SLOInfo = slices.Repeat([]sloInfo{slo}, len(rows))
 		md.BatchSLOInfo = &slo
 	}
 	if md.Features != nil || md.SLOInfo != nil {
 		resp.Metadata = md
 	}
-	return resp, nil
+	return resp
 }
 
 // resolve checks one row's join keys and request context against the feature service and
 // reads its values.
 func (s *Server) resolve(svc *serviceDef, req *featuresRequest, row requestRow, now time.Time) ([]cell, *apiError) {
 	joinKeys := make(map[string]string, len(svc.joinKeys))
-	for _, name := range slices.Sorted(maps.Keys(row.joinKeys)) {
-		if !slices.ContainsFunc(svc.joinKeys, func(f Field) bool { return f.Name == name }) {
-			return nil, badRequest("unknown join key %s; feature service %s takes %s", quote(name), quote(svc.name), fieldNames(svc.joinKeys))
-		}
+	// Unknown keys are looked for in map order, which is cheap, and reported in name order,
+	// so that the error names the same key every time.
+	if unknown, ok := firstUnknown(row.joinKeys, svc.joinKeys); ok {
+		return nil, badRequest("unknown join key %s; feature service %s takes %s", quote(unknown), quote(svc.name), fieldNames(svc.joinKeys))
 	}
 	for _, jk := range svc.joinKeys {
 		raw, ok := row.joinKeys[jk.Name]
@@ -395,13 +409,14 @@ func (s *Server) resolve(svc *serviceDef, req *featuresRequest, row requestRow, 
 		joinKeys[jk.Name] = v
 	}
 	if !req.ignoreExtraContext {
-		for _, name := range slices.Sorted(maps.Keys(row.requestContext)) {
-			if !slices.ContainsFunc(svc.requestContext, func(f Field) bool { return f.Name == name }) {
-				return nil, badRequest("unknown request context key %s", quote(name))
-			}
+		if unknown, ok := firstUnknown(row.requestContext, svc.requestContext); ok {
+			return nil, badRequest("unknown request context key %s", quote(unknown))
 		}
 	}
-	contextValues := make(map[string]any, len(svc.requestContext))
+	var contextValues map[string]any
+	if len(svc.requestContext) > 0 {
+		contextValues = make(map[string]any, len(svc.requestContext))
+	}
 	for _, f := range svc.requestContext {
 		raw, ok := row.requestContext[f.Name]
 		if !ok {
@@ -415,10 +430,13 @@ func (s *Server) resolve(svc *serviceDef, req *featuresRequest, row requestRow, 
 	}
 
 	type viewRead struct {
+		view   *viewDef
 		snap   snapshot
 		cached bool
 	}
-	reads := make(map[*viewDef]viewRead, len(svc.views))
+	// A service reads a few views: a slice searched linearly costs less than a map.
+	var small [4]viewRead
+	reads := small[:0]
 	for _, v := range svc.views {
 		keys := make([]string, len(v.JoinKeys))
 		for i, jk := range v.JoinKeys {
@@ -428,23 +446,29 @@ func (s *Server) resolve(svc *serviceDef, req *featuresRequest, row requestRow, 
 		if !snap.present && v.Synthetic {
 			snap = synthetic(v, keys, now)
 		}
-		reads[v] = viewRead{snap: snap, cached: cached}
+		reads = append(reads, viewRead{view: v, snap: snap, cached: cached})
 	}
 
 	cells := make([]cell, len(svc.features))
 	for i, f := range svc.features {
 		if f.view.OnDemand {
-			cells[i] = cell{value: wireValue(contextValues[f.field().Name]), status: statusPresent}
+			cells[i] = cell{value: contextValues[f.field().Name], status: statusPresent}
 			continue
 		}
-		rd := reads[f.view]
+		var rd viewRead
+		for _, r := range reads {
+			if r.view == f.view {
+				rd = r
+				break
+			}
+		}
 		// A key the store has never materialised answers null with MISSING_DATA and no
 		// effective time at all, as Tecton does: the hard case for the consistency rule.
 		// Only a view with a FeatureStartTime reports that time instead.
 		var c cell
 		switch {
 		case rd.snap.present:
-			c.value = wireValue(rd.snap.values[f.index])
+			c.value = rd.snap.values[f.index]
 			c.effective, c.hasEffective = f.view.effectiveTime(rd.snap.featureTime), true
 		case !f.view.FeatureStartTime.IsZero():
 			c.effective, c.hasEffective = f.view.FeatureStartTime, true
@@ -464,6 +488,24 @@ func (s *Server) resolve(svc *serviceDef, req *featuresRequest, row requestRow, 
 	return cells, nil
 }
 
+// firstUnknown returns the first name of m, in bytewise order, that is not one of fields, and
+// whether there is one.
+func firstUnknown[V any](m map[string]V, fields []Field) (string, bool) {
+	known := func(name string) bool {
+		return slices.ContainsFunc(fields, func(f Field) bool { return f.Name == name })
+	}
+	for name := range m {
+		if !known(name) {
+			for _, name := range slices.Sorted(maps.Keys(m)) {
+				if !known(name) {
+					return name, true
+				}
+			}
+		}
+	}
+	return "", false
+}
+
 func fieldNames(fields []Field) string {
 	names := make([]string, len(fields))
 	for i, f := range fields {
@@ -475,7 +517,7 @@ func fieldNames(fields []Field) string {
 func values(cells []cell) []any {
 	out := make([]any, len(cells))
 	for i, c := range cells {
-		out[i] = c.value
+		out[i] = wireValue(c.value)
 	}
 	return out
 }

@@ -64,7 +64,18 @@ var (
 
 // parseFeaturesRequest parses a get-features (batch false) or get-features-batch body. It
 // checks the shape only; names and values are checked against the catalog by the handler.
+// The body Outflow's tecton.Client sends takes a one-pass fast path (fastrequest.go); every
+// other body, every error included, the general parser below.
 func parseFeaturesRequest(body []byte, batch bool) (*featuresRequest, *apiError) {
+	if req, ok := parseRequestFast(body, batch); ok {
+		return req, nil
+	}
+	return parseFeaturesRequestJSON(body, batch)
+}
+
+// parseFeaturesRequestJSON is parseFeaturesRequest with encoding/json: the reference the fast
+// path is checked against.
+func parseFeaturesRequestJSON(body []byte, batch bool) (*featuresRequest, *apiError) {
 	allowed := singleParams
 	if batch {
 		allowed = batchParams

@@ -165,6 +165,15 @@ var allMetadata = wireMetadataOptions{
 	IncludeServingStatus:  true,
 }
 
+// encodeRequest returns the JSON body for p: appendRequestBody's bytes when it can write them,
+// json.Marshal's (the same bytes) otherwise.
+func encodeRequest(p *wireParams) ([]byte, error) {
+	if body, ok := appendRequestBody(make([]byte, 0, 256+len(p.RequestData)*48), p); ok {
+		return body, nil
+	}
+	return json.Marshal(wireRequest{Params: *p})
+}
+
 func requestOptions(bypassCache bool) *wireRequestOptions {
 	if !bypassCache {
 		return nil // the server's default: read from and write to the cache
@@ -182,14 +191,14 @@ func (c *Client) GetFeatures(ctx context.Context, req Request) (*Vector, error) 
 	if err := req.validate(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
 	}
-	body, err := json.Marshal(wireRequest{Params: wireParams{
+	body, err := encodeRequest(&wireParams{
 		WorkspaceName:      req.Workspace,
 		FeatureServiceName: req.FeatureService,
 		JoinKeyMap:         req.JoinKeys,
 		RequestContextMap:  req.RequestContext,
 		MetadataOptions:    allMetadata,
 		RequestOptions:     requestOptions(req.BypassCache),
-	}})
+	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: encoding request body: %w", ErrInvalidRequest, err)
 	}
@@ -235,13 +244,13 @@ func (c *Client) GetFeaturesBatch(ctx context.Context, reqs []Request) ([]*Vecto
 		bypass = bypass || r.BypassCache
 		rows[i] = wireRequestData{JoinKeyMap: r.JoinKeys, RequestContextMap: r.RequestContext}
 	}
-	body, err := json.Marshal(wireRequest{Params: wireParams{
+	body, err := encodeRequest(&wireParams{
 		WorkspaceName:      first.Workspace,
 		FeatureServiceName: first.FeatureService,
 		RequestData:        rows,
 		MetadataOptions:    allMetadata,
 		RequestOptions:     requestOptions(bypass),
-	}})
+	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: encoding request body: %w", ErrInvalidRequest, err)
 	}

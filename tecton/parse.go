@@ -82,7 +82,20 @@ func ParseResponse(body []byte) (*Vector, error) {
 // status may be a single value shared by every row or a list with one entry per row; both are
 // read. It fails with a *ParseError under the same conditions as ParseResponse, applied to
 // every row. On success the slice is never nil (empty only for an empty result list).
+//
+// Bodies in the shape Tecton's servers emit are read by a one-pass decoder without reflection
+// (fastparse.go); anything else, every error included, by encoding/json. Both yield the same
+// vectors.
 func ParseBatchResponse(body []byte) ([]*Vector, error) {
+	if vecs, ok := parseBatchFast(body); ok {
+		return vecs, nil
+	}
+	return parseBatchJSON(body)
+}
+
+// parseBatchJSON is ParseBatchResponse with encoding/json: the reference the fast path is
+// checked against, and the path of every body the fast path does not take.
+func parseBatchJSON(body []byte) ([]*Vector, error) {
 	var wire wireBatchResponse
 	if err := decodeStrict(body, &wire); err != nil {
 		return nil, err

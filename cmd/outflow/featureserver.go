@@ -23,6 +23,7 @@ func runFeatureServer(ctx context.Context, env *environment, args []string) erro
 		catalogPath = fs.String("catalog", "", "JSON file of feature views and feature services to serve (default: the demo catalog of workspace \"prod\", feature service \"promo_fs\")")
 		brokers     = fs.String("kafka-brokers", "", "comma-separated Kafka bootstrap brokers to read output-stream records from (none: serve without ingesting)")
 		topics      = fs.String("topics", "fv-output", "comma-separated Kafka topics of output-stream records")
+		pprofAddr   = fs.String("pprof-addr", "", pprofUsage)
 		groupID     = fs.String("group-id", "outflow-featureserver", "Kafka consumer group; offsets are never committed, so each start re-reads the topics, and each server needs its own group")
 		cfg         featureserver.Config
 	)
@@ -66,6 +67,13 @@ func runFeatureServer(ctx context.Context, env *environment, args []string) erro
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	waitPprof, err := startPprof(ctx, *pprofAddr, logger)
+	if err != nil {
+		_ = lis.Close()
+		return err
+	}
+	defer waitPprof()
+	defer cancel() // before waitPprof: it ends the listener
 	var (
 		wg         sync.WaitGroup
 		consumeErr error

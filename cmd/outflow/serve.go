@@ -56,6 +56,8 @@ type serveFlags struct {
 
 	// otel exports OpenTelemetry traces (see tracingWanted).
 	otel bool
+	// pprofAddr, when set, serves Go's runtime profiles on a loopback address (startPprof).
+	pprofAddr string
 }
 
 func runServe(ctx context.Context, env *environment, args []string) error {
@@ -111,6 +113,7 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	fs.DurationVar(&f.dispatch.Retry.Poll, "retry-poll", time.Second, "how often the retry queue is polled when idle")
 	fs.DurationVar(&f.replayPoll, "replay-poll", time.Second, "how often an idle replica looks for a replay to run")
 	fs.BoolVar(&f.otel, "otel", false, "export OpenTelemetry traces by OTLP/HTTP, configured by the standard OTEL_* variables (default endpoint http://localhost:4318); on by itself when OTEL_EXPORTER_OTLP_ENDPOINT is set")
+	fs.StringVar(&f.pprofAddr, "pprof-addr", "", pprofUsage)
 
 	if err := parseFlags(env, fs, args); err != nil {
 		return err
@@ -155,6 +158,14 @@ func serve(ctx context.Context, f *serveFlags, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	waitPprof, err := startPprof(ctx, f.pprofAddr, logger)
+	if err != nil {
+		return err
+	}
+	defer waitPprof()
+	defer cancel() // before waitPprof: it ends the listener
 	return gw.Run(ctx)
 }
 
