@@ -11,7 +11,7 @@
 // # Backpressure, not parking
 //
 // Each webhook subscription has its own lanes, max_in_flight bounded queues
-// (Config.LaneQueue), served one job at a time each by a fixed pool of
+// (sharing Config.LaneQueue), served one job at a time each by a fixed pool of
 // senders (Config.Senders) that take the lanes with work in turn, so the
 // number of goroutines and connections does not grow with the
 // subscriptions. A busy but healthy receiver is the happy path,
@@ -156,8 +156,12 @@ import (
 // Config tunes the dispatcher. The zero value, with defaults, is what
 // production uses.
 type Config struct {
-	// LaneQueue is how many events one lane of a subscription may hold;
-	// when it is full the consumer waits (see LaneWait). Defaults to 256.
+	// LaneQueue is how many events a subscription's lanes may hold in all,
+	// shared evenly among its max_in_flight lanes (at least one each): the
+	// memory a subscription's queue takes does not grow with its
+	// max_in_flight, so a thousand subscriptions of 16 lanes hold 256 events
+	// each, not 4,096. When an event's lane is full the consumer waits (see
+	// LaneWait). Defaults to 256.
 	LaneQueue int
 	// LaneWait bounds one wait of the consumer for room in a subscription's
 	// lane. A wait that runs out detaches the subscription (see the package
@@ -423,11 +427,6 @@ type job struct {
 	// shared is set when the message has other webhook deliveries: a wait
 	// for this one's lane holds them back.
 	shared bool
-	// lanes, lane and entity say where enqueue put the job (laneSet.pick),
-	// for the sender to uncount it.
-	lanes  *laneSet
-	lane   int
-	entity uint64
 	// probe marks the one event a half-open circuit lets through: its
 	// attempt reports to the breaker, and if it is not attempted it frees
 	// the probe slot (see breaker.admit).
@@ -651,13 +650,14 @@ type laneSet struct {
 	load []int
 }
 
-// pin is an entity's lane and how many of its jobs are there.
-type pin struct{ lane, jobs int }
+// pin is an entity's lane and how many of its jobs are there (8 bytes: a
+// thousand subscriptions with a backlog hold a pin per queued entity).
+type pin struct{ lane, jobs int32 }
 
 func newLaneSet(t *target, n, queue int) *laneSet {
 	ls := &laneSet{lanes: make([]*lane, n), quit: make(chan struct{}), pins: map[uint64]pin{}, load: make([]int, n)}
 	for i := range ls.lanes {
-		ls.lanes[i] = &lane{t: t, q: make(chan *job, queue)}
+		ls.lanes[i] = &lane{t: t, set: ls, idx: i, q: make(chan *job, queue)}
 	}
 	return ls
 }
@@ -674,17 +674,18 @@ func (ls *laneSet) pick(h uint64) int {
 	p, ok := ls.pins[h]
 	if !ok {
 		n := len(ls.lanes)
-		p.lane = int(h % uint64(n))
-		for k := 1; k < n && ls.load[p.lane] > 0; k++ {
-			if i := (p.lane + k) % n; ls.load[i] < ls.load[p.lane] {
-				p.lane = i
+		best := int(h % uint64(n))
+		for k := 1; k < n && ls.load[best] > 0; k++ {
+			if i := (best + k) % n; ls.load[i] < ls.load[best] {
+				best = i
 			}
 		}
+		p.lane = int32(best)
 	}
 	p.jobs++
 	ls.pins[h] = p
 	ls.load[p.lane]++
-	return p.lane
+	return int(p.lane)
 }
 
 // unpick uncounts a job of entity h from lane i: it was delivered, or left
@@ -718,6 +719,10 @@ func (ls *laneSet) drained() bool {
 // order: at most one sender serves a lane at once.
 type lane struct {
 	t *target
+	// set and idx say which lane of which generation this is, for the
+	// sender to uncount a job it is done with (laneSet.unpick).
+	set *laneSet
+	idx int
 	q chan *job
 	// scheduled is true while the lane is in the ready queue or being
 	// served; whoever sets it puts the lane in the ready queue.
@@ -774,7 +779,6 @@ func (t *target) enqueue(ctx context.Context, d *Dispatcher, j *job, wait time.D
 		h := j.rec.EntityHash()
 		i := ls.pick(h)
 		l := ls.lanes[i]
-		j.lanes, j.lane, j.entity = ls, i, h // before the send: the sender unpicks it
 		d.queued.Add(1)
 		res, again := t.send(ctx, d, ls, l, j, wait)
 		t.lanesMu.RUnlock()
@@ -783,7 +787,6 @@ func (t *target) enqueue(ctx context.Context, d *Dispatcher, j *job, wait time.D
 			return queued
 		}
 		ls.unpick(h, i)
-		j.lanes = nil
 		d.queued.Done()
 		if !again {
 			return res
@@ -883,7 +886,7 @@ func (t *target) replaceLanes(d *Dispatcher, old *laneSet, n int) {
 	if t.lanes != old || t.closed || !d.accepting.Load() {
 		return
 	}
-	t.lanes = newLaneSet(t, n, d.cfg.LaneQueue)
+	t.lanes = newLaneSet(t, n, max((d.cfg.LaneQueue+n-1)/n, 1))
 }
 
 // endLanes retires the target's lanes (what they hold is still delivered);
@@ -957,7 +960,7 @@ func (d *Dispatcher) serve(l *lane) {
 		default:
 			d.firstAttempt(l.t, j)
 		}
-		j.lanes.unpick(j.entity, j.lane)
+		l.set.unpick(j.rec.EntityHash(), l.idx)
 		d.queued.Done()
 	}
 	l.scheduled.Store(false)
