@@ -30,6 +30,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -230,6 +231,9 @@ type result struct {
 	// Parked and RetryQueued are the gateway's own counters.
 	Parked      float64 `json:"parked"`
 	RetryQueued float64 `json:"retry_queued"`
+	// LatencyFrom, when set, leaves records produced before it out of the
+	// latency figures (a warm-up; steady-latency and kafka-floor).
+	LatencyFrom time.Time `json:"latency_from,omitzero"`
 	// ResumeSeconds is, for crash-recover, from the SIGKILL to the first
 	// delivery of the restarted gateway.
 	ResumeSeconds float64 `json:"resume_seconds,omitempty"`
@@ -323,9 +327,18 @@ func (b *bench) reset() error {
 }
 
 func (b *bench) stats(label string, latency bool) (sinkStats, error) {
+	return b.statsSince(label, latency, time.Time{})
+}
+
+// statsSince is stats with the latencies of records produced at or after
+// sentAfter only (zero: all).
+func (b *bench) statsSince(label string, latency bool, sentAfter time.Time) (sinkStats, error) {
 	u := "http://" + b.recvAddr + "/stats?label=" + label
 	if latency {
 		u += "&latency=1"
+	}
+	if !sentAfter.IsZero() {
+		u += "&sent_after=" + strconv.FormatInt(sentAfter.UnixNano(), 10)
 	}
 	resp, err := http.Get(u)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,14 +24,16 @@ import (
 // /r/<label>/<mode>: mode ok answers 204 at once, slow after 2 s, fail 503.
 // Per label it counts requests and distinct webhook-ids (duplicates are the
 // difference) and keeps the latency of each first arrival, measured from the
-// sent_ns the producer wrote into the record. GET /stats returns them; POST
-// /reset forgets everything.
+// sent_ns the producer wrote into the record. GET /stats returns them (with
+// ?sent_after=<unix ns>, the latencies of records produced from then on
+// only); POST /reset forgets everything.
 
 // sink is one label's tally.
 type sink struct {
 	requests  int
 	ids       map[string]struct{}
 	latencies []time.Duration
+	sent      []int64 // each latency's record's sent_ns
 	first     time.Time
 	last      time.Time
 }
@@ -93,7 +96,8 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		now = time.Now()
 	}
 	var lat time.Duration = -1
-	if sent, ok := sentAt(body); ok {
+	sent, ok := sentAt(body)
+	if ok {
 		lat = now.Sub(sent)
 	}
 	id := r.Header.Get("webhook-id")
@@ -108,6 +112,7 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.ids[id] = struct{}{}
 		if lat >= 0 {
 			s.latencies = append(s.latencies, lat)
+			s.sent = append(s.sent, sent.UnixNano())
 		}
 		if s.first.IsZero() {
 			s.first = now
@@ -127,7 +132,14 @@ func (rc *receiver) stats(w http.ResponseWriter, r *http.Request) {
 	if s != nil {
 		out = sinkStats{Requests: s.requests, Unique: len(s.ids), First: s.first, Last: s.last}
 		if r.URL.Query().Get("latency") != "" {
-			lats = slices.Clone(s.latencies)
+			// ?sent_after=<unix ns>: only records produced from then on
+			// (a warm-up left out).
+			after, _ := strconv.ParseInt(r.URL.Query().Get("sent_after"), 10, 64)
+			for i, l := range s.latencies {
+				if s.sent[i] >= after {
+					lats = append(lats, l)
+				}
+			}
 		}
 	}
 	rc.mu.Unlock()

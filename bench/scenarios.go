@@ -322,7 +322,7 @@ func (b *bench) followFrom(ctx context.Context, g *gateway, r *result, label str
 		}
 	}
 	cpu := g.p.cpu() - cpu0
-	st, err := b.stats(label, true)
+	st, err := b.statsSince(label, true, r.LatencyFrom)
 	if err != nil {
 		return err
 	}
@@ -431,8 +431,9 @@ func waitMaterialised(ctx context.Context, url string, users int, limit time.Dur
 	}
 }
 
-// steady delivers records produced at share of steadyLoad for 15 s to one
-// subscription and reports the latency from produce to receipt.
+// steady delivers records produced at share of steadyLoad for a warm-up and
+// 15 s to one subscription and reports the latency from produce to receipt
+// of the records of those 15 s.
 func (b *bench) steady(ctx context.Context, share float64) (*result, error) {
 	const label = "steady"
 	rate := b.steadyLoad() * share
@@ -461,11 +462,11 @@ func (b *bench) steady(ctx context.Context, share float64) (*result, error) {
 	}
 	done := make(chan produced, 1)
 	cpu := machineCPU()
+	r := &result{LatencyFrom: time.Now().Add(steadyWarmup)}
 	go func() {
-		n, err := prod.produceAt(ctx, 0, rate, 15*time.Second)
+		n, err := prod.produceAt(ctx, 0, rate, steadyWarmup+15*time.Second)
 		done <- produced{n, err}
 	}()
-	r := &result{}
 	cpu0, base, err := b.awaitFirst(ctx, g, label)
 	if err != nil {
 		return nil, err
@@ -480,9 +481,19 @@ func (b *bench) steady(ctx context.Context, share float64) (*result, error) {
 		r.Notes = err.Error()
 	}
 	b.finish(ctx, g, e, r, pg0, label)
-	r.Notes = strings.TrimSpace(fmt.Sprintf("%s; machine CPU %.0f%% busy while producing %s", b.describeLoad(rate), busy, r.Notes))
+	r.Notes = strings.TrimSpace(fmt.Sprintf("%s for %s, latency of the last 15 s; machine CPU %.0f%% busy while producing %s",
+		b.describeLoad(rate), steadyWarmup+15*time.Second, busy, r.Notes))
 	return r, nil
 }
+
+// steadyWarmup is produced before steady-latency's and kafka-floor's
+// measured 15 s, and left out of their latency: a gateway just started runs
+// behind for its first second or so at this rate (its heap, connections and
+// lanes grow to the load; in runs measured from the first record every
+// event over 200 ms was in the first 1.5 s), which is a start-up cost, not
+// the steady state the scenario is about. Throughput and CPU still count
+// the whole run.
+const steadyWarmup = 5 * time.Second
 
 // crash produces 300 records/s for 24 s to one subscription, SIGKILLs the
 // gateway 8 s in and restarts it at once, and reports how long deliveries
