@@ -723,7 +723,7 @@ type lane struct {
 	// sender to uncount a job it is done with (laneSet.unpick).
 	set *laneSet
 	idx int
-	q chan *job
+	q   chan *job
 	// scheduled is true while the lane is in the ready queue or being
 	// served; whoever sets it puts the lane in the ready queue.
 	scheduled atomic.Bool
