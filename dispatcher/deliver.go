@@ -274,11 +274,7 @@ func (d *Dispatcher) park(ctx context.Context, j *job, why string, next time.Tim
 // breaker says it has failed for too long. Its events keep their course
 // (retry queue, dead letters): a DISABLED subscription's queue waits.
 func (d *Dispatcher) breakerFailure(t *target, subID string, now time.Time) {
-	disable := t.breaker.failure(now)
-	if t.breaker.tripped() {
-		d.tripped.Store(subID, t)
-	}
-	if disable {
+	if t.breaker.failure(now) {
 		d.disable(subID, "the receiver kept failing; disabled by the circuit breaker")
 	}
 }

@@ -114,9 +114,7 @@
 // The retry workers claim due deliveries fairly across subscriptions (every
 // subscription's oldest before any one's second) and run at most
 // RetryConfig.PerSubscription of one subscription's retries at once, so one
-// slow or failing receiver never holds all the workers; while a
-// subscription's circuit is open none of its retries is claimed (they could
-// only fail), and after the cooldown at most PerSubscription are.
+// slow or failing receiver never holds all the workers.
 //
 // # Ordering
 //
@@ -347,11 +345,6 @@ type Dispatcher struct {
 	// is when one was last logged, in Unix nanoseconds.
 	misconfigStreak atomic.Int64
 	misconfigLogged atomic.Int64
-
-	// tripped holds, by subscription id, the targets whose breaker tripped:
-	// the retry loop leaves their deliveries unclaimed while their circuit
-	// is open, and forgets them once it has closed.
-	tripped sync.Map
 
 	// Detaching (detach.go): log and cursors are nil when it is off.
 	log     source.Log
@@ -1034,7 +1027,6 @@ func (d *Dispatcher) sweepTargets() {
 		}
 		t.endLanes(true)
 		delete(d.targets, id)
-		d.tripped.Delete(id)
 	}
 }
 

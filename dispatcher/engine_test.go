@@ -36,7 +36,6 @@ type fakeStore struct {
 	rows       map[string]*store.Delivery // by subscription/event
 	claimed    map[string]bool            // by delivery id: leased
 	writes     int
-	claims     int // ClaimFair calls
 	concurrent int
 	maxConc    int
 	finished   map[string]string // delivery id → status
@@ -104,7 +103,6 @@ func (s *fakeStore) RequeueDelivery(ctx context.Context, d *store.Delivery) (boo
 func (s *fakeStore) ClaimFair(ctx context.Context, p store.ClaimParams) ([]*store.Delivery, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.claims++
 	if s.failing {
 		return nil, errDown
 	}
@@ -191,10 +189,8 @@ type fakeSender struct {
 	release chan struct{}
 	mu      sync.Mutex
 	sent    map[string]int // delivered, by URL
-	// attempts counts every attempt, by URL.
-	attempts map[string]int
-	inside   map[string]int
-	maxIn    map[string]int
+	inside  map[string]int
+	maxIn   map[string]int
 	// total and maxTotal count attempts under way across URLs.
 	total, maxTotal int
 	// bodies keeps what ok receivers got, in arrival order.
@@ -202,12 +198,11 @@ type fakeSender struct {
 }
 
 func newFakeSender() *fakeSender {
-	return &fakeSender{release: make(chan struct{}), sent: map[string]int{}, attempts: map[string]int{}, inside: map[string]int{}, maxIn: map[string]int{}}
+	return &fakeSender{release: make(chan struct{}), sent: map[string]int{}, inside: map[string]int{}, maxIn: map[string]int{}}
 }
 
 func (f *fakeSender) Send(ctx context.Context, req webhook.Request) webhook.Result {
 	f.mu.Lock()
-	f.attempts[req.URL]++
 	f.inside[req.URL]++
 	f.maxIn[req.URL] = max(f.maxIn[req.URL], f.inside[req.URL])
 	f.total++
@@ -630,68 +625,4 @@ func counterValue(t *testing.T, c interface{ Write(*dto.Metric) error }) float64
 		t.Fatal(err)
 	}
 	return m.GetCounter().GetValue()
-}
-
-// TestRetriesWaitWhileTheCircuitIsOpen: the retry loop claims none of a
-// subscription's deliveries while its circuit is open (they could only
-// fail), claims them again once the cooldown has passed, and a failure
-// there opens the circuit again: at most PerSubscription retries per
-// cooldown reach a failing receiver.
-func TestRetriesWaitWhileTheCircuitIsOpen(t *testing.T) {
-	t.Parallel()
-	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	const cooldown = time.Hour
-	b := &bundle{store: newFakeStore(), sender: newFakeSender(), logs: &countingHandler{}}
-	cfg := Config{Breaker: BreakerConfig{Threshold: 3, Cooldown: cooldown},
-		Retry: RetryConfig{Workers: 8, PerSubscription: 2, Poll: 5 * time.Millisecond}}
-	d, err := New(Params{Config: cfg, Store: b.store, Sender: b.sender, Now: clock.Now,
-		Matcher: staticSubs{match.NewIndex([]*match.Subscription{webhookSub("sub_fail", "https://fail.example.com")}, match.IndexOptions{})},
-		Logger:  slog.New(b.logs)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(d.Stop)
-	attempts := func() int {
-		b.sender.mu.Lock()
-		defer b.sender.mu.Unlock()
-		return b.sender.attempts["https://fail.example.com"]
-	}
-	claims := func() int {
-		b.store.mu.Lock()
-		defer b.store.mu.Unlock()
-		return b.store.claims
-	}
-	var done atomic.Int64
-	const n = 10
-	for _, m := range msgs(n, &done) {
-		d.Handle(t.Context(), m)
-	}
-	eventually(t, "every message Done", func() bool { return done.Load() == n })
-	first := attempts()
-	if first < 3 {
-		t.Fatalf("%d attempts; want the breaker's 3 at least", first)
-	}
-
-	ctx, cancel := context.WithCancel(context.Background())
-	ran := make(chan error)
-	go func() { ran <- d.RunRetries(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-ran; err != nil {
-			t.Error(err)
-		}
-	}()
-	c := claims()
-	eventually(t, "the retry loop polling", func() bool { return claims() >= c+5 })
-	if got := attempts(); got != first {
-		t.Fatalf("%d retries reached the receiver while its circuit was open; want none", got-first)
-	}
-
-	clock.advance(cooldown)
-	eventually(t, "retries after the cooldown", func() bool { return attempts() > first })
-	c = claims()
-	eventually(t, "the retry loop polling again", func() bool { return claims() >= c+5 })
-	if got := attempts() - first; got > cfg.Retry.PerSubscription {
-		t.Errorf("%d retries in one cooldown; want at most PerSubscription=%d (a failure reopens the circuit)", got, cfg.Retry.PerSubscription)
-	}
 }

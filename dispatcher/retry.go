@@ -60,8 +60,7 @@ const sweepInterval = time.Minute
 // Replicas share the queue without sending a delivery twice at once (FOR
 // UPDATE SKIP LOCKED with a lease). Claims are fair across subscriptions
 // (store.Store.ClaimFair) and only take as many rows as there are free
-// workers, at most PerSubscription in flight per subscription, and none of
-// a subscription whose circuit is open (see holdOpenCircuits). An attempt
+// workers, at most PerSubscription in flight per subscription. An attempt
 // cut short by shutdown is not recorded; its lease runs out and it is
 // claimed again.
 func (d *Dispatcher) RunRetries(ctx context.Context) error {
@@ -87,7 +86,6 @@ func (d *Dispatcher) RunRetries(ctx context.Context) error {
 			snapshot[id] = n
 		}
 		mu.Unlock()
-		d.holdOpenCircuits(snapshot, cfg.PerSubscription)
 		var claimed []*store.Delivery
 		if free > 0 {
 			var err error
@@ -130,28 +128,6 @@ func (d *Dispatcher) RunRetries(ctx context.Context) error {
 		case <-time.After(cfg.Poll):
 		}
 	}
-}
-
-// holdOpenCircuits counts every subscription whose circuit is open (or
-// half-open with its probe under way) as busy to its bound in busy, so
-// that its deliveries are not claimed: attempting them could only fail,
-// and each failure is a write and a wake-up of the breaker, work a failing
-// receiver would take from the others. They are claimed again once the
-// cooldown has passed, at most perSubscription of them, and their result
-// closes or reopens the circuit.
-func (d *Dispatcher) holdOpenCircuits(busy map[string]int, perSubscription int) {
-	now := d.now()
-	d.tripped.Range(func(k, v any) bool {
-		id, t := k.(string), v.(*target)
-		if !t.breaker.tripped() {
-			d.tripped.CompareAndDelete(id, t) // closed; a later failure stores it again
-			return true
-		}
-		if _, open := t.breaker.open(now); open {
-			busy[id] = max(busy[id], perSubscription)
-		}
-		return true
-	})
 }
 
 // retry makes one more attempt of a queued delivery and records it.
