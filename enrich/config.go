@@ -131,6 +131,16 @@ type Config struct {
 	// Now tells the time; consistency_timeout is measured with it. Default time.Now. Tests set
 	// it to a fake clock.
 	Now func() time.Time
+	// ConfirmCatchUp makes a checked enrichment read once more, at once, when a vector becomes
+	// consistent after an inconsistent one, and deliver it only if the second read has the
+	// same values. Set it for a store that may answer with a write half done under the newest
+	// timestamp: Feast's SQLite online store serves reads on the connection its pushes write
+	// on, inside their open transaction, and reports one event timestamp for all of an
+	// entity's features of a view (the last row it reads), so mid-push a stale value can come
+	// back marked as new, and the consistency rule cannot see it. The moment a record catches
+	// up is the moment its write is under way, so that is when it is read twice. Default
+	// false (Tecton).
+	ConfirmCatchUp bool
 }
 
 // WithDefaults returns a copy of c with every unset optional field set to its default. It does

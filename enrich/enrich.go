@@ -1,6 +1,7 @@
 package enrich
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -28,6 +29,7 @@ type Enricher struct {
 	backoff     *backoff
 	batchWindow time.Duration
 	maxErrRetry int // negative: no error retries
+	confirm     bool
 	observer    Observer
 	logger      *slog.Logger
 	now         func() time.Time
@@ -60,6 +62,7 @@ func New(cfg Config) (*Enricher, error) {
 		},
 		batchWindow: cfg.BatchWindow,
 		maxErrRetry: cfg.MaxErrorRetries,
+		confirm:     cfg.ConfirmCatchUp,
 		observer:    cfg.Observer,
 		logger:      cfg.Logger,
 		now:         cfg.Now,
@@ -212,6 +215,9 @@ func (e *Enricher) Enrich(ctx context.Context, rec *record.Record, cfg *outflowv
 		bestCheck  tecton.Verdict // the rule's verdict on best
 		lastErr    error
 		retryAfter time.Duration
+		// caughtUp is the first consistent vector after an inconsistent one, waiting for
+		// the confirming read (Config.ConfirmCatchUp).
+		caughtUp *tecton.Vector
 	)
 	req := p.req
 	for {
@@ -270,14 +276,25 @@ func (e *Enricher) Enrich(ctx context.Context, rec *record.Record, cfg *outflowv
 				outcome = "consistent"
 			}
 			traceAttempt(span, attempts, req.BypassCache, outcome, nil)
-			if verdict.Consistent {
+			switch {
+			case verdict.Consistent && (!e.confirm || best == nil || caughtUp != nil && sameValues(caughtUp, vec)):
 				return &Result{Vector: vec, Consistent: new(true), Attempts: attempts}, nil
+			case verdict.Consistent:
+				// Caught up after an inconsistent answer: read again, at once the first time,
+				// in case the answer was a write half done (values still moving: back off).
+				if caughtUp != nil {
+					wait = e.backoff.delay(attempts - 1)
+				}
+				caughtUp = vec
+				lastErr, retryAfter = nil, 0
+			default:
+				caughtUp = nil
+				if best == nil || verdict.Fresher(bestCheck) {
+					best, bestCheck = vec, verdict
+				}
+				lastErr, retryAfter = nil, 0
+				wait = e.backoff.delay(attempts - 1)
 			}
-			if best == nil || verdict.Fresher(bestCheck) {
-				best, bestCheck = vec, verdict
-			}
-			lastErr, retryAfter = nil, 0
-			wait = e.backoff.delay(attempts - 1)
 		}
 
 		if !e.now().Add(wait).Before(deadline) {
@@ -290,6 +307,20 @@ func (e *Enricher) Enrich(ctx context.Context, rec *record.Record, cfg *outflowv
 			return nil, fmt.Errorf("enrich %s/%s: waiting to retry: %w", p.req.Workspace, p.req.FeatureService, err)
 		}
 	}
+}
+
+// sameValues reports whether a and b hold the same features with the same values.
+func sameValues(a, b *tecton.Vector) bool {
+	if len(a.Features) != len(b.Features) {
+		return false
+	}
+	for i, f := range a.Features {
+		g := b.Features[i]
+		if f.Name != g.Name || !bytes.Equal(f.Value, g.Value) {
+			return false
+		}
+	}
+	return true
 }
 
 // traceAttempt records one feature-store call as an event "enrich.attempt" on the caller's

@@ -128,6 +128,42 @@ func TestEnrichConsistency(t *testing.T) {
 			},
 		},
 		{
+			name:    "ConfirmCatchUp: a catch-up is read once more, at once, and kept when it agrees",
+			mode:    outflowv1.Enrichment_STRICT,
+			cfg:     Config{ConfirmCatchUp: true},
+			respond: caughtUpFrom(2),
+			want:    &outcome{attempts: 3, consistent: new(true), bypass: []bool{false, true, true}, value: `"fresh"`},
+			check: func(t *testing.T, c *fakeClock) {
+				if sleeps := c.sleepLog(); len(sleeps) != 2 || sleeps[1] != 0 {
+					t.Errorf("sleeps = %v, want the retry's backoff, then none before the confirming read", sleeps)
+				}
+			},
+		},
+		{
+			name: "ConfirmCatchUp: a torn catch-up (new timestamp, stale value) is not delivered",
+			mode: outflowv1.Enrichment_STRICT,
+			cfg:  Config{ConfirmCatchUp: true},
+			// Row 2 is a write half done: every feature under the record's time, one value
+			// still the old one. Row 3 on is the finished write.
+			respond: func(i int, _ tecton.Request) (*tecton.Vector, error) {
+				switch {
+				case i == 1:
+					return testVector(recordTime.Add(-time.Hour), "stale"), nil
+				case i == 2:
+					return testVector(recordTime, "stale"), nil
+				}
+				return testVector(recordTime, "fresh"), nil
+			},
+			want: &outcome{attempts: 4, consistent: new(true), bypass: []bool{false, true, true, true}, value: `"fresh"`},
+		},
+		{
+			name:    "ConfirmCatchUp: consistent on the first call needs no second read",
+			mode:    outflowv1.Enrichment_STRICT,
+			cfg:     Config{ConfirmCatchUp: true},
+			respond: caughtUpFrom(1),
+			want:    &outcome{attempts: 1, consistent: new(true), bypass: []bool{false}, value: `"fresh"`},
+		},
+		{
 			name:    "BEST_EFFORT caught up is consistent",
 			mode:    outflowv1.Enrichment_BEST_EFFORT,
 			respond: caughtUpFrom(2),

@@ -406,7 +406,9 @@ func (g *Gateway) newBackends(ctx context.Context, metrics *dispatcher.Metrics) 
 		if err != nil {
 			return nil, fmt.Errorf("feast client: %w", err)
 		}
-		if b.Feast, err = enrich.New(enrich.Config{Store: client, Observer: metrics, Logger: logger}); err != nil {
+		// Feast may answer mid-push with a stale value under the new timestamp: a record
+		// that catches up is read twice (enrich.Config.ConfirmCatchUp).
+		if b.Feast, err = enrich.New(enrich.Config{Store: client, Observer: metrics, Logger: logger, ConfirmCatchUp: true}); err != nil {
 			return nil, err
 		}
 	}
