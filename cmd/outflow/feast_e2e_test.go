@@ -120,9 +120,12 @@ func TestFeastStrictEventsWaitForTheWrite(t *testing.T) {
 	const n = 12
 
 	base := time.Now().UTC().Truncate(time.Second).Add(500 * time.Millisecond)
-	// A subscription's events go out on max_in_flight lanes by entity hash, one at a time per
-	// lane, so a STRICT event waiting for Feast holds back the others of its lane. Users on
-	// distinct lanes are all waited on at once, so each is seen asking Feast before the write.
+	// A subscription's events go out on max_in_flight lanes, one at a time per lane, so a
+	// STRICT event waiting for Feast holds back the others of its lane. Each user's event must
+	// have a lane of its own, so that all are waited on at once and each is seen asking Feast
+	// before the write: with 64 lanes and 12 users the least-loaded choice gives each an empty
+	// lane, and the users are also picked with distinct entity hashes modulo 64, which kept
+	// them apart when lanes were chosen by hash.
 	const lanes = 64
 	users := make([]string, 0, n)
 	old := make([]testenv.FeastRow, 0, n)
