@@ -4,7 +4,8 @@ import (
 	"math"
 	"strconv"
 	"time"
-	"unicode/utf8"
+
+	"github.com/outflow-dev/outflow/internal/jsonenc"
 )
 
 // rawJSON is an answer already encoded: serveHTTP writes it as is.
@@ -106,7 +107,7 @@ func appendFeatureMetadata(dst []byte, f servedFeature, i int, opts metadataOpti
 	if opts.names && f.name != "" {
 		comma()
 		dst = append(dst, `"name":`...)
-		dst = appendJSONString(dst, f.name)
+		dst = jsonenc.AppendString(dst, f.name, false)
 	}
 	if opts.effectiveTimes && !f.view.OnDemand {
 		if batch {
@@ -141,7 +142,7 @@ func appendFeatureMetadata(dst []byte, f servedFeature, i int, opts metadataOpti
 	if opts.dataTypes {
 		comma()
 		dst = append(dst, `"dataType":{"type":`...)
-		dst = appendJSONString(dst, f.field().Type.wireName())
+		dst = jsonenc.AppendString(dst, f.field().Type.wireName(), false)
 		dst = append(dst, '}')
 	}
 	if opts.servingStatus {
@@ -153,11 +154,11 @@ func appendFeatureMetadata(dst []byte, f servedFeature, i int, opts metadataOpti
 				if r > 0 {
 					dst = append(dst, ',')
 				}
-				dst = appendJSONString(dst, rows[r][i].status)
+				dst = jsonenc.AppendString(dst, rows[r][i].status, false)
 			}
 			dst = append(dst, ']')
 		} else {
-			dst = appendJSONString(dst, rows[0][i].status)
+			dst = jsonenc.AppendString(dst, rows[0][i].status, false)
 		}
 	}
 	return append(dst, '}')
@@ -190,7 +191,7 @@ func appendWireValue(dst []byte, v any) ([]byte, bool) {
 	case nil:
 		return append(dst, "null"...), true
 	case string:
-		return appendJSONString(dst, v), true
+		return jsonenc.AppendString(dst, v, false), true
 	case float64:
 		return appendJSONFloat(dst, v)
 	case bool:
@@ -223,60 +224,4 @@ func appendJSONFloat(dst []byte, f float64) ([]byte, bool) {
 		}
 	}
 	return dst, true
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendJSONString writes s as a JSON string the way marshal does (encoding/json without HTML
-// escaping): quotes, backslashes and control characters escaped, invalid UTF-8 replaced by
-// U+FFFD, U+2028 and U+2029 escaped.
-func appendJSONString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		if c := s[i]; c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			dst = append(dst, s[start:i]...)
-			switch c {
-			case '\\', '"':
-				dst = append(dst, '\\', c)
-			case '\b':
-				dst = append(dst, '\\', 'b')
-			case '\f':
-				dst = append(dst, '\\', 'f')
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
-			i++
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
 }

@@ -3,7 +3,8 @@ package tecton
 import (
 	"slices"
 	"strconv"
-	"unicode/utf8"
+
+	"github.com/outflow-dev/outflow/internal/jsonenc"
 )
 
 // appendRequestBody appends the JSON of a request body, byte for byte what json.Marshal writes
@@ -22,9 +23,9 @@ func appendRequestBody(dst []byte, p *wireParams) (_ []byte, ok bool) {
 		}
 	}
 	dst = append(dst, `{"params":{"workspace_name":`...)
-	dst = appendMarshalString(dst, p.WorkspaceName)
+	dst = jsonenc.AppendString(dst, p.WorkspaceName, true)
 	dst = append(dst, `,"feature_service_name":`...)
-	dst = appendMarshalString(dst, p.FeatureServiceName)
+	dst = jsonenc.AppendString(dst, p.FeatureServiceName, true)
 	if len(p.JoinKeyMap) > 0 {
 		dst = append(dst, `,"join_key_map":`...)
 		dst = appendStringMap(dst, p.JoinKeyMap)
@@ -75,65 +76,9 @@ func appendStringMap(dst []byte, m map[string]string) []byte {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = appendMarshalString(dst, k)
+		dst = jsonenc.AppendString(dst, k, true)
 		dst = append(dst, ':')
-		dst = appendMarshalString(dst, m[k])
+		dst = jsonenc.AppendString(dst, m[k], true)
 	}
 	return append(dst, '}')
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendMarshalString writes s as json.Marshal does: quotes, backslashes and control
-// characters escaped, and <, > and & too (HTML-safe, json.Marshal's default); invalid UTF-8
-// as U+FFFD; U+2028 and U+2029 escaped.
-func appendMarshalString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		if c := s[i]; c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
-				i++
-				continue
-			}
-			dst = append(dst, s[start:i]...)
-			switch c {
-			case '\\', '"':
-				dst = append(dst, '\\', c)
-			case '\b':
-				dst = append(dst, '\\', 'b')
-			case '\f':
-				dst = append(dst, '\\', 'f')
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
-			i++
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
 }
