@@ -87,9 +87,15 @@ type producer struct {
 func newProducer(brokers []string, topic string) *producer {
 	return &producer{w: &kafkago.Writer{
 		Addr: kafkago.TCP(brokers...), Topic: topic,
-		Balancer:     &kafkago.Hash{},
-		BatchSize:    1000,
-		BatchTimeout: 2 * time.Millisecond,
+		Balancer:  &kafkago.Hash{},
+		BatchSize: 1000,
+		// Every write hands the writer whole batches. kafka-go holds a
+		// partition's batch that is not full (BatchSize) for BatchTimeout
+		// before sending it, which would add the timeout to every record's
+		// produce-to-receipt latency: the producer's delay, not the
+		// gateway's or the broker's. One microsecond sends each write's
+		// batch as soon as the write has filled it.
+		BatchTimeout: time.Microsecond,
 		RequiredAcks: kafkago.RequireOne,
 	}}
 }

@@ -75,7 +75,8 @@ type bench struct {
 	pairs int
 	slow  map[string]*result
 	// pprofDir, when set, receives CPU profiles of the gateway and the feature server of
-	// the backlog scenarios, pprofSeconds long, taken from the gateway's start on.
+	// the backlog scenarios, pprofSeconds long, taken from the gateway's start on, and of
+	// the gateway in steady-latency, taken from its first delivery on.
 	pprofDir     string
 	pprofSeconds int
 }
@@ -87,7 +88,7 @@ func run(ctx context.Context) error {
 	scale := flag.Float64("scale", 1, "multiplies every scenario's record count")
 	steadyRate := flag.Float64("steady-rate", 0, "records/s offered in steady-latency (0: half of backlog-plain's deliveries/s in the same run, or 2000 when it did not run)")
 	pairs := flag.Int("slow-pairs", 3, "how many times slow-receiver-baseline and slow-receiver run, interleaved (baseline, bad, baseline, bad, …); each reports its median, so the ratio of the two is robust to other load on the machine")
-	pprofDir := flag.String("pprof", "", "directory for CPU profiles of the gateway and the feature server in the backlog scenarios (empty: none); raise -scale so that the run outlasts -pprof-seconds")
+	pprofDir := flag.String("pprof", "", "directory for CPU profiles of the gateway and the feature server in the backlog scenarios, and of the gateway in steady-latency (empty: none); raise -scale so that a backlog run outlasts -pprof-seconds")
 	pprofSeconds := flag.Int("pprof-seconds", 5, "length of each -pprof CPU profile, in seconds")
 	flag.Parse()
 

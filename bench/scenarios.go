@@ -471,8 +471,10 @@ func (b *bench) steady(ctx context.Context, share float64) (*result, error) {
 	if err != nil {
 		return nil, err
 	}
+	profiled := b.profile(ctx, fmt.Sprintf("steady-%.0f", share*50), map[string]string{"gateway": g.pprofAddr})
 	pr := <-done
 	busy := cpu.busySince()
+	profiled()
 	if pr.err != nil {
 		return nil, pr.err
 	}
