@@ -45,7 +45,7 @@ type attemptResult struct {
 }
 
 // attempt enriches (when the subscription asks) and sends one event.
-func (d *Dispatcher) attempt(ctx context.Context, sub *match.Subscription, rec *record.Record, env *envelope, n int) (res attemptResult) {
+func (d *Dispatcher) attempt(ctx context.Context, sub *match.Subscription, rec *record.Record, env *envelope, n int, pre *prefetch) (res attemptResult) {
 	ctx, span := d.tracing.startAttempt(ctx, sub, env.ID, n)
 	defer endAttempt(span, &res)
 	var vector []byte
@@ -55,9 +55,15 @@ func (d *Dispatcher) attempt(ctx context.Context, sub *match.Subscription, rec *
 			// contract; keep the event until a feature store is configured.
 			return d.misconfiguration(ctx, "no_backend", errors.New("enrichment requested but this gateway has no feature store configured"))
 		}
-		ectx, espan := d.tracing.start(ctx, "outflow.enrich")
-		res, err := d.enricher.Enrich(ectx, rec, e)
-		endSpan(espan, err)
+		var res *enrich.Result
+		var err error
+		if pre != nil {
+			res, err = pre.wait(ctx)
+		} else {
+			ectx, espan := d.tracing.start(ctx, "outflow.enrich")
+			res, err = d.enricher.Enrich(ectx, rec, e)
+			endSpan(espan, err)
+		}
 		if err != nil {
 			if storeErr, ok := errors.AsType[*enrich.StoreError](err); ok && storeErr.OperatorFault && ctx.Err() == nil {
 				reason := "credentials"
@@ -164,7 +170,7 @@ func activeSecrets(sub *match.Subscription, now time.Time) ([]webhook.Secret, er
 // the hot path for the retry queue (or the dead letters) before the job is
 // settled.
 func (d *Dispatcher) firstAttempt(t *target, j *job) {
-	res := d.attempt(withParent(d.lanesCtx, j.trace), j.sub, j.rec, j.event(), 1)
+	res := d.attempt(withParent(d.lanesCtx, j.trace), j.sub, j.rec, j.event(), 1, j.pre)
 	now := d.now()
 	if j.probe && res.outcome != delivered && res.outcome != failed {
 		// A probe that says nothing of the receiver (the gateway stopping

@@ -116,6 +116,13 @@
 // RetryConfig.PerSubscription of one subscription's retries at once, so one
 // slow or failing receiver never holds all the workers.
 //
+// # Enrichment look-ahead
+//
+// A lane sends one event at a time. For an enriched subscription, a sender
+// that takes an event also takes the lane's next one and starts reading its
+// vector, so that the feature-store read of each event overlaps the POST of
+// the one before it (see lookAhead).
+//
 // # Ordering
 //
 // While an entity has events queued or under way, its next event joins
@@ -334,6 +341,9 @@ type Dispatcher struct {
 	// take them in turn.
 	ready   *readyQueue
 	senders sync.WaitGroup
+	// prefetches counts enrichments started ahead of their attempts
+	// (lookAhead).
+	prefetches sync.WaitGroup
 	// queued counts jobs on lanes or being attempted, for Stop.
 	queued    sync.WaitGroup
 	writers   *writers
@@ -424,6 +434,9 @@ type job struct {
 	// attempt reports to the breaker, and if it is not attempted it frees
 	// the probe slot (see breaker.admit).
 	probe bool
+	// pre is its enrichment, when started ahead of its first attempt (see
+	// lookAhead); nil otherwise.
+	pre *prefetch
 }
 
 // event returns the job's envelope, building it on first use.
@@ -717,6 +730,10 @@ type lane struct {
 	set *laneSet
 	idx int
 	q   chan *job
+	// head is the lane's next job, taken from q ahead of its turn so that
+	// its enrichment runs while the job before it is sent (see lookAhead);
+	// only the sender serving the lane touches it.
+	head *job
 	// scheduled is true while the lane is in the ready queue or being
 	// served; whoever sets it puts the lane in the ready queue.
 	scheduled atomic.Bool
@@ -938,12 +955,16 @@ func (d *Dispatcher) runSender() {
 }
 
 func (d *Dispatcher) serve(l *lane) {
-	var j *job
-	select {
-	case j = <-l.q:
-	default: // cannot happen: only the sender serving a lane takes from it
+	j := l.head
+	l.head = nil
+	if j == nil {
+		select {
+		case j = <-l.q:
+		default: // cannot happen: only the sender serving a lane takes from it
+		}
 	}
 	if j != nil {
+		d.lookAhead(l, j)
 		switch lim := l.t.rateLimiter(); {
 		case d.lanesCtx.Err() != nil, lim != nil && lim.Wait(d.lanesCtx) != nil:
 			if j.probe {
@@ -956,8 +977,9 @@ func (d *Dispatcher) serve(l *lane) {
 		l.set.unpick(j.rec.EntityHash(), l.idx)
 		d.queued.Done()
 	}
+	more := l.head != nil
 	l.scheduled.Store(false)
-	if len(l.q) > 0 {
+	if more || len(l.q) > 0 {
 		d.schedule(l)
 	}
 }
@@ -1062,6 +1084,7 @@ func (d *Dispatcher) Stop() {
 			<-drained
 			d.ready.close()
 			d.senders.Wait()
+			d.prefetches.Wait() // enrichments of jobs parked unattempted
 			d.writers.close()
 			d.writers.wait()
 			close(written)

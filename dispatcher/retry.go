@@ -154,7 +154,7 @@ func (d *Dispatcher) retry(ctx context.Context, dl *store.Delivery) {
 		return
 	}
 	attempts := dl.Attempts + 1
-	res := d.attempt(ctx, sub, rec, &env, attempts)
+	res := d.attempt(ctx, sub, rec, &env, attempts, nil)
 	if res.outcome == interrupted {
 		return // not recorded: the lease lapses and another attempt follows
 	}
