@@ -26,10 +26,13 @@ func runFeatureServer(ctx context.Context, env *environment, args []string) erro
 		pprofAddr   = fs.String("pprof-addr", "", pprofUsage)
 		groupID     = fs.String("group-id", "outflow-featureserver", "Kafka consumer group; offsets are never committed, so each start re-reads the topics, and each server needs its own group")
 		cfg         featureserver.Config
+		faults      featureserver.Faults
 	)
 	fs.DurationVar(&cfg.Lag, "lag", 2*time.Second, "how long after a record is read its values become visible (materialisation lag)")
 	fs.DurationVar(&cfg.LagJitter, "lag-jitter", 500*time.Millisecond, "random extra lag per record, uniform from 0 to this")
 	fs.DurationVar(&cfg.CacheTTL, "cache-ttl", 0, "age limit of the simulated feature serving cache (0: no cache)")
+	fs.DurationVar(&faults.Latency, "latency", 0, "delay before every answer, as a feature store across a network has (0: answer at once)")
+	fs.DurationVar(&faults.LatencyJitter, "latency-jitter", 0, "random extra delay per answer, uniform from 0 to this")
 	fs.StringVar(&cfg.APIKey, "api-key", "", "key clients must send as \"Authorization: Tecton-key <key>\" (empty: no authentication)")
 	logs.register(fs)
 	if err := parseFlags(env, fs, args); err != nil {
@@ -55,6 +58,9 @@ func runFeatureServer(ctx context.Context, env *environment, args []string) erro
 	srv, err := featureserver.New(cfg)
 	if err != nil {
 		return err
+	}
+	if err := srv.SetFaults(faults); err != nil {
+		return fmt.Errorf("--latency, --latency-jitter: %w", err)
 	}
 
 	var lc net.ListenConfig
