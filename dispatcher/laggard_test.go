@@ -77,7 +77,8 @@ func (h *detachLog) detached() []string {
 // (before, the waits piled up on one of them until it was detached, and it
 // re-read the topic on its own reader). A receiver slower on every request
 // than the others, whose waits each stay under LaneWait, is still detached
-// by the waits adding up while the others have room to spare.
+// by the waits adding up while the others have room to spare, and one that
+// does not answer by the first wait that runs past LaneWait.
 func TestLaneWaitDetachesOnlyTheLaggard(t *testing.T) {
 	t.Parallel()
 	const records = 300
@@ -107,6 +108,15 @@ func TestLaneWaitDetachesOnlyTheLaggard(t *testing.T) {
 				"sub_c": 2 * time.Millisecond, "sub_slow": 50 * time.Millisecond,
 			},
 			wantDetached: []string{"sub_slow"},
+		},
+		{
+			// One wait runs past LaneWait: detached whatever the others do.
+			name: "one stuck among three fast",
+			latency: map[string]time.Duration{
+				"sub_a": 2 * time.Millisecond, "sub_b": 2 * time.Millisecond,
+				"sub_c": 2 * time.Millisecond, "sub_stuck": time.Hour,
+			},
+			wantDetached: []string{"sub_stuck"},
 		},
 	}
 	for _, tt := range tests {
