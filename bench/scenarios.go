@@ -141,6 +141,10 @@ type backlogParams struct {
 	records int
 	subs    []subSpec
 	strict  bool
+	// detaches notes how many times the gateway detached a subscription
+	// (outflow_subscriptions_detached_total), so that a healthy
+	// subscription detached by mistake shows in the results.
+	detaches bool
 }
 
 func (b *bench) backlog(ctx context.Context, p backlogParams) (*result, error) {
@@ -196,6 +200,9 @@ func (b *bench) backlog(ctx context.Context, p backlogParams) (*result, error) {
 	}
 	profiled()
 	b.finish(ctx, g, e, r, pg0, p.label)
+	if p.detaches {
+		r.Notes = strings.TrimSpace(fmt.Sprintf("%s detaches %.0f", r.Notes, g.counter("outflow_subscriptions_detached_total")))
+	}
 	return r, nil
 }
 

@@ -155,17 +155,18 @@ func (d *Dispatcher) lastSeen(p source.Partition) (int64, bool) {
 
 // skipDetached takes j off the shared path when its subscription is
 // detached and j's offset is its reader's, detaching the subscription first
-// when detach is set (its lane stayed full, or its circuit is open). It
+// when why says why it should be (its lane stayed full, its waits held the
+// shared consumer back, or its circuit is open; "": it should not). It
 // reports whether j was taken; j is then settled at once, or, the first
 // time the reader takes a partition over, once the partition's cursor is
 // durable: the shared consumer may commit past j only then.
-func (d *Dispatcher) skipDetached(ctx context.Context, t *target, j *job, detach bool) bool {
+func (d *Dispatcher) skipDetached(ctx context.Context, t *target, j *job, why string) bool {
 	pos := j.msg.Position
 	p := source.Partition{Stream: pos.Topic, ID: pos.Partition}
 	t.dmu.Lock()
 	det := t.det
 	if det == nil {
-		if !detach || int(d.detachedCount.Load()) >= d.cfg.Detach.MaxDetached || !d.accepting.Load() {
+		if why == "" || int(d.detachedCount.Load()) >= d.cfg.Detach.MaxDetached || !d.accepting.Load() {
 			t.dmu.Unlock()
 			return false
 		}
@@ -177,7 +178,7 @@ func (d *Dispatcher) skipDetached(ctx context.Context, t *target, j *job, detach
 		t.wantDetach.Store(false)
 		d.metrics.detached.Inc()
 		d.warn.warn(ctx, "a subscription's receiver is not keeping up; it is detached and reads the source on its own until it catches up",
-			slog.String("subscription_id", t.id))
+			slog.String("subscription_id", t.id), slog.String("reason", why))
 	}
 	if pc := det.parts[p]; pc != nil {
 		mine := pos.Offset >= pc.start && (pc.rejoinAt < 0 || pos.Offset < pc.rejoinAt)

@@ -31,7 +31,11 @@
 // half the time since they began (a receiver slow on every request, not
 // one stuck), or when its circuit breaker holds events back (open, or
 // half-open with its one probe under way), the subscription is
-// detached (below). Without detaching
+// detached (below). A wait counts towards the second only while most of
+// the record's other subscriptions have room to spare: when they are
+// saturated too, the wait is the backlog's backpressure, whichever lane
+// the consumer happened to reach first, and detaching one of equally fast
+// subscriptions would help none of them. Without detaching
 // (Config.Detach.Disabled, no Params.Log, or a Kinesis source) it is shed
 // instead: its further events go to the retry queue without waiting, until
 // its lane has drained to half, and while its breaker is open too (SPEC
@@ -170,7 +174,8 @@ type Config struct {
 	LaneQueue int
 	// LaneWait bounds one wait of the consumer for room in a subscription's
 	// lane. A wait that runs out detaches the subscription (see the package
-	// doc; so do many short waits adding up to more than LaneWait), or,
+	// doc; so do many short waits adding up to more than LaneWait while the
+	// record's other subscriptions had room to spare), or,
 	// without detaching, sheds it: until all its lanes have drained to
 	// half, an event whose lane is full goes to the retry queue without
 	// waiting.
@@ -430,6 +435,12 @@ type job struct {
 	// shared is set when the message has other webhook deliveries: a wait
 	// for this one's lane holds them back.
 	shared bool
+	// peers are the targets of the message's webhook deliveries, in the
+	// order the consumer hands them on (nil when not shared), and self is
+	// this job's index among them: a wait for this one's lane counts
+	// against it only when the peers could take more (see laggard).
+	peers []*target
+	self  int
 	// probe marks the one event a half-open circuit lets through: its
 	// attempt reports to the breaker, and if it is not attempted it frees
 	// the probe slot (see breaker.admit).
@@ -493,11 +504,19 @@ func (d *Dispatcher) Handle(ctx context.Context, m *source.Message) {
 	}
 	now := d.now()
 	raw := compact(rec.Raw) // once per record, shared by its events
-	for _, s := range webhooks {
+	var peers []*target
+	if len(webhooks) > 1 {
+		peers = make([]*target, len(webhooks)) // shared by the record's jobs
+		for i, s := range webhooks {
+			peers[i] = d.target(s)
+		}
+	}
+	for i, s := range webhooks {
 		if ctx.Err() != nil {
 			return
 		}
-		j := &job{msg: m, rec: rec, sub: s, raw: raw, created: now, done: done, trace: span.SpanContext(), shared: len(webhooks) > 1}
+		j := &job{msg: m, rec: rec, sub: s, raw: raw, created: now, done: done, trace: span.SpanContext(),
+			shared: peers != nil, peers: peers, self: i}
 		d.dispatch(ctx, j, d.cfg.LaneWait)
 	}
 }
@@ -523,8 +542,17 @@ func (d *Dispatcher) Replay(m *source.Message, rec *record.Record, sub *match.Su
 // unsettled.
 func (d *Dispatcher) dispatch(ctx context.Context, j *job, wait time.Duration) {
 	detach := d.detachEnabled(j)
-	t := d.target(j.sub)
-	if detach && d.skipDetached(ctx, t, j, t.wantDetach.Load()) {
+	var t *target
+	if j.peers != nil {
+		t = j.peers[j.self]
+	} else {
+		t = d.target(j.sub)
+	}
+	why := ""
+	if t.wantDetach.Load() {
+		why = "its lane held the shared consumer back while other subscriptions had room"
+	}
+	if detach && d.skipDetached(ctx, t, j, why) {
 		return // its reader delivers it
 	}
 	if j.sub.Proto.GetState() == outflowv1.Subscription_PAUSED {
@@ -536,7 +564,7 @@ func (d *Dispatcher) dispatch(ctx context.Context, j *job, wait time.Duration) {
 		// Open, or half-open with its one probe under way: a detached
 		// subscription's reader holds the events back on its cursor;
 		// without detaching they are parked (SPEC §5).
-		if detach && d.skipDetached(ctx, t, j, true) {
+		if detach && d.skipDetached(ctx, t, j, "circuit open") {
 			return
 		}
 		d.park(ctx, j, "circuit open: the receiver has been failing", until)
@@ -551,7 +579,7 @@ func (d *Dispatcher) dispatch(ctx context.Context, j *job, wait time.Duration) {
 	switch res {
 	case queued:
 	case full:
-		if detach && d.skipDetached(ctx, t, j, true) {
+		if detach && d.skipDetached(ctx, t, j, "its lane stayed full past the lane wait") {
 			return
 		}
 		d.park(ctx, j, "the receiver is not keeping up: its delivery queue stayed full", d.now())
@@ -790,10 +818,14 @@ func (t *target) enqueue(ctx context.Context, d *Dispatcher, j *job, wait time.D
 		i := ls.pick(h)
 		l := ls.lanes[i]
 		d.queued.Add(1)
-		res, again := t.send(ctx, d, ls, l, j, wait)
+		res, again, waited := t.send(ctx, d, ls, l, j, wait)
 		t.lanesMu.RUnlock()
 		if res == queued && !again {
 			d.schedule(l)
+			if waited > 0 {
+				// Judged with no lane lock held: laggard takes the peers'.
+				t.holdsBack(waited, d.cfg.LaneWait, j.laggard())
+			}
 			return queued
 		}
 		ls.unpick(h, i)
@@ -805,8 +837,10 @@ func (t *target) enqueue(ctx context.Context, d *Dispatcher, j *job, wait time.D
 }
 
 // send is enqueue's attempt on one lane generation; again means the
-// generation was retired meanwhile. Callers hold lanesMu for reading.
-func (t *target) send(ctx context.Context, d *Dispatcher, ls *laneSet, l *lane, j *job, wait time.Duration) (res enqueueResult, again bool) {
+// generation was retired meanwhile. waited is how long the shared consumer
+// waited for room before j was queued, when that wait is to be judged by
+// holdsBack (0 otherwise). Callers hold lanesMu for reading.
+func (t *target) send(ctx context.Context, d *Dispatcher, ls *laneSet, l *lane, j *job, wait time.Duration) (res enqueueResult, again bool, waited time.Duration) {
 	if wait > 0 && t.shed.Load() && !j.catchUp {
 		// Shed: take the event only if its lane has room now, until every
 		// lane has drained to half (checking one lane would let a full
@@ -822,11 +856,11 @@ func (t *target) send(ctx context.Context, d *Dispatcher, ls *laneSet, l *lane, 
 		if !j.catchUp {
 			t.endStreak()
 		}
-		return queued, false
+		return queued, false, 0
 	default:
 	}
 	if wait <= 0 {
-		return full, false
+		return full, false, 0
 	}
 	start := time.Now()
 	timer := time.NewTimer(wait)
@@ -835,16 +869,16 @@ func (t *target) send(ctx context.Context, d *Dispatcher, ls *laneSet, l *lane, 
 	select {
 	case l.q <- j:
 		if !j.catchUp && j.shared && d.detachEnabled(j) {
-			t.holdsBack(start, time.Since(start), d.cfg.LaneWait)
+			waited = max(time.Since(start), 1)
 		}
-		return queued, false
+		return queued, false, waited
 	case <-ls.quit:
-		return 0, true
+		return 0, true, 0
 	case <-ctx.Done():
-		return cancelled, false
+		return cancelled, false, 0
 	case <-timer.C:
 		if j.catchUp {
-			return full, false // the reader waits again
+			return full, false, 0 // the reader waits again
 		}
 		// Shed, so that later events do not wait again; a subscription that
 		// can detach does so (and is rejoined with shed cleared), the others
@@ -854,7 +888,7 @@ func (t *target) send(ctx context.Context, d *Dispatcher, ls *laneSet, l *lane, 
 			d.warn.warn(ctx, "a subscription's receiver is not keeping up; its events go to the retry queue until its lane drains",
 				slog.String("subscription_id", t.id), slog.Duration("waited", wait))
 		}
-		return full, false
+		return full, false, 0
 	}
 }
 
@@ -865,23 +899,102 @@ func (t *target) endStreak() {
 	t.streakStart, t.streakWait = time.Time{}, 0
 }
 
-// holdsBack adds a wait that began at start and lasted waited to the
-// streak, and sets wantDetach when the streak says the receiver holds the
-// shared consumer back: the waits add up to more than limit (LaneWait) and
-// to at least half of the streak's time. A slow receiver whose every event
-// waits a little (50 ms a request) is caught as surely as one that blocks;
-// subscriptions that share a backlog evenly each take a fraction of the
-// time and stay attached (backpressure).
-func (t *target) holdsBack(start time.Time, waited, limit time.Duration) {
+// holdsBack judges a wait of the shared consumer for room in the target's
+// lane that has just ended after waited. A wait while the record's other
+// subscriptions could take more (laggard) is added to the streak, and
+// wantDetach is set when the streak says the receiver holds the shared
+// consumer back: the waits add up to more than limit (LaneWait) and to at
+// least half of the streak's time. A slow receiver whose every event waits
+// a little (50 ms a request) is caught as surely as one that blocks.
+//
+// A wait while the others are saturated too is backpressure, not lag: it
+// ends the streak. In a backlog every healthy subscription's lanes are full,
+// and the consumer, handing each record to each subscription in turn,
+// waits on whichever lane it reaches first; by the time that lane frees a
+// slot the others have freed theirs, so the waits pile up on one of equally
+// fast subscriptions (the first in order, say). Counted, they detached it
+// although detaching one of them helps none: it only re-reads the topic on
+// its own reader.
+func (t *target) holdsBack(waited, limit time.Duration, laggard bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if !laggard {
+		t.streakStart, t.streakWait = time.Time{}, 0
+		return
+	}
 	if t.streakStart.IsZero() {
-		t.streakStart = start
+		t.streakStart = time.Now().Add(-waited)
 	}
 	t.streakWait += waited
 	if t.streakWait > limit && 2*t.streakWait >= time.Since(t.streakStart) {
 		t.wantDetach.Store(true)
 	}
+}
+
+// peerSample bounds how many of a record's other subscriptions laggard
+// looks at: the judgement costs a few lane lengths per peer, and a record
+// matching a thousand subscriptions must not cost a thousand per wait.
+const peerSample = 8
+
+// laggard reports whether the shared consumer, having just waited for room
+// in j's lane, waited on the one that holds the others back: most of the
+// record's other subscriptions (up to peerSample of them, those handed on
+// after j first) have room to spare, none of their lanes even half full.
+// Saturated peers (a lane at least half full: equally fast receivers free a
+// slot or so each while the consumer waits on one of them) make the wait
+// backpressure. Peers whose events do not take the shared lanes (detached,
+// or shed) say nothing about j and are left out; with none left, the wait
+// is backpressure too (j holds no one back).
+func (j *job) laggard() bool {
+	idle, busy := 0, 0
+	for k := 1; k < len(j.peers) && idle+busy < peerSample; k++ {
+		p := j.peers[(j.self+k)%len(j.peers)]
+		if p == j.peers[j.self] {
+			continue
+		}
+		switch p.saturation() {
+		case roomToSpare:
+			idle++
+		case saturated:
+			busy++
+		}
+	}
+	return idle > busy
+}
+
+// peerState is what a subscription's lanes say of it to laggard.
+type peerState int
+
+const (
+	offLanes    peerState = iota // detached or shed: its events do not wait on the shared lanes
+	roomToSpare                  // every lane less than half full
+	saturated                    // a lane at least half full
+)
+
+// saturation reads how full t's lanes are. It takes t's own locks, so the
+// caller must hold none of another target's (enqueue calls laggard after
+// releasing its lanesMu).
+func (t *target) saturation() peerState {
+	if t.shed.Load() {
+		return offLanes
+	}
+	t.dmu.Lock()
+	detached := t.det != nil
+	t.dmu.Unlock()
+	if detached {
+		return offLanes
+	}
+	t.lanesMu.RLock()
+	defer t.lanesMu.RUnlock()
+	if t.lanes == nil {
+		return roomToSpare
+	}
+	for _, l := range t.lanes.lanes {
+		if n := len(l.q); n > 0 && 2*n >= cap(l.q) {
+			return saturated
+		}
+	}
+	return roomToSpare
 }
 
 // replaceLanes replaces the lane generation old (nil: none yet) with n new
