@@ -851,6 +851,11 @@ func (t *target) send(ctx context.Context, d *Dispatcher, ls *laneSet, l *lane, 
 			wait = 0
 		}
 	}
+	if len(l.q) == 0 && l.scheduled.Load() {
+		// j will be the next job of a lane being served: read its vector
+		// while the sender finishes the one before (see lookAhead).
+		d.readAhead(t, j)
+	}
 	select {
 	case l.q <- j:
 		if !j.catchUp {
