@@ -172,6 +172,14 @@ type Config struct {
 	// each, not 4,096. When an event's lane is full the consumer waits (see
 	// LaneWait). Defaults to 256.
 	LaneQueue int
+	// ReadAhead is how many of an enriched lane's next events have their
+	// vectors read while the lane's sender is busy (see lookAhead): with a
+	// feature store a few milliseconds away, a lane that read one vector at
+	// a time would deliver one event per round trip. Each lane holds up to
+	// ReadAhead events beside LaneQueue's, and a subscription has up to
+	// max_in_flight × (ReadAhead + 1) vectors being read. Defaults to 4;
+	// negative turns reading ahead off.
+	ReadAhead int
 	// LaneWait bounds one wait of the consumer for room in a subscription's
 	// lane. A wait that runs out detaches the subscription (see the package
 	// doc; so do many short waits adding up to more than LaneWait while the
@@ -237,6 +245,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.LaneWait <= 0 {
 		c.LaneWait = 500 * time.Millisecond
+	}
+	if c.ReadAhead == 0 {
+		c.ReadAhead = 4
 	}
 	if c.Senders <= 0 {
 		c.Senders = 512
@@ -758,10 +769,14 @@ type lane struct {
 	set *laneSet
 	idx int
 	q   chan *job
-	// head is the lane's next job, taken from q ahead of its turn so that
-	// its enrichment runs while the job before it is sent (see lookAhead);
-	// only the sender serving the lane touches it.
-	head *job
+	// head holds the lane's next jobs, in order, taken from q ahead of
+	// their turn so that their vectors are read while the jobs before them
+	// are sent (see lookAhead); only the sender serving the lane touches
+	// it.
+	head []*job
+	// ahead counts the lane's jobs whose vectors are being read ahead
+	// (prefetch started) and that its sender has not taken yet.
+	ahead atomic.Int32
 	// scheduled is true while the lane is in the ready queue or being
 	// served; whoever sets it puts the lane in the ready queue.
 	scheduled atomic.Bool
@@ -851,11 +866,9 @@ func (t *target) send(ctx context.Context, d *Dispatcher, ls *laneSet, l *lane, 
 			wait = 0
 		}
 	}
-	if len(l.q) == 0 && l.scheduled.Load() {
-		// j will be the next job of a lane being served: read its vector
-		// while the sender finishes the one before (see lookAhead).
-		d.readAhead(t, j)
-	}
+	// A lane being served with fewer than ReadAhead vectors read ahead:
+	// read j's while the sender is busy (see lookAhead).
+	early := l.scheduled.Load() && l.ahead.Load() < int32(d.cfg.ReadAhead) && d.readAhead(l, j)
 	select {
 	case l.q <- j:
 		if !j.catchUp {
@@ -863,6 +876,12 @@ func (t *target) send(ctx context.Context, d *Dispatcher, ls *laneSet, l *lane, 
 		}
 		return queued, false, 0
 	default:
+	}
+	if early {
+		// The lane filled up meanwhile: j is not the lane's to count (it
+		// may yet go elsewhere), so its read is left to finish unused.
+		l.ahead.Add(-1)
+		j.pre = nil
 	}
 	if wait <= 0 {
 		return full, false, 0
@@ -1073,15 +1092,22 @@ func (d *Dispatcher) runSender() {
 }
 
 func (d *Dispatcher) serve(l *lane) {
-	j := l.head
-	l.head = nil
-	if j == nil {
+	var j *job
+	if len(l.head) > 0 {
+		j = l.head[0]
+		n := copy(l.head, l.head[1:])
+		l.head[n] = nil
+		l.head = l.head[:n]
+	} else {
 		select {
 		case j = <-l.q:
 		default: // cannot happen: only the sender serving a lane takes from it
 		}
 	}
 	if j != nil {
+		if j.pre != nil {
+			l.ahead.Add(-1)
+		}
 		d.lookAhead(l, j)
 		switch lim := l.t.rateLimiter(); {
 		case d.lanesCtx.Err() != nil, lim != nil && lim.Wait(d.lanesCtx) != nil:
@@ -1095,7 +1121,7 @@ func (d *Dispatcher) serve(l *lane) {
 		l.set.unpick(j.rec.EntityHash(), l.idx)
 		d.queued.Done()
 	}
-	more := l.head != nil
+	more := len(l.head) > 0
 	l.scheduled.Store(false)
 	if more || len(l.q) > 0 {
 		d.schedule(l)

@@ -24,51 +24,57 @@ func (p *prefetch) wait(ctx context.Context) (*enrich.Result, error) {
 }
 
 // lookAhead is called by the sender serving l with j, the job it took: when
-// j is enriched and l has another job queued, it moves that job to l.head
-// and starts reading its vector. A job that reaches a lane being served
-// with nothing queued has its vector read at once by the consumer (see
-// target.send): either way the lane's next vector is read while its sender
+// j is enriched, it moves l's next queued jobs into l.head, up to
+// Config.ReadAhead, and starts reading the vectors not yet being read. A
+// job that reaches a lane being served with fewer than ReadAhead vectors
+// read ahead has its vector read at once by the consumer (see
+// target.send): either way a lane's next vectors are read while its sender
 // is busy, in a backlog as in a steady stream.
 //
 // Without it a lane would wait for the feature store and the receiver in
-// turn, and an enriched subscription would deliver at about half the pace
-// of a plain one with the same max_in_flight. The head is still the lane's
-// next job (serve takes it before the queue), so a lane's jobs keep their
-// order, and a lane has about one read under way ahead of its sender: the
-// look-ahead at most doubles a subscription's concurrent feature-store
-// reads (max_in_flight ahead, max_in_flight in attempts) and costs one
-// goroutine per lane with work.
+// turn: an enriched subscription delivered at about half the pace of a
+// plain one with the same max_in_flight on loopback, and at one event per
+// feature-store round trip per lane with a store across a network. The
+// head is still the lane's next jobs (serve takes them before the queue),
+// so a lane's jobs keep their order; a subscription has at most
+// max_in_flight × (ReadAhead + 1) vectors being read, and a lane one
+// goroutine per vector read ahead.
 //
-// The vector is read at most one attempt before its event is delivered; a
-// consistent vector stays consistent (it holds the record's write), so
-// STRICT's guarantee is unchanged. A subscription with a rate limit does
-// not look ahead: its next event may be seconds away, and its vector would
-// be as old. Only a first attempt uses a vector read ahead; a retry reads
-// again.
+// A vector is read at most ReadAhead attempts before its event is
+// delivered; a consistent vector stays consistent (it holds the record's
+// write), so STRICT's guarantee is unchanged. A subscription with a rate
+// limit does not read ahead: its next events may be seconds away, and their
+// vectors would be as old. Only a first attempt uses a vector read ahead; a
+// retry reads again.
 func (d *Dispatcher) lookAhead(l *lane, j *job) {
-	if l.head != nil || !d.readsAhead(l.t, j) {
+	if !d.readsAhead(l.t, j) {
 		return
 	}
-	select {
-	case next := <-l.q:
-		l.head = next
-		d.readAhead(l.t, next)
-	default:
+	for len(l.head) < d.cfg.ReadAhead && l.ahead.Load() < int32(d.cfg.ReadAhead) {
+		select {
+		case next := <-l.q:
+			l.head = append(l.head, next)
+			d.readAhead(l, next)
+		default:
+			return
+		}
 	}
 }
 
 // readsAhead reports whether j's subscription reads vectors ahead.
 func (d *Dispatcher) readsAhead(t *target, j *job) bool {
-	return d.enricher != nil && j.sub.Proto.GetEnrichment() != nil && d.lanesCtx.Err() == nil && t.rateLimiter() == nil
+	return d.cfg.ReadAhead > 0 && d.enricher != nil && j.sub.Proto.GetEnrichment() != nil && d.lanesCtx.Err() == nil && t.rateLimiter() == nil
 }
 
-// readAhead starts reading j's vector, unless it is under way already or
-// j's subscription does not read ahead. It must be called before j is
-// handed to its sender (j.pre is not guarded).
-func (d *Dispatcher) readAhead(t *target, j *job) {
-	if j.pre != nil || !d.readsAhead(t, j) {
-		return
+// readAhead starts reading the vector of j, a job of l, and counts it in
+// l.ahead, unless it is under way already or j's subscription does not read
+// ahead; it reports whether it started one. It must be called before j is
+// handed to its sender, or by that sender (j.pre is not guarded).
+func (d *Dispatcher) readAhead(l *lane, j *job) bool {
+	if j.pre != nil || !d.readsAhead(l.t, j) {
+		return false
 	}
+	l.ahead.Add(1)
 	e := j.sub.Proto.GetEnrichment()
 	p := &prefetch{done: make(chan struct{})}
 	j.pre = p
@@ -78,4 +84,5 @@ func (d *Dispatcher) readAhead(t *target, j *job) {
 		p.res, p.err = d.enricher.Enrich(ctx, j.rec, e)
 		endSpan(span, p.err)
 	})
+	return true
 }

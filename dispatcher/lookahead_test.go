@@ -102,10 +102,11 @@ func (s *askedSender) events() []sentEvent {
 	return slices.Clone(s.got)
 }
 
-// lookaheadSetup is a dispatcher with one enriched subscription on one lane
-// (max_in_flight 1), so that its events are sent strictly one after the
-// other, at rateLimit (0: none).
-func lookaheadSetup(t *testing.T, fs *userStore, sender *askedSender, rateLimit float64) (*Dispatcher, *fakeStore) {
+// lookaheadSetup is a dispatcher reading readAhead vectors ahead (0: the
+// default) with one enriched subscription on one lane (max_in_flight 1), so
+// that its events are sent strictly one after the other, at rateLimit (0:
+// none).
+func lookaheadSetup(t *testing.T, fs *userStore, sender *askedSender, readAhead int, rateLimit float64) (*Dispatcher, *fakeStore) {
 	t.Helper()
 	enricher, err := enrich.New(enrich.Config{Store: fs, BatchWindow: enrich.NoBatching})
 	if err != nil {
@@ -115,7 +116,7 @@ func lookaheadSetup(t *testing.T, fs *userStore, sender *askedSender, rateLimit 
 	sub.Proto.GetWebhook().MaxInFlight = 1
 	sub.Proto.GetWebhook().RateLimit = rateLimit
 	st := newFakeStore()
-	d, err := New(Params{Config: Config{LaneQueue: 64, LaneWait: time.Minute, DrainTimeout: 50 * time.Millisecond},
+	d, err := New(Params{Config: Config{LaneQueue: 64, LaneWait: time.Minute, DrainTimeout: 50 * time.Millisecond, ReadAhead: readAhead},
 		Store: st, Sender: sender, Enricher: enricher, Logger: slog.New(&countingHandler{}),
 		Matcher: staticSubs{match.NewIndex([]*match.Subscription{sub}, match.IndexOptions{})}})
 	if err != nil {
@@ -137,69 +138,87 @@ func userMsgs(n int, done *atomic.Int64) []*source.Message {
 }
 
 // TestEnrichmentIsReadAheadOfTheSend: while a lane's event is being sent,
-// the vector of the lane's next event is already being read; the events
-// still arrive in order, each with its own vector, and each vector is read
-// once.
+// the vectors of the lane's next ReadAhead events are already being read;
+// the events still arrive in order, each with its own vector, and each
+// vector is read once.
 func TestEnrichmentIsReadAheadOfTheSend(t *testing.T) {
 	t.Parallel()
-	fs := &userStore{}
-	sender := &askedSender{store: fs}
-	// The first event's answer waits until the second event's vector has
-	// been asked for: without the look-ahead it never is, and the test
-	// fails on the deadline.
-	readAhead := make(chan bool, 1)
-	sender.hold = func() {
-		deadline := time.Now().Add(10 * time.Second)
-		for fs.asked.Load() < 2 && time.Now().Before(deadline) {
-			time.Sleep(time.Millisecond)
-		}
-		readAhead <- fs.asked.Load() >= 2
-	}
-	d, st := lookaheadSetup(t, fs, sender, 0)
-	var done atomic.Int64
-	const n = 20
-	for _, m := range userMsgs(n, &done) {
-		d.Handle(t.Context(), m)
-	}
-	if !<-readAhead {
-		t.Fatal("the second event's vector was not read while the first event was being sent")
-	}
-	eventually(t, "every message Done", func() bool { return done.Load() == n })
-	got := sender.events()
-	if len(got) != n {
-		t.Fatalf("%d events sent, want %d", len(got), n)
-	}
-	for i, ev := range got {
-		if want := fmt.Sprintf("u%d", i); ev.user != want || ev.value != fmt.Sprint(i) {
-			t.Errorf("event %d: user %s with vector value %q, want %s with %q", i, ev.user, ev.value, want, fmt.Sprint(i))
-		}
-	}
-	if asked := fs.asked.Load(); asked != n {
-		t.Errorf("the store was asked for %d rows for %d events; want one each", asked, n)
-	}
-	if rows, _, _ := st.stats(); rows != 0 {
-		t.Errorf("%d rows written; want none (every event delivered at once)", rows)
+	for _, readAhead := range []int{1, 4} {
+		t.Run(fmt.Sprintf("ReadAhead %d", readAhead), func(t *testing.T) {
+			t.Parallel()
+			fs := &userStore{}
+			sender := &askedSender{store: fs}
+			// The first event's answer waits until the next readAhead events'
+			// vectors have been asked for: without reading ahead they never
+			// are, and the test fails on the deadline.
+			want := int64(1 + readAhead)
+			readAheadOK := make(chan int64, 1)
+			sender.hold = func() {
+				deadline := time.Now().Add(10 * time.Second)
+				for fs.asked.Load() < want && time.Now().Before(deadline) {
+					time.Sleep(time.Millisecond)
+				}
+				readAheadOK <- fs.asked.Load()
+			}
+			d, st := lookaheadSetup(t, fs, sender, readAhead, 0)
+			var done atomic.Int64
+			const n = 20
+			for _, m := range userMsgs(n, &done) {
+				d.Handle(t.Context(), m)
+			}
+			if asked := <-readAheadOK; asked < want {
+				t.Fatalf("%d vectors read while the first event was being sent; want at least %d (its own and %d ahead)", asked, want, readAhead)
+			}
+			eventually(t, "every message Done", func() bool { return done.Load() == n })
+			got := sender.events()
+			if len(got) != n {
+				t.Fatalf("%d events sent, want %d", len(got), n)
+			}
+			for i, ev := range got {
+				if want := fmt.Sprintf("u%d", i); ev.user != want || ev.value != fmt.Sprint(i) {
+					t.Errorf("event %d: user %s with vector value %q, want %s with %q", i, ev.user, ev.value, want, fmt.Sprint(i))
+				}
+			}
+			if asked := fs.asked.Load(); asked != n {
+				t.Errorf("the store was asked for %d rows for %d events; want one each", asked, n)
+			}
+			if rows, _, _ := st.stats(); rows != 0 {
+				t.Errorf("%d rows written; want none (every event delivered at once)", rows)
+			}
+		})
 	}
 }
 
-// TestRateLimitedSubscriptionDoesNotReadAhead: a subscription with a rate
-// limit reads each event's vector only when the event's turn comes, so the
-// vector is no older than the attempt.
-func TestRateLimitedSubscriptionDoesNotReadAhead(t *testing.T) {
+// TestNoReadAhead: a subscription with a rate limit, or a dispatcher with
+// ReadAhead negative, reads each event's vector only when the event's turn
+// comes, so the vector is no older than the attempt.
+func TestNoReadAhead(t *testing.T) {
 	t.Parallel()
-	fs := &userStore{}
-	sender := &askedSender{store: fs}
-	d, _ := lookaheadSetup(t, fs, sender, 10000)
-	var done atomic.Int64
-	const n = 20
-	for _, m := range userMsgs(n, &done) {
-		d.Handle(t.Context(), m)
-	}
-	eventually(t, "every message Done", func() bool { return done.Load() == n })
-	for i, ev := range sender.events() {
-		if ev.asked != int64(i+1) {
-			t.Errorf("event %d sent when %d vectors had been read; want %d (none ahead)", i, ev.asked, i+1)
-		}
+	for _, tc := range []struct {
+		name      string
+		readAhead int
+		rateLimit float64
+	}{
+		{"rate-limited subscription", 0, 10000},
+		{"ReadAhead negative", -1, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			fs := &userStore{}
+			sender := &askedSender{store: fs}
+			d, _ := lookaheadSetup(t, fs, sender, tc.readAhead, tc.rateLimit)
+			var done atomic.Int64
+			const n = 20
+			for _, m := range userMsgs(n, &done) {
+				d.Handle(t.Context(), m)
+			}
+			eventually(t, "every message Done", func() bool { return done.Load() == n })
+			for i, ev := range sender.events() {
+				if ev.asked != int64(i+1) {
+					t.Errorf("event %d sent when %d vectors had been read; want %d (none ahead)", i, ev.asked, i+1)
+				}
+			}
+		})
 	}
 }
 
@@ -210,7 +229,7 @@ func TestStopEndsAReadAheadEnrichment(t *testing.T) {
 	t.Parallel()
 	fs := &userStore{block: make(chan struct{})}
 	sender := &askedSender{store: fs}
-	d, st := lookaheadSetup(t, fs, sender, 0)
+	d, st := lookaheadSetup(t, fs, sender, 1, 0)
 	var done atomic.Int64
 	for _, m := range userMsgs(2, &done) {
 		d.Handle(t.Context(), m)
