@@ -141,6 +141,9 @@ type backlogParams struct {
 	records int
 	subs    []subSpec
 	strict  bool
+	// fsLatency, with strict, delays every answer of the feature server
+	// (its --latency; a quarter of it more as --latency-jitter).
+	fsLatency time.Duration
 	// detaches notes how many times the gateway detached a subscription
 	// (outflow_subscriptions_detached_total), so that a healthy
 	// subscription detached by mistake shows in the results.
@@ -162,7 +165,7 @@ func (b *bench) backlog(ctx context.Context, p backlogParams) (*result, error) {
 	}
 	var fs *proc
 	if p.strict {
-		if fs, err = b.startFeatureServer(ctx, e, records); err != nil {
+		if fs, err = b.startFeatureServer(ctx, e, records, p.fsLatency); err != nil {
 			return nil, err
 		}
 		defer fs.stop()
@@ -365,14 +368,14 @@ func (b *bench) finish(ctx context.Context, g *gateway, e *env, r *result, pg0 p
 // it would be in Tecton, whose ingestion does not run on the gateway's
 // machine (before, the server was still reading the backlog while the
 // gateway ran: a quarter of its CPU in the measured window).
-func (b *bench) startFeatureServer(ctx context.Context, e *env, users int) (*proc, error) {
+func (b *bench) startFeatureServer(ctx context.Context, e *env, users int, latency time.Duration) (*proc, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
 	args := []string{"featureserver", "--addr", addr,
 		"--kafka-brokers", strings.Join(b.brokers, ","), "--topics", e.topic, "--group-id", e.group + "-fs",
-		"--lag", "0", "--lag-jitter", "0"}
+		"--lag", "0", "--lag-jitter", "0", "--latency", latency.String(), "--latency-jitter", (latency / 4).String()}
 	if b.pprofDir != "" {
 		if e.fsPprofAddr, err = freeAddr(); err != nil {
 			return nil, err
