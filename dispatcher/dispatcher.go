@@ -456,6 +456,9 @@ type job struct {
 	// attempt reports to the breaker, and if it is not attempted it frees
 	// the probe slot (see breaker.admit).
 	probe bool
+	// entity is its record's EntityHash, set when it is put on a lane (and
+	// read when it leaves it).
+	entity uint64
 	// pre is its enrichment, when started ahead of its first attempt (see
 	// lookAhead); nil otherwise.
 	pre *prefetch
@@ -830,6 +833,7 @@ func (t *target) enqueue(ctx context.Context, d *Dispatcher, j *job, wait time.D
 			continue
 		}
 		h := j.rec.EntityHash()
+		j.entity = h
 		i := ls.pick(h)
 		l := ls.lanes[i]
 		d.queued.Add(1)
@@ -1118,7 +1122,7 @@ func (d *Dispatcher) serve(l *lane) {
 		default:
 			d.firstAttempt(l.t, j)
 		}
-		l.set.unpick(j.rec.EntityHash(), l.idx)
+		l.set.unpick(j.entity, l.idx)
 		d.queued.Done()
 	}
 	more := len(l.head) > 0
