@@ -254,3 +254,24 @@ func TestSecretRedaction(t *testing.T) {
 		t.Errorf("redaction marker missing: %q, %q", outputs["slog"], outputs["String"])
 	}
 }
+
+// TestSignLongIDVerifies: an event id longer than Sign's stack buffer for
+// the "{id}.{ts}." prefix still signs what the reference library verifies.
+func TestSignLongIDVerifies(t *testing.T) {
+	t.Parallel()
+	secret := encodedSecret(32, 0xa1)
+	id := "evt_" + strings.Repeat("x", 300)
+	body := []byte(`{"id":"` + id + `"}`)
+	ts := time.Now()
+	h := http.Header{}
+	h.Set(standardwebhooks.HeaderWebhookID, id)
+	h.Set(standardwebhooks.HeaderWebhookTimestamp, strconv.FormatInt(ts.Unix(), 10))
+	h.Set(standardwebhooks.HeaderWebhookSignature, webhook.Sign([]webhook.Secret{mustSecret(t, secret)}, id, ts, body))
+	wh, err := standardwebhooks.NewWebhook(secret)
+	if err != nil {
+		t.Fatalf("NewWebhook: %v", err)
+	}
+	if err := wh.Verify(body, h); err != nil {
+		t.Fatalf("reference Verify: %v", err)
+	}
+}
