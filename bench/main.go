@@ -79,6 +79,9 @@ type bench struct {
 	// the gateway in steady-latency, taken from its first delivery on.
 	pprofDir     string
 	pprofSeconds int
+	// gatewayArgs are appended to every gateway's command line
+	// (-gateway-args).
+	gatewayArgs []string
 }
 
 func run(ctx context.Context) error {
@@ -90,6 +93,7 @@ func run(ctx context.Context) error {
 	pairs := flag.Int("slow-pairs", 3, "how many times slow-receiver-baseline and slow-receiver run, interleaved (baseline, bad, baseline, bad, …); each reports its median, so the ratio of the two is robust to other load on the machine")
 	pprofDir := flag.String("pprof", "", "directory for CPU profiles of the gateway and the feature server in the backlog scenarios, and of the gateway in steady-latency (empty: none); raise -scale so that a backlog run outlasts -pprof-seconds")
 	pprofSeconds := flag.Int("pprof-seconds", 5, "length of each -pprof CPU profile, in seconds")
+	gatewayArgs := flag.String("gateway-args", "", "extra flags for every gateway the bench starts, space-separated (e.g. \"--read-ahead=-1\"), to compare a setting against the defaults; the published run uses none")
 	flag.Parse()
 
 	dbURL, brokers := os.Getenv("OUTFLOW_TEST_DATABASE_URL"), os.Getenv("OUTFLOW_TEST_KAFKA_BROKERS")
@@ -102,7 +106,8 @@ func run(ctx context.Context) error {
 	}
 	log.Printf("logs and scratch in %s", work)
 	b := &bench{brokers: strings.Split(brokers, ","), adminURL: dbURL, work: work, scale: *scale, steadyRate: *steadyRate,
-		only: map[string]bool{}, pairs: max(*pairs, 1), pprofDir: *pprofDir, pprofSeconds: *pprofSeconds}
+		only: map[string]bool{}, pairs: max(*pairs, 1), pprofDir: *pprofDir, pprofSeconds: *pprofSeconds,
+		gatewayArgs: strings.Fields(*gatewayArgs)}
 	for _, s := range strings.Split(*only, ",") {
 		if s != "" {
 			b.only[s] = true

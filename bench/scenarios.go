@@ -91,6 +91,7 @@ func (b *bench) startGateway(ctx context.Context, e *env) (*gateway, error) {
 		// serve requires the keys that encrypt webhook secrets at rest; a
 		// fixed throwaway one (32 bytes) for the bench's own databases.
 		"--secret-keys", "bench:YmVuY2gtdGhyb3dhd2F5LXNlY3JldC1rZXktMzJieSE="}
+	args = append(args, b.gatewayArgs...)
 	if e.tectonURL != "" {
 		args = append(args, "--tecton-url", e.tectonURL, "--tecton-api-key", "bench")
 	}

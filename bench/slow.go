@@ -20,13 +20,13 @@ const (
 // slowRun runs one side of the pair once.
 func (b *bench) slowRun(ctx context.Context, name string) (*result, error) {
 	if name == slowBaseline {
-		return b.backlog(ctx, backlogParams{label: "healthy0", records: 10000, subs: repeat(subSpec{url: "healthy0"}, 8), detaches: true})
+		return b.backlog(ctx, backlogParams{label: "healthy0", records: 20000, subs: repeat(subSpec{url: "healthy0"}, 8), detaches: true})
 	}
 	// Only the two bad subscriptions should be detached (each once, unless
 	// it rejoins and falls behind again); a healthy one detached is the
 	// lane-wait rule mistaking shared backpressure for a laggard.
 	subs := append(repeat(subSpec{url: "healthy1"}, 8), subSpec{url: "slow", mode: "slow"}, subSpec{url: "fail", mode: "fail"})
-	return b.backlog(ctx, backlogParams{label: "healthy1", records: 10000, subs: subs, detaches: true})
+	return b.backlog(ctx, backlogParams{label: "healthy1", records: 20000, subs: subs, detaches: true})
 }
 
 // slowReceiver returns name's result. The first call runs both sides that
