@@ -48,7 +48,7 @@ type attemptResult struct {
 func (d *Dispatcher) attempt(ctx context.Context, sub *match.Subscription, rec *record.Record, env *envelope, n int, pre *prefetch) (res attemptResult) {
 	ctx, span := d.tracing.startAttempt(ctx, sub, env.ID, n)
 	defer endAttempt(span, &res)
-	var vector []byte
+	var body []byte
 	if e := sub.Proto.GetEnrichment(); e != nil {
 		if d.enricher == nil {
 			// Delivering without the vector would break the subscription's
@@ -75,9 +75,12 @@ func (d *Dispatcher) attempt(ctx context.Context, sub *match.Subscription, rec *
 			return enrichFailure(ctx, err)
 		}
 		d.misconfigStreak.Store(0)
-		vector = res.AppendJSON(make([]byte, 0, 512), e.GetWorkspaceName(), e.GetFeatureServiceName())
+		body = env.bodyWith(512, func(b []byte) []byte {
+			return res.AppendJSON(b, e.GetWorkspaceName(), e.GetFeatureServiceName())
+		})
+	} else {
+		body = env.body(nil)
 	}
-	body := env.body(vector)
 	secrets, err := activeSecrets(sub, d.now())
 	if err != nil {
 		return attemptResult{outcome: fatal, err: err.Error()}

@@ -78,6 +78,14 @@ func TestEnvelopeKeepsTheRecordAsWritten(t *testing.T) {
 	if strings.Contains(string(bare), "feature_vector") {
 		t.Errorf("an event without enrichment has a feature_vector: %s", bare)
 	}
+	// The webhook path writes the vector straight into the body: the same
+	// bytes, whether its size hint is short or long.
+	vector := []byte(`{"workspace_name":"prod","features":{"a.x":1.5},"attempts":2}`)
+	for _, hint := range []int{0, 8, 4096} {
+		if got := env.bodyWith(hint, func(b []byte) []byte { return append(b, vector...) }); string(got) != string(env.body(vector)) {
+			t.Errorf("bodyWith(%d) = %s, want %s", hint, got, env.body(vector))
+		}
+	}
 }
 
 func TestBreaker(t *testing.T) {

@@ -77,7 +77,18 @@ func newCompactEnvelope(subscriptionID string, pos source.Position, raw json.Raw
 // body returns the event's JSON with vector (a JSON object, or nil for
 // none) as its feature_vector. It allocates once.
 func (e *envelope) body(vector []byte) []byte {
-	n := 160 + len(e.ID) + len(e.SubscriptionID) + len(e.Record) + len(vector) +
+	if vector == nil {
+		return e.bodyWith(0, nil)
+	}
+	return e.bodyWith(len(vector), func(b []byte) []byte { return append(b, vector...) })
+}
+
+// bodyWith returns the event's JSON, its feature_vector written by
+// appendVector (nil: none) straight into the body, about vectorLen bytes
+// (a hint: more only costs a reallocation). On the webhook path the vector
+// is written once, not into a buffer of its own and then copied.
+func (e *envelope) bodyWith(vectorLen int, appendVector func([]byte) []byte) []byte {
+	n := 160 + len(e.ID) + len(e.SubscriptionID) + len(e.Record) + vectorLen +
 		len(e.Source.Topic) + len(e.Source.Stream) + len(e.Source.Shard) + len(e.Source.Sequence)
 	b := make([]byte, 0, n)
 	b = append(b, `{"id":`...)
@@ -92,9 +103,9 @@ func (e *envelope) body(vector []byte) []byte {
 	} else {
 		b = append(b, e.Record...)
 	}
-	if vector != nil {
+	if appendVector != nil {
 		b = append(b, `,"feature_vector":`...)
-		b = append(b, vector...)
+		b = appendVector(b)
 	}
 	b = append(b, `,"source":`...)
 	b = appendSource(b, e.Source)
