@@ -511,6 +511,13 @@ func (s *Sender) send(ctx context.Context, req Request) Result {
 		return failed(classifyTransportError(ctx, attemptCtx, err))
 	}
 	defer resp.Body.Close()
+	if ctx.Err() == nil && attemptCtx.Err() != nil {
+		// The status came after the attempt's timeout (the transport may
+		// still hand over an answer that raced the deadline): only a 2xx
+		// within the timeout is a success (SPEC §5), so this is a timed
+		// out attempt, and the event is tried again.
+		return failed(classifyTransportError(ctx, attemptCtx, context.Cause(attemptCtx)))
+	}
 
 	res := Result{StatusCode: resp.StatusCode}
 	ok := resp.StatusCode >= 200 && resp.StatusCode < 300
