@@ -81,7 +81,12 @@ func (h *detachLog) detached() []string {
 // does not answer by the first wait that runs past LaneWait.
 func TestLaneWaitDetachesOnlyTheLaggard(t *testing.T) {
 	t.Parallel()
-	const records = 300
+	// Enough records that equally fast subscriptions share a backlog for
+	// about 2 s, several LaneWaits: the old rule piled more than LaneWait of
+	// waits on one of them. LaneWait is well above the scheduling hiccups
+	// of a loaded test machine (at 100 ms, -race under the whole suite once
+	// detached one of four equal subscriptions).
+	const records = 1000
 	tests := []struct {
 		name string
 		// latency of each subscription's receiver, by subscription id
@@ -137,7 +142,7 @@ func TestLaneWaitDetachesOnlyTheLaggard(t *testing.T) {
 			// One lane of 8 per subscription (max_in_flight 1): a healthy
 			// receiver empties it in 16 ms, well within one slow request
 			// (50 ms), which in turn is well within LaneWait.
-			cfg := Config{LaneQueue: 8, LaneWait: 100 * time.Millisecond, DrainTimeout: 200 * time.Millisecond,
+			cfg := Config{LaneQueue: 8, LaneWait: 400 * time.Millisecond, DrainTimeout: 200 * time.Millisecond,
 				Detach: DetachConfig{CheckpointEvents: 50, CheckpointInterval: time.Hour, RejoinLag: 8, FetchWait: 5 * time.Millisecond}}
 			log := newFakeLog(records)
 			d, err := New(Params{Config: cfg, Store: newFakeStore(), Sender: snd, Log: log, Cursors: newFakeCursors(),
