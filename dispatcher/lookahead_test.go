@@ -46,15 +46,7 @@ func (s *userStore) GetFeatures(ctx context.Context, req tecton.Request) (*tecto
 }
 
 func (s *userStore) GetFeaturesBatch(ctx context.Context, reqs []tecton.Request) ([]*tecton.Vector, error) {
-	out := make([]*tecton.Vector, len(reqs))
-	for i, r := range reqs {
-		v, err := s.GetFeatures(ctx, r)
-		if err != nil {
-			return nil, err
-		}
-		out[i] = v
-	}
-	return out, nil
+	return getEach(ctx, reqs, s.GetFeatures)
 }
 
 // askedSender delivers every event, noting for each (in arrival order) its

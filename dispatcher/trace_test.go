@@ -40,9 +40,15 @@ func (s *catchingUpStore) GetFeatures(ctx context.Context, req tecton.Request) (
 }
 
 func (s *catchingUpStore) GetFeaturesBatch(ctx context.Context, reqs []tecton.Request) ([]*tecton.Vector, error) {
+	return getEach(ctx, reqs, s.GetFeatures)
+}
+
+// getEach answers a batch call row by row with get, as a fake store's
+// GetFeaturesBatch.
+func getEach(ctx context.Context, reqs []tecton.Request, get func(context.Context, tecton.Request) (*tecton.Vector, error)) ([]*tecton.Vector, error) {
 	out := make([]*tecton.Vector, len(reqs))
 	for i, r := range reqs {
-		v, err := s.GetFeatures(ctx, r)
+		v, err := get(ctx, r)
 		if err != nil {
 			return nil, err
 		}
