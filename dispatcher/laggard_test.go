@@ -81,12 +81,19 @@ func (h *detachLog) detached() []string {
 // does not answer by the first wait that runs past LaneWait.
 func TestLaneWaitDetachesOnlyTheLaggard(t *testing.T) {
 	t.Parallel()
-	// Enough records that equally fast subscriptions share a backlog for
-	// about 2 s, several LaneWaits: the old rule piled more than LaneWait of
-	// waits on one of them. LaneWait is well above the scheduling hiccups
-	// of a loaded test machine (at 100 ms, -race under the whole suite once
-	// detached one of four equal subscriptions).
-	const records = 1000
+	// Equally fast receivers take fast (20 ms a request): a loaded test
+	// machine's scheduling hiccups (tens of ms under the whole suite with
+	// -race) are small beside a request, so no fast receiver falls four
+	// requests behind its peers and looks like the laggard; at 2 ms a
+	// request they did, and a fast subscription was detached once in a few
+	// -race runs. The backlog lasts about three LaneWaits (records × fast),
+	// so that the old rule, which piled the waits on one of the equal
+	// subscriptions, detached it (two to six times a case).
+	const (
+		fast     = 20 * time.Millisecond
+		records  = 120
+		laneWait = 800 * time.Millisecond
+	)
 	tests := []struct {
 		name string
 		// latency of each subscription's receiver, by subscription id
@@ -94,33 +101,24 @@ func TestLaneWaitDetachesOnlyTheLaggard(t *testing.T) {
 		wantDetached []string
 	}{
 		{
-			name: "four equally fast on one backlog",
-			latency: map[string]time.Duration{
-				"sub_a": 2 * time.Millisecond, "sub_b": 2 * time.Millisecond,
-				"sub_c": 2 * time.Millisecond, "sub_d": 2 * time.Millisecond,
-			},
+			name:    "four equally fast on one backlog",
+			latency: map[string]time.Duration{"sub_a": fast, "sub_b": fast, "sub_c": fast, "sub_d": fast},
 		},
 		{
-			name: "two equally fast on one backlog",
-			latency: map[string]time.Duration{
-				"sub_a": 2 * time.Millisecond, "sub_b": 2 * time.Millisecond,
-			},
+			name:    "two equally fast on one backlog",
+			latency: map[string]time.Duration{"sub_a": fast, "sub_b": fast},
 		},
 		{
-			name: "one slow among three fast",
-			latency: map[string]time.Duration{
-				"sub_a": 2 * time.Millisecond, "sub_b": 2 * time.Millisecond,
-				"sub_c": 2 * time.Millisecond, "sub_slow": 50 * time.Millisecond,
-			},
+			// Each of its waits (one request) stays under LaneWait: caught by
+			// the waits adding up while the others have room.
+			name:         "one slow among three fast",
+			latency:      map[string]time.Duration{"sub_a": fast, "sub_b": fast, "sub_c": fast, "sub_slow": 10 * fast},
 			wantDetached: []string{"sub_slow"},
 		},
 		{
 			// One wait runs past LaneWait: detached whatever the others do.
-			name: "one stuck among three fast",
-			latency: map[string]time.Duration{
-				"sub_a": 2 * time.Millisecond, "sub_b": 2 * time.Millisecond,
-				"sub_c": 2 * time.Millisecond, "sub_stuck": time.Hour,
-			},
+			name:         "one stuck among three fast",
+			latency:      map[string]time.Duration{"sub_a": fast, "sub_b": fast, "sub_c": fast, "sub_stuck": time.Hour},
 			wantDetached: []string{"sub_stuck"},
 		},
 	}
@@ -139,10 +137,10 @@ func TestLaneWaitDetachesOnlyTheLaggard(t *testing.T) {
 				}
 			}
 			logs := &detachLog{}
-			// One lane of 8 per subscription (max_in_flight 1): a healthy
-			// receiver empties it in 16 ms, well within one slow request
-			// (50 ms), which in turn is well within LaneWait.
-			cfg := Config{LaneQueue: 8, LaneWait: 400 * time.Millisecond, DrainTimeout: 200 * time.Millisecond,
+			// One lane of 8 per subscription (max_in_flight 1): a fast
+			// receiver empties it in 160 ms, within one slow request
+			// (200 ms), which in turn is well within LaneWait.
+			cfg := Config{LaneQueue: 8, LaneWait: laneWait, DrainTimeout: 200 * time.Millisecond,
 				Detach: DetachConfig{CheckpointEvents: 50, CheckpointInterval: time.Hour, RejoinLag: 8, FetchWait: 5 * time.Millisecond}}
 			log := newFakeLog(records)
 			d, err := New(Params{Config: cfg, Store: newFakeStore(), Sender: snd, Log: log, Cursors: newFakeCursors(),
