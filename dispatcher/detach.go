@@ -348,6 +348,7 @@ func (d *Dispatcher) Revoked(parts []source.Partition) {
 		if len(given) > 0 && len(det.parts) == 0 {
 			det.released = true
 			t.det = nil
+			t.detached.Store(false)
 		}
 		t.dmu.Unlock()
 		if len(given) > 0 {
@@ -387,6 +388,7 @@ func (d *Dispatcher) startReader(t *target, id string, parts map[source.Partitio
 	det := &detachment{parts: parts, wake: make(chan struct{}, 1)}
 	det.cu = &catchUp{d: d, t: t, id: id, det: det, lastSave: d.now(), readers: map[string]source.PositionReader{}}
 	t.det = det
+	t.detached.Store(true)
 	go d.runCatchUp(det.cu)
 	return det
 }
@@ -518,6 +520,7 @@ func (cu *catchUp) run(ctx context.Context) (readerEnd, []store.SubscriptionCurs
 				cs = append(cs, store.SubscriptionCursor{SubscriptionID: cu.id, Topic: p.Stream, Partition: p.ID})
 			}
 			t.det = nil
+			t.detached.Store(false)
 			t.dmu.Unlock()
 			t.shed.Store(false)
 			t.endStreak()

@@ -26,7 +26,9 @@
 //	                  writers (fixed set) ──▶ retry queue ──▶ retry workers
 //
 // A subscription must not hold the others back for long, though: when one
-// wait for its lane lasts longer than Config.LaneWait, when its waits (for
+// wait for its lane lasts longer than Config.LaneWait (or a tenth of a
+// second past the moment most of the record's other subscriptions had
+// nothing left queued: they wait on it), when its waits (for
 // records other subscriptions share) add up to more than LaneWait and to
 // half the time since they began (a receiver slow on every request, not
 // one stuck), or when its circuit breaker holds events back (open, or
@@ -593,7 +595,7 @@ func (d *Dispatcher) dispatch(ctx context.Context, j *job, wait time.Duration) {
 	switch res {
 	case queued:
 	case full:
-		if detach && d.skipDetached(ctx, t, j, "its lane stayed full past the lane wait") {
+		if detach && d.skipDetached(ctx, t, j, "its lane stayed full past the lane wait, or while the record's other subscriptions had nothing left") {
 			return
 		}
 		d.park(ctx, j, "the receiver is not keeping up: its delivery queue stayed full", d.now())
@@ -673,6 +675,12 @@ type target struct {
 	// has drained to half, events do not wait for room (an event whose lane
 	// is full is parked).
 	shed atomic.Bool
+	// queued counts the jobs in its lanes' queues (not those taken by a
+	// sender), and detached mirrors det != nil: both are read without
+	// locks by a consumer waiting on another subscription's lane (see
+	// peersStarving).
+	queued   atomic.Int32
+	detached atomic.Bool
 	// holdWaits counts the waits of its detached reader on an open circuit
 	// (see catchUp.hold): a reader that holds costs one wake-up a second.
 	holdWaits atomic.Int64
@@ -875,6 +883,7 @@ func (t *target) send(ctx context.Context, d *Dispatcher, ls *laneSet, l *lane, 
 	early := l.scheduled.Load() && l.ahead.Load() < int32(d.cfg.ReadAhead) && d.readAhead(l, j)
 	select {
 	case l.q <- j:
+		t.queued.Add(1)
 		if !j.catchUp {
 			t.endStreak()
 		}
@@ -894,30 +903,67 @@ func (t *target) send(ctx context.Context, d *Dispatcher, ls *laneSet, l *lane, 
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	defer func() { d.metrics.laneWait.Add(time.Since(start).Seconds()) }()
-	select {
-	case l.q <- j:
-		if !j.catchUp && j.shared && d.detachEnabled(j) {
-			waited = max(time.Since(start), 1)
-		}
-		return queued, false, waited
-	case <-ls.quit:
-		return 0, true, 0
-	case <-ctx.Done():
-		return cancelled, false, 0
-	case <-timer.C:
-		if j.catchUp {
-			return full, false, 0 // the reader waits again
-		}
-		// Shed, so that later events do not wait again; a subscription that
-		// can detach does so (and is rejoined with shed cleared), the others
-		// are parked.
-		if !t.shed.Swap(true) && !d.detachEnabled(j) {
-			d.metrics.shed.Inc()
-			d.warn.warn(ctx, "a subscription's receiver is not keeping up; its events go to the retry queue until its lane drains",
-				slog.String("subscription_id", t.id), slog.Duration("waited", wait))
-		}
-		return full, false, 0
+	// While the consumer waits here, the record's other subscriptions may
+	// run out of work: then this receiver holds them back, and the wait is
+	// cut short once they have had nothing queued for starveBound, instead
+	// of lasting the whole LaneWait (see peersStarving).
+	var starve <-chan time.Time
+	if !j.catchUp && j.shared && d.detachEnabled(j) {
+		tick := time.NewTicker(starveStep)
+		defer tick.Stop()
+		starve = tick.C
 	}
+	var starved time.Time // since when the peers have had nothing queued
+	for {
+		select {
+		case l.q <- j:
+			t.queued.Add(1)
+			if !j.catchUp && j.shared && d.detachEnabled(j) {
+				waited = max(time.Since(start), 1)
+			}
+			return queued, false, waited
+		case <-ls.quit:
+			return 0, true, 0
+		case <-ctx.Done():
+			return cancelled, false, 0
+		case now := <-starve:
+			switch {
+			case !j.peersStarving():
+				starved = time.Time{}
+			case starved.IsZero():
+				starved = now
+			case now.Sub(starved) >= starveBound:
+				return t.waitedOut(ctx, d, j, time.Since(start)), false, 0
+			}
+		case <-timer.C:
+			return t.waitedOut(ctx, d, j, wait), false, 0
+		}
+	}
+}
+
+// starveStep is how often a consumer waiting for room looks at the other
+// subscriptions of the record, and starveBound how long they must have had
+// nothing queued for the wait to be cut short: a tenth of a second of idle
+// receivers, against LaneWait's half second of a blocked consumer.
+const (
+	starveStep  = 25 * time.Millisecond
+	starveBound = 100 * time.Millisecond
+)
+
+// waitedOut ends a wait for room that ran out (after waited): a catch-up
+// reader waits again; the shared consumer sheds the target, so that later
+// events do not wait again, and a subscription that can detach does so (and
+// is rejoined with shed cleared); the others are parked.
+func (t *target) waitedOut(ctx context.Context, d *Dispatcher, j *job, waited time.Duration) enqueueResult {
+	if j.catchUp {
+		return full
+	}
+	if !t.shed.Swap(true) && !d.detachEnabled(j) {
+		d.metrics.shed.Inc()
+		d.warn.warn(ctx, "a subscription's receiver is not keeping up; its events go to the retry queue until its lane drains",
+			slog.String("subscription_id", t.id), slog.Duration("waited", waited))
+	}
+	return full
 }
 
 // endStreak notes that an event found room in the lane at once.
@@ -984,6 +1030,27 @@ func (j *job) laggard() bool {
 		case roomToSpare:
 			idle++
 		case saturated:
+			busy++
+		}
+	}
+	return idle > busy
+}
+
+// peersStarving reports whether most of the record's other subscriptions
+// (up to peerSample, those handed on after j first; detached or shed ones
+// left out) have nothing queued: the consumer, waiting on j's lane, holds
+// them back. It takes no lock (the caller holds j's lanes), only the
+// peers' counters.
+func (j *job) peersStarving() bool {
+	idle, busy := 0, 0
+	for k := 1; k < len(j.peers) && idle+busy < peerSample; k++ {
+		p := j.peers[(j.self+k)%len(j.peers)]
+		if p == j.peers[j.self] || p.shed.Load() || p.detached.Load() {
+			continue
+		}
+		if p.queued.Load() == 0 {
+			idle++
+		} else {
 			busy++
 		}
 	}
@@ -1105,6 +1172,7 @@ func (d *Dispatcher) serve(l *lane) {
 	} else {
 		select {
 		case j = <-l.q:
+			l.t.queued.Add(-1)
 		default: // cannot happen: only the sender serving a lane takes from it
 		}
 	}

@@ -99,6 +99,8 @@ func TestLaneWaitDetachesOnlyTheLaggard(t *testing.T) {
 		// latency of each subscription's receiver, by subscription id
 		latency      map[string]time.Duration
 		wantDetached []string
+		// laneWait overrides the LaneWait above.
+		laneWait time.Duration
 	}{
 		{
 			name:    "four equally fast on one backlog",
@@ -121,6 +123,16 @@ func TestLaneWaitDetachesOnlyTheLaggard(t *testing.T) {
 			latency:      map[string]time.Duration{"sub_a": fast, "sub_b": fast, "sub_c": fast, "sub_stuck": time.Hour},
 			wantDetached: []string{"sub_stuck"},
 		},
+		{
+			// LaneWait far away: the wait is cut short because the other
+			// three have had nothing queued for a tenth of a second, and
+			// they get every event within the test's deadline (before,
+			// the consumer waited the whole LaneWait).
+			name:         "one stuck among three fast that run dry",
+			latency:      map[string]time.Duration{"sub_a": fast, "sub_b": fast, "sub_c": fast, "sub_stuck": time.Hour},
+			wantDetached: []string{"sub_stuck"},
+			laneWait:     time.Minute,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -140,7 +152,11 @@ func TestLaneWaitDetachesOnlyTheLaggard(t *testing.T) {
 			// One lane of 8 per subscription (max_in_flight 1): a fast
 			// receiver empties it in 160 ms, within one slow request
 			// (200 ms), which in turn is well within LaneWait.
-			cfg := Config{LaneQueue: 8, LaneWait: laneWait, DrainTimeout: 200 * time.Millisecond,
+			wait := laneWait
+			if tt.laneWait > 0 {
+				wait = tt.laneWait
+			}
+			cfg := Config{LaneQueue: 8, LaneWait: wait, DrainTimeout: 200 * time.Millisecond,
 				Detach: DetachConfig{CheckpointEvents: 50, CheckpointInterval: time.Hour, RejoinLag: 8, FetchWait: 5 * time.Millisecond}}
 			log := newFakeLog(records)
 			d, err := New(Params{Config: cfg, Store: newFakeStore(), Sender: snd, Log: log, Cursors: newFakeCursors(),
@@ -156,11 +172,15 @@ func TestLaneWaitDetachesOnlyTheLaggard(t *testing.T) {
 			})
 
 			var done atomic.Int64
+			start := time.Now()
 			for _, m := range msgs(records, &done) {
 				d.Handle(t.Context(), m)
 			}
 			for _, url := range healthy {
 				eventually(t, url+" has every event", func() bool { return snd.delivered(url) == records })
+			}
+			if took := time.Since(start); tt.laneWait > 0 && took > tt.laneWait/2 {
+				t.Errorf("the healthy subscriptions took %v, held back for most of LaneWait (%v)", took, tt.laneWait)
 			}
 			detachedTotal := func() int {
 				var c dto.Metric

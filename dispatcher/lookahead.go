@@ -53,6 +53,7 @@ func (d *Dispatcher) lookAhead(l *lane, j *job) {
 	for len(l.head) < d.cfg.ReadAhead && l.ahead.Load() < int32(d.cfg.ReadAhead) {
 		select {
 		case next := <-l.q:
+			l.t.queued.Add(-1)
 			l.head = append(l.head, next)
 			d.readAhead(l, next)
 		default:
