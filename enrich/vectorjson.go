@@ -14,6 +14,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/outflow-dev/outflow/internal/jsonenc"
 	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
 	"github.com/outflow-dev/outflow/tecton"
 )
@@ -48,15 +49,15 @@ func (r *Result) AppendJSON(dst []byte, workspace, service string) []byte {
 		slices.SortStableFunc(order, func(a, b int) int { return strings.Compare(features[a].Name, features[b].Name) })
 	}
 	dst = append(dst, `{"workspace_name":`...)
-	dst = appendString(dst, workspace)
+	dst = jsonenc.AppendString(dst, workspace, false)
 	dst = append(dst, `,"feature_service_name":`...)
-	dst = appendString(dst, service)
+	dst = jsonenc.AppendString(dst, service, false)
 	dst = append(dst, `,"features":{`...)
 	for n, i := range order {
 		if n > 0 {
 			dst = append(dst, ',')
 		}
-		dst = appendString(dst, features[i].Name)
+		dst = jsonenc.AppendString(dst, features[i].Name, false)
 		dst = append(dst, ':')
 		dst = appendValue(dst, features[i].Value)
 	}
@@ -66,7 +67,7 @@ func (r *Result) AppendJSON(dst []byte, workspace, service string) []byte {
 		if n > 0 {
 			dst = append(dst, ',')
 		}
-		dst = appendString(dst, f.Name)
+		dst = jsonenc.AppendString(dst, f.Name, false)
 		dst = append(dst, ":{"...)
 		if f.HasEffectiveTime {
 			dst = append(dst, `"effective_time":"`...)
@@ -74,7 +75,7 @@ func (r *Result) AppendJSON(dst []byte, workspace, service string) []byte {
 			dst = append(dst, `",`...)
 		}
 		dst = append(dst, `"status":`...)
-		dst = appendString(dst, f.Status)
+		dst = jsonenc.AppendString(dst, f.Status, false)
 		dst = append(dst, '}')
 	}
 	dst = append(dst, '}')
@@ -140,7 +141,7 @@ func appendValueChecked(dst []byte, raw []byte) []byte {
 	dec.UseNumber()
 	var v any
 	if err := dec.Decode(&v); err != nil || dec.InputOffset() != int64(len(raw)) {
-		return appendString(dst, strings.ToValidUTF8(string(raw), "\uFFFD"))
+		return jsonenc.AppendString(dst, strings.ToValidUTF8(string(raw), "\uFFFD"), false)
 	}
 	return appendAny(dst, v)
 }
@@ -253,10 +254,10 @@ func appendAny(dst []byte, v any) []byte {
 	case bool:
 		return strconv.AppendBool(dst, v)
 	case string:
-		return appendString(dst, v)
+		return jsonenc.AppendString(dst, v, false)
 	case json.Number:
 		if _, err := strconv.ParseFloat(v.String(), 64); err != nil {
-			return appendString(dst, v.String())
+			return jsonenc.AppendString(dst, v.String(), false)
 		}
 		return append(dst, v...)
 	case []any:
@@ -279,7 +280,7 @@ func appendAny(dst []byte, v any) []byte {
 			if i > 0 {
 				dst = append(dst, ',')
 			}
-			dst = appendString(dst, k)
+			dst = jsonenc.AppendString(dst, k, false)
 			dst = append(dst, ':')
 			dst = appendAny(dst, v[k])
 		}
@@ -288,51 +289,6 @@ func appendAny(dst []byte, v any) []byte {
 		// encoding/json decodes into nothing else.
 		return append(dst, "null"...)
 	}
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendString writes s as a JSON string: quotes, backslashes and control characters escaped,
-// invalid UTF-8 replaced by U+FFFD (as encoding/json does); everything else as is.
-func appendString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			dst = append(dst, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				dst = append(dst, '\\', c)
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
-			i++
-			start = i
-			continue
-		}
-		i += size
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
 }
 
 // AppendVectorJSON appends the feature_vector object of fv (as Result.Proto builds it) to dst:
@@ -345,9 +301,9 @@ func AppendVectorJSON(dst []byte, fv *outflowv1.FeatureVector) ([]byte, error) {
 		return dst, nil
 	}
 	dst = append(dst, `{"workspace_name":`...)
-	dst = appendString(dst, fv.GetWorkspaceName())
+	dst = jsonenc.AppendString(dst, fv.GetWorkspaceName(), false)
 	dst = append(dst, `,"feature_service_name":`...)
-	dst = appendString(dst, fv.GetFeatureServiceName())
+	dst = jsonenc.AppendString(dst, fv.GetFeatureServiceName(), false)
 	dst = append(dst, `,"features":`...)
 	var err error
 	if dst, err = appendStruct(dst, fv.GetFeatures()); err != nil {
@@ -359,7 +315,7 @@ func AppendVectorJSON(dst []byte, fv *outflowv1.FeatureVector) ([]byte, error) {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = appendString(dst, name)
+		dst = jsonenc.AppendString(dst, name, false)
 		dst = append(dst, ":{"...)
 		if et := md[name].GetEffectiveTime(); et != nil {
 			dst = append(dst, `"effective_time":"`...)
@@ -367,7 +323,7 @@ func AppendVectorJSON(dst []byte, fv *outflowv1.FeatureVector) ([]byte, error) {
 			dst = append(dst, `",`...)
 		}
 		dst = append(dst, `"status":`...)
-		dst = appendString(dst, md[name].GetStatus())
+		dst = jsonenc.AppendString(dst, md[name].GetStatus(), false)
 		dst = append(dst, '}')
 	}
 	dst = append(dst, '}')
@@ -389,7 +345,7 @@ func appendStruct(dst []byte, s *structpb.Struct) ([]byte, error) {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = appendString(dst, k)
+		dst = jsonenc.AppendString(dst, k, false)
 		dst = append(dst, ':')
 		if dst, err = appendStructValue(dst, fields[k]); err != nil {
 			return nil, err
@@ -408,7 +364,7 @@ func appendStructValue(dst []byte, v *structpb.Value) ([]byte, error) {
 		}
 		return strconv.AppendFloat(dst, f, 'g', -1, 64), nil
 	case *structpb.Value_StringValue:
-		return appendString(dst, k.StringValue), nil
+		return jsonenc.AppendString(dst, k.StringValue, false), nil
 	case *structpb.Value_BoolValue:
 		return strconv.AppendBool(dst, k.BoolValue), nil
 	case *structpb.Value_StructValue:
