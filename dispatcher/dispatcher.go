@@ -900,25 +900,26 @@ func (t *target) send(ctx context.Context, d *Dispatcher, ls *laneSet, l *lane, 
 		return full, false, 0
 	}
 	start := time.Now()
-	timer := time.NewTimer(wait)
-	defer timer.Stop()
-	defer func() { d.metrics.laneWait.Add(time.Since(start).Seconds()) }()
 	// While the consumer waits here, the record's other subscriptions may
 	// run out of work: then this receiver holds them back, and the wait is
 	// cut short once they have had nothing queued for starveBound, instead
-	// of lasting the whole LaneWait (see peersStarving).
-	var starve <-chan time.Time
-	if !j.catchUp && j.shared && d.detachEnabled(j) {
-		tick := time.NewTicker(starveStep)
-		defer tick.Stop()
-		starve = tick.C
+	// of lasting the whole LaneWait (see peersStarving). One timer serves
+	// both: it fires every starveStep for the look, and at the deadline.
+	watch := !j.catchUp && j.shared && d.detachEnabled(j)
+	deadline := start.Add(wait)
+	step := wait
+	if watch {
+		step = min(wait, starveStep)
 	}
+	timer := time.NewTimer(step)
+	defer timer.Stop()
+	defer func() { d.metrics.laneWait.Add(time.Since(start).Seconds()) }()
 	var starved time.Time // since when the peers have had nothing queued
 	for {
 		select {
 		case l.q <- j:
 			t.queued.Add(1)
-			if !j.catchUp && j.shared && d.detachEnabled(j) {
+			if watch {
 				waited = max(time.Since(start), 1)
 			}
 			return queued, false, waited
@@ -926,7 +927,10 @@ func (t *target) send(ctx context.Context, d *Dispatcher, ls *laneSet, l *lane, 
 			return 0, true, 0
 		case <-ctx.Done():
 			return cancelled, false, 0
-		case now := <-starve:
+		case now := <-timer.C:
+			if !watch || !now.Before(deadline) {
+				return t.waitedOut(ctx, d, j, wait), false, 0
+			}
 			switch {
 			case !j.peersStarving():
 				starved = time.Time{}
@@ -935,8 +939,7 @@ func (t *target) send(ctx context.Context, d *Dispatcher, ls *laneSet, l *lane, 
 			case now.Sub(starved) >= starveBound:
 				return t.waitedOut(ctx, d, j, time.Since(start)), false, 0
 			}
-		case <-timer.C:
-			return t.waitedOut(ctx, d, j, wait), false, 0
+			timer.Reset(min(starveStep, deadline.Sub(now)))
 		}
 	}
 }
