@@ -353,15 +353,7 @@ func parseBatchFast(body []byte) (vectors []*Vector, ok bool) {
 			return s.array(func() bool {
 				rows++
 				n := 0
-				seenFeatures := false
-				ok := s.object(func(k []byte) bool {
-					if string(k) != "features" {
-						return s.skip(k, "features")
-					}
-					if seenFeatures {
-						return false
-					}
-					seenFeatures = true
+				ok := s.featuresOf(func() bool {
 					return s.array(func() bool {
 						sp, ok := s.value(0)
 						values = append(values, sp)
@@ -370,27 +362,19 @@ func parseBatchFast(body []byte) (vectors []*Vector, ok bool) {
 					})
 				})
 				rowLens = append(rowLens, n)
-				return ok && seenFeatures
+				return ok
 			})
 		case "metadata":
 			if seenMeta || !seenRes {
 				return false
 			}
 			seenMeta = true
-			seenFeatures := false
-			return s.object(func(k []byte) bool {
-				if string(k) != "features" {
-					return s.skip(k, "features")
-				}
-				if seenFeatures {
-					return false
-				}
-				seenFeatures = true
+			return s.featuresOf(func() bool {
 				return s.array(func() bool {
 					metas = append(metas, fastMeta{})
 					return s.meta(&metas[len(metas)-1], rows)
 				})
-			}) && seenFeatures
+			})
 		default:
 			return s.skip(k, "result", "metadata")
 		}
@@ -621,4 +605,20 @@ func internStatus(b []byte) string {
 		return StatusUnknown
 	}
 	return string(b)
+}
+
+// featuresOf reads an object whose one key of interest is "features" (any other goes to skip),
+// handing the key's value to read; the object fails without it, or with it twice.
+func (s *scanner) featuresOf(read func() bool) bool {
+	seen := false
+	return s.object(func(k []byte) bool {
+		if string(k) != "features" {
+			return s.skip(k, "features")
+		}
+		if seen {
+			return false
+		}
+		seen = true
+		return read()
+	}) && seen
 }
