@@ -74,7 +74,7 @@ type bench struct {
 	// run, interleaved; slow holds their medians once run.
 	pairs int
 	slow  map[string]*result
-	// pprofDir, when set, receives CPU profiles of the gateway and the feature server of
+	// pprofDir, when set, receives CPU and allocation profiles of the gateway and the feature server of
 	// the backlog scenarios, pprofSeconds long, taken from the gateway's start on, and of
 	// the gateway in steady-latency, taken from its first delivery on.
 	pprofDir     string
@@ -91,8 +91,8 @@ func run(ctx context.Context) error {
 	scale := flag.Float64("scale", 1, "multiplies every scenario's record count")
 	steadyRate := flag.Float64("steady-rate", 0, "records/s offered in steady-latency (0: half of backlog-plain's deliveries/s in the same run, or 2000 when it did not run)")
 	pairs := flag.Int("slow-pairs", 3, "how many times slow-receiver-baseline and slow-receiver run, interleaved (baseline, bad, baseline, bad, …); each reports its median, so the ratio of the two is robust to other load on the machine")
-	pprofDir := flag.String("pprof", "", "directory for CPU profiles of the gateway and the feature server in the backlog scenarios, and of the gateway in steady-latency (empty: none); raise -scale so that a backlog run outlasts -pprof-seconds")
-	pprofSeconds := flag.Int("pprof-seconds", 5, "length of each -pprof CPU profile, in seconds")
+	pprofDir := flag.String("pprof", "", "directory for CPU and allocation profiles of the gateway and the feature server in the backlog scenarios, and of the gateway in steady-latency (empty: none); raise -scale so that a backlog run outlasts -pprof-seconds")
+	pprofSeconds := flag.Int("pprof-seconds", 5, "length of each -pprof profile, in seconds")
 	gatewayArgs := flag.String("gateway-args", "", "extra flags for every gateway the bench starts, space-separated (e.g. \"--read-ahead=-1\"), to compare a setting against the defaults; the published run uses none")
 	flag.Parse()
 

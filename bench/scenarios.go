@@ -246,6 +246,12 @@ func (b *bench) profile(ctx context.Context, scenario string, addrs map[string]s
 				log.Printf("profiling %s: %v", name, err)
 			}
 		})
+		wg.Go(func() {
+			path := filepath.Join(b.pprofDir, scenario+"."+name+".allocs.pprof")
+			if err := fetchProfile(ctx, fmt.Sprintf("http://%s/debug/pprof/allocs?seconds=%d", addr, b.pprofSeconds), path); err != nil {
+				log.Printf("profiling %s's allocations: %v", name, err)
+			}
+		})
 	}
 	return wg.Wait
 }
