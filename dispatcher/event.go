@@ -88,8 +88,8 @@ func (e *envelope) body(vector []byte) []byte {
 // (a hint: more only costs a reallocation). On the webhook path the vector
 // is written once, not into a buffer of its own and then copied.
 func (e *envelope) bodyWith(vectorLen int, appendVector func([]byte) []byte) []byte {
-	n := 160 + len(e.ID) + len(e.SubscriptionID) + len(e.Record) + vectorLen +
-		len(e.Source.Topic) + len(e.Source.Stream) + len(e.Source.Shard) + len(e.Source.Sequence)
+	n := envelopeFixedLen + len(e.ID) + len(e.SubscriptionID) + len(e.CreatedAt) + len(e.Record) + vectorLen +
+		len(e.Source.Kind) + len(e.Source.Topic) + len(e.Source.Stream) + len(e.Source.Shard) + len(e.Source.Sequence)
 	b := make([]byte, 0, n)
 	b = append(b, `{"id":`...)
 	b = appendQuoted(b, e.ID)
@@ -111,6 +111,16 @@ func (e *envelope) bodyWith(vectorLen int, appendVector func([]byte) []byte) []b
 	b = appendSource(b, e.Source)
 	return append(b, '}')
 }
+
+// envelopeFixedLen is the most bodyWith writes besides the envelope's
+// strings, the record and the vector: every member name and quote, and the
+// longest partition and offset numbers. Sized right, the body is one
+// allocation; issue 10's records outgrew an estimate that left out
+// created_at, and every body was allocated twice.
+const envelopeFixedLen = len(`{"id":""`) + len(`,"type":"`+EventType+`","subscription_id":""`) +
+	len(`,"created_at":""`) + len(`,"record":null`) + len(`,"feature_vector":`) + len(`,"source":`) +
+	len(`{"kind":""`) + len(`,"topic":""`) + len(`,"partition":-2147483648`) + len(`,"offset":-9223372036854775808`) +
+	len(`,"stream":""`) + len(`,"shard":""`) + len(`,"sequence":""`) + len(`}}`)
 
 // appendSource writes a source position (SPEC §5): offsets as JSON numbers,
 // empty fields left out.

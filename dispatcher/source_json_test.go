@@ -67,3 +67,38 @@ func TestEnvelopeReadBack(t *testing.T) {
 		})
 	}
 }
+
+// TestEnvelopeBodyAllocatesOnce checks that body sizes its buffer right:
+// one allocation for the event, whatever the source kind and with the
+// longest numbers. Not parallel: testing.AllocsPerRun refuses to run in a
+// parallel test.
+func TestEnvelopeBodyAllocatesOnce(t *testing.T) {
+	record := []byte(`{"version":"1","producer":"tecton","job_type":"stream","feature_view_name":"user_items_added_to_cart",` +
+		`"feature_timestamp":"2026-12-04T16:39:27.123456789Z","entity_keys":{"user_id":"u12345"},` +
+		`"feature_values":{"cart_count":"5","cart_value":"143.25"},"sent_ns":"1796402367123456789"}`)
+	vector := []byte(`{"workspace":"prod","feature_service":"promo_fs","consistent":true,"attempts":1,"features":{"a.x":1.5}}`)
+	now := time.Date(2026, 12, 4, 16, 39, 27, 123456789, time.UTC)
+	tests := []struct {
+		name   string
+		pos    source.Position
+		vector []byte
+	}{
+		{"kafka", source.Position{Kind: "kafka", Topic: "bench-steady-0123456789", Partition: 5, Offset: 292993}, nil},
+		{"kafka, longest numbers", source.Position{Kind: "kafka", Topic: "t", Partition: -2147483648, Offset: -9223372036854775808}, nil},
+		{"kafka, with a vector", source.Position{Kind: "kafka", Topic: "fv", Partition: 2147483647, Offset: 9223372036854775807}, vector},
+		{"kinesis", source.Position{Kind: "kinesis", Stream: "fv-output", Shard: "shardId-000000000001",
+			Sequence: "49680825713011036106314782874244872083627753250616246290"}, vector},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := newEnvelope("sub_0123456789abcdef", tt.pos, record, now)
+			var body []byte
+			if got := testing.AllocsPerRun(50, func() { body = env.body(tt.vector) }); got != 1 {
+				t.Errorf("body allocated %v times, want 1 (len %d, cap %d)", got, len(body), cap(body))
+			}
+			if !json.Valid(body) {
+				t.Errorf("body is not JSON: %s", body)
+			}
+		})
+	}
+}
