@@ -58,6 +58,7 @@ type serveFlags struct {
 	otel bool
 	// pprofAddr, when set, serves Go's runtime profiles on a loopback address (startPprof).
 	pprofAddr string
+	gc        gcFlags
 }
 
 func runServe(ctx context.Context, env *environment, args []string) error {
@@ -115,6 +116,7 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	fs.DurationVar(&f.replayPoll, "replay-poll", time.Second, "how often an idle replica looks for a replay to run")
 	fs.BoolVar(&f.otel, "otel", false, "export OpenTelemetry traces by OTLP/HTTP, configured by the standard OTEL_* variables (default endpoint http://localhost:4318); on by itself when OTEL_EXPORTER_OTLP_ENDPOINT is set")
 	fs.StringVar(&f.pprofAddr, "pprof-addr", "", pprofUsage)
+	f.gc.register(fs)
 
 	if err := parseFlags(env, fs, args); err != nil {
 		return err
@@ -132,10 +134,15 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	if f.api.AllowCIDRs, err = parseCIDRs(f.cidrs); err != nil {
 		return err
 	}
+	gc, err := f.gc.policy(fs, env.getenv)
+	if err != nil {
+		return err
+	}
 	logger, err := f.logs.logger(env.stderr)
 	if err != nil {
 		return err
 	}
+	gc.apply(logger, env.getenv)
 	f.otel = tracingWanted(f.otel, env.getenv)
 	return serve(ctx, &f, logger)
 }
