@@ -153,6 +153,10 @@ func (d *Dispatcher) lastSeen(p source.Partition) (int64, bool) {
 	return v.(*atomic.Int64).Load(), true
 }
 
+// detachedMessage is logged (with the subscription_id and the reason) when
+// a subscription is detached.
+const detachedMessage = "a subscription's receiver is not keeping up; it is detached and reads the source on its own until it catches up"
+
 // skipDetached takes j off the shared path when its subscription is
 // detached and j's offset is its reader's, detaching the subscription first
 // when why says why it should be (its lane stayed full, its waits held the
@@ -177,8 +181,7 @@ func (d *Dispatcher) skipDetached(ctx context.Context, t *target, j *job, why st
 		det = d.startReader(t, j.sub.ID, map[source.Partition]*partCursor{})
 		t.wantDetach.Store(false)
 		d.metrics.detached.Inc()
-		d.warn.warn(ctx, "a subscription's receiver is not keeping up; it is detached and reads the source on its own until it catches up",
-			slog.String("subscription_id", t.id), slog.String("reason", why))
+		d.warn.warn(ctx, detachedMessage, slog.String("subscription_id", t.id), slog.String("reason", why))
 	}
 	if pc := det.parts[p]; pc != nil {
 		mine := pos.Offset >= pc.start && (pc.rejoinAt < 0 || pos.Offset < pc.rejoinAt)

@@ -678,7 +678,7 @@ type target struct {
 	// queued counts the jobs in its lanes' queues (not those taken by a
 	// sender), and detached mirrors det != nil: both are read without
 	// locks by a consumer waiting on another subscription's lane (see
-	// peersStarving).
+	// mostPeers).
 	queued   atomic.Int32
 	detached atomic.Bool
 	// holdWaits counts the waits of its detached reader on an open circuit
@@ -1015,21 +1015,30 @@ const peerSample = 8
 
 // laggard reports whether the shared consumer, having just waited for room
 // in j's lane, waited on the one that holds the others back: most of the
-// record's other subscriptions (up to peerSample of them, those handed on
-// after j first) have room to spare, none of their lanes even half full.
-// Saturated peers (a lane at least half full: equally fast receivers free a
-// slot or so each while the consumer waits on one of them) make the wait
-// backpressure. Peers whose events do not take the shared lanes (detached,
-// or shed) say nothing about j and are left out; with none left, the wait
-// is backpressure too (j holds no one back).
-func (j *job) laggard() bool {
+// record's other subscriptions have room to spare, none of their lanes even
+// half full. Saturated peers (a lane at least half full: equally fast
+// receivers free a slot or so each while the consumer waits on one of
+// them) make the wait backpressure; with no peer on the shared lanes, the
+// wait is backpressure too (j holds no one back).
+func (j *job) laggard() bool { return j.mostPeers((*target).saturation) }
+
+// peersStarving reports whether most of the record's other subscriptions
+// have nothing queued: the consumer, waiting on j's lane, holds them back.
+// It takes no lock (the caller holds j's lanes), only the peers' counters.
+func (j *job) peersStarving() bool { return j.mostPeers((*target).idleness) }
+
+// mostPeers reports whether, of the record's other subscriptions that take
+// the shared lanes (up to peerSample of them, those handed on after j
+// first; detached or shed ones say nothing about j and are left out), more
+// have room to spare than are saturated, as state reads them.
+func (j *job) mostPeers(state func(*target) peerState) bool {
 	idle, busy := 0, 0
 	for k := 1; k < len(j.peers) && idle+busy < peerSample; k++ {
 		p := j.peers[(j.self+k)%len(j.peers)]
 		if p == j.peers[j.self] {
 			continue
 		}
-		switch p.saturation() {
+		switch state(p) {
 		case roomToSpare:
 			idle++
 		case saturated:
@@ -1039,47 +1048,20 @@ func (j *job) laggard() bool {
 	return idle > busy
 }
 
-// peersStarving reports whether most of the record's other subscriptions
-// (up to peerSample, those handed on after j first; detached or shed ones
-// left out) have nothing queued: the consumer, waiting on j's lane, holds
-// them back. It takes no lock (the caller holds j's lanes), only the
-// peers' counters.
-func (j *job) peersStarving() bool {
-	idle, busy := 0, 0
-	for k := 1; k < len(j.peers) && idle+busy < peerSample; k++ {
-		p := j.peers[(j.self+k)%len(j.peers)]
-		if p == j.peers[j.self] || p.shed.Load() || p.detached.Load() {
-			continue
-		}
-		if p.queued.Load() == 0 {
-			idle++
-		} else {
-			busy++
-		}
-	}
-	return idle > busy
-}
-
-// peerState is what a subscription's lanes say of it to laggard.
+// peerState is what a subscription's lanes say of it to mostPeers.
 type peerState int
 
 const (
 	offLanes    peerState = iota // detached or shed: its events do not wait on the shared lanes
-	roomToSpare                  // every lane less than half full
-	saturated                    // a lane at least half full
+	roomToSpare                  // laggard: every lane less than half full; peersStarving: nothing queued
+	saturated                    // laggard: a lane at least half full; peersStarving: something queued
 )
 
-// saturation reads how full t's lanes are. It takes t's own locks, so the
+// saturation reads how full t's lanes are. It takes t's lanesMu, so the
 // caller must hold none of another target's (enqueue calls laggard after
 // releasing its lanesMu).
 func (t *target) saturation() peerState {
-	if t.shed.Load() {
-		return offLanes
-	}
-	t.dmu.Lock()
-	detached := t.det != nil
-	t.dmu.Unlock()
-	if detached {
+	if t.shed.Load() || t.detached.Load() {
 		return offLanes
 	}
 	t.lanesMu.RLock()
@@ -1093,6 +1075,18 @@ func (t *target) saturation() peerState {
 		}
 	}
 	return roomToSpare
+}
+
+// idleness reads whether t has anything queued, without a lock.
+func (t *target) idleness() peerState {
+	switch {
+	case t.shed.Load() || t.detached.Load():
+		return offLanes
+	case t.queued.Load() == 0:
+		return roomToSpare
+	default:
+		return saturated
+	}
 }
 
 // replaceLanes replaces the lane generation old (nil: none yet) with n new

@@ -44,7 +44,7 @@ type detachLog struct {
 func (h *detachLog) Enabled(context.Context, slog.Level) bool { return true }
 
 func (h *detachLog) Handle(_ context.Context, r slog.Record) error {
-	if r.Message != "a subscription's receiver is not keeping up; it is detached and reads the source on its own until it catches up" {
+	if r.Message != detachedMessage {
 		return nil
 	}
 	h.mu.Lock()
