@@ -17,7 +17,7 @@
 //   - The default retry schedule ([Backoff]) and a Retry-After parser
 //     ([ParseRetryAfter]).
 //
-// # Why a plain http.Client and not go-retryablehttp
+// # Why net/http's transport and not go-retryablehttp
 //
 // go-retryablehttp is the project's chosen retrying HTTP client, and it was
 // considered for the single attempt made here. It is not used, for reasons

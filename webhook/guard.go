@@ -201,8 +201,14 @@ func (g *Guard) allowed(ip netip.Addr) bool {
 // enforcement is [Guard.DialContext], at connect time. Errors wrap
 // [ErrInvalidURL] or are a [*BlockedError], and never repeat the URL.
 func (g *Guard) CheckURL(rawURL string) error {
+	_, err := g.checkedURL(rawURL)
+	return err
+}
+
+// checkedURL is CheckURL, returning the URL it parsed when it passes.
+func (g *Guard) checkedURL(rawURL string) (*url.URL, error) {
 	if len(rawURL) > MaxURLLength {
-		return fmt.Errorf("%w: longer than %d bytes", ErrInvalidURL, MaxURLLength)
+		return nil, fmt.Errorf("%w: longer than %d bytes", ErrInvalidURL, MaxURLLength)
 	}
 	u, err := url.Parse(rawURL)
 	if err != nil {
@@ -211,26 +217,26 @@ func (g *Guard) CheckURL(rawURL string) error {
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return fmt.Errorf("%w: %w", ErrInvalidURL, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalidURL, err)
 	}
 	if !u.IsAbs() || u.Opaque != "" {
-		return fmt.Errorf("%w: not an absolute URL", ErrInvalidURL)
+		return nil, fmt.Errorf("%w: not an absolute URL", ErrInvalidURL)
 	}
 	switch u.Scheme { // url.Parse lower-cases the scheme
 	case "https":
 	case "http":
 		if !g.allowInsecure {
-			return fmt.Errorf("%w: scheme must be https", ErrInvalidURL)
+			return nil, fmt.Errorf("%w: scheme must be https", ErrInvalidURL)
 		}
 	default:
-		return fmt.Errorf("%w: scheme %q is not supported, use https", ErrInvalidURL, u.Scheme)
+		return nil, fmt.Errorf("%w: scheme %q is not supported, use https", ErrInvalidURL, u.Scheme)
 	}
 	if u.User != nil {
-		return fmt.Errorf("%w: user information is not allowed, send credentials in a header", ErrInvalidURL)
+		return nil, fmt.Errorf("%w: user information is not allowed, send credentials in a header", ErrInvalidURL)
 	}
 	host := u.Hostname()
 	if host == "" {
-		return fmt.Errorf("%w: no host", ErrInvalidURL)
+		return nil, fmt.Errorf("%w: no host", ErrInvalidURL)
 	}
 	if !isASCII(host) {
 		// Judge the host the way the HTTP client will dial it: net/http maps
@@ -239,36 +245,36 @@ func (g *Guard) CheckURL(rawURL string) error {
 		// address by the time it is dialled.
 		ascii, err := idna.Lookup.ToASCII(host)
 		if err != nil {
-			return fmt.Errorf("%w: host is not a valid internationalised domain name", ErrInvalidURL)
+			return nil, fmt.Errorf("%w: host is not a valid internationalised domain name", ErrInvalidURL)
 		}
 		host = ascii
 	}
 	if len(host) > 253 {
-		return fmt.Errorf("%w: host longer than 253 bytes", ErrInvalidURL)
+		return nil, fmt.Errorf("%w: host longer than 253 bytes", ErrInvalidURL)
 	}
 	if p := u.Port(); p != "" {
 		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
-			return fmt.Errorf("%w: port out of range", ErrInvalidURL)
+			return nil, fmt.Errorf("%w: port out of range", ErrInvalidURL)
 		}
 	}
 	if ip, err := netip.ParseAddr(host); err == nil {
 		if err := g.CheckAddr(ip); err != nil {
-			return fmt.Errorf("webhook URL host: %w", err)
+			return nil, fmt.Errorf("webhook URL host: %w", err)
 		}
-		return nil
+		return u, nil
 	}
 	name := strings.ToLower(strings.TrimSuffix(host, "."))
 	if name == "localhost" || strings.HasSuffix(name, ".localhost") {
 		// RFC 6761: these names are loopback whatever DNS says.
 		if err := g.CheckAddr(netip.AddrFrom4([4]byte{127, 0, 0, 1})); err != nil {
-			return fmt.Errorf("webhook URL host %q: %w", name, err)
+			return nil, fmt.Errorf("webhook URL host %q: %w", name, err)
 		}
-		return nil
+		return u, nil
 	}
 	if endsInNumber(name) {
-		return fmt.Errorf("%w: host is a numeric address in a non-standard form", ErrInvalidURL)
+		return nil, fmt.Errorf("%w: host is a numeric address in a non-standard form", ErrInvalidURL)
 	}
-	return nil
+	return u, nil
 }
 
 func isASCII(s string) bool {

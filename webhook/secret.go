@@ -1,7 +1,6 @@
 package webhook
 
 import (
-	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -126,6 +125,11 @@ func (s Secret) LogValue() slog.Value { return slog.StringValue(redacted) }
 // given; a receiver holding either secret accepts the request. Zero secrets
 // are skipped; with no usable secret the result is "".
 func Sign(secrets []Secret, id string, ts time.Time, body []byte) string {
+	return sign(nil, secrets, id, ts, body)
+}
+
+// sign is Sign with its HMAC states from macs (nil: new ones).
+func sign(macs *macCache, secrets []Secret, id string, ts time.Time, body []byte) string {
 	// The signed content is "{id}.{ts}.{body}": the prefix and the body are
 	// written to the MAC one after the other, so the body (the bulk of it)
 	// is never copied.
@@ -142,7 +146,7 @@ func Sign(secrets []Secret, id string, ts time.Time, body []byte) string {
 		if s.IsZero() {
 			continue
 		}
-		mac := hmac.New(sha256.New, []byte(s.key))
+		mac, release := macs.mac(s.key)
 		mac.Write(prefix)
 		mac.Write(body)
 		if len(out) > 0 {
@@ -150,6 +154,7 @@ func Sign(secrets []Secret, id string, ts time.Time, body []byte) string {
 		}
 		out = append(out, "v1,"...)
 		out = base64.StdEncoding.AppendEncode(out, mac.Sum(sum[:0]))
+		release()
 	}
 	return string(out)
 }

@@ -360,10 +360,15 @@ func (c SenderConfig) validate() error {
 // therefore ignored), never follows redirects, and does not ask for
 // compressed answers, whose bodies are discarded anyway.
 type Sender struct {
-	cfg       SenderConfig
-	guard     *Guard
-	client    *http.Client
+	cfg   SenderConfig
+	guard *Guard
+	// rt makes the requests: the transport itself, not an http.Client,
+	// whose only work here would be copying each request's headers in case
+	// of a redirect it never follows (it is told not to).
+	rt        http.RoundTripper
 	transport *http.Transport
+	urls      urlCache // URLs the guard accepted, parsed
+	macs      macCache // keyed HMAC-SHA256 states, per secret
 }
 
 // NewSender builds a Sender from cfg after applying
@@ -400,13 +405,7 @@ func NewSender(cfg SenderConfig) (*Sender, error) {
 		MaxResponseHeaderBytes: maxResponseHeaderBytes,
 		DisableCompression:     true,
 	}
-	client := &http.Client{
-		Transport: transport,
-		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
-		},
-	}
-	return &Sender{cfg: cfg, guard: guard, client: client, transport: transport}, nil
+	return &Sender{cfg: cfg, guard: guard, rt: transport, transport: transport}, nil
 }
 
 // CloseIdleConnections closes the Sender's idle keep-alive connections. Call
@@ -426,6 +425,9 @@ func (s *Sender) Send(ctx context.Context, req Request) Result {
 	start := time.Now()
 	res := s.send(ctx, req)
 	res.Duration = time.Since(start)
+	if !s.cfg.Logger.Enabled(ctx, slog.LevelDebug) {
+		return res
+	}
 	attrs := []slog.Attr{
 		slog.String("event_id", req.EventID),
 		slog.String("host", hostOf(req.URL)),
@@ -443,11 +445,12 @@ func (s *Sender) Send(ctx context.Context, req Request) Result {
 }
 
 func (s *Sender) send(ctx context.Context, req Request) Result {
-	if err := s.guard.CheckURL(req.URL); err != nil {
+	target, err := s.urls.check(s.guard, req.URL)
+	if err != nil {
 		return failed(OutcomeBlocked, &DeliveryError{Retriable: true, Err: err})
 	}
 	ts := s.cfg.Now()
-	signature := Sign(req.Secrets, req.EventID, ts, req.Body)
+	signature := sign(&s.macs, req.Secrets, req.EventID, ts, req.Body)
 	if signature == "" {
 		return failed(OutcomeRetry, &DeliveryError{Retriable: true, Err: ErrNoSecret})
 	}
@@ -465,10 +468,16 @@ func (s *Sender) send(ctx context.Context, req Request) Result {
 	attemptCtx, cancel := context.WithTimeoutCause(ctx, timeout, ErrTimeout)
 	defer cancel()
 
-	httpReq, err := http.NewRequestWithContext(attemptCtx, http.MethodPost, req.URL, bytes.NewReader(req.Body))
+	// The URL was parsed once, when the guard accepted it; each request
+	// gets its own copy, so nothing the transport does to one can reach
+	// another. (An empty URL parses without error: NewRequestWithContext is
+	// kept for what else it sets, GetBody and ContentLength among them.)
+	httpReq, err := http.NewRequestWithContext(attemptCtx, http.MethodPost, "", bytes.NewReader(req.Body))
 	if err != nil {
 		return failed(OutcomeRetry, &DeliveryError{Retriable: true, Err: fmt.Errorf("build request: %w", stripURL(err))})
 	}
+	u := *target
+	httpReq.URL, httpReq.Host = &u, u.Host
 	if len(req.Headers) > MaxHeaders {
 		return failed(OutcomeRetry, &DeliveryError{Retriable: true,
 			Err: fmt.Errorf("%w: %d headers, at most %d", ErrInvalidHeader, len(req.Headers), MaxHeaders)})
@@ -506,7 +515,7 @@ func (s *Sender) send(ctx context.Context, req Request) Result {
 		}
 	}
 
-	resp, err := s.client.Do(httpReq)
+	resp, err := s.rt.RoundTrip(httpReq)
 	if err != nil {
 		return failed(classifyTransportError(ctx, attemptCtx, err))
 	}

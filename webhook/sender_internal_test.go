@@ -36,7 +36,7 @@ func TestSenderDialsThroughGuard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := s.client.Do(req)
+	resp, err := s.rt.RoundTrip(req)
 	if err == nil {
 		_ = resp.Body.Close()
 	}
@@ -78,7 +78,7 @@ func TestSendLate2xxIsATimeout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.client.Transport = lateAnswer{}
+	s.rt = lateAnswer{}
 	res := s.Send(t.Context(), Request{URL: "https://receiver.example/hook", EventID: "evt_0123456789",
 		Body: []byte(`{}`), Secrets: []Secret{secret}, Timeout: 20 * time.Millisecond})
 	if res.Outcome != OutcomeRetry || !errors.Is(res.Err, ErrTimeout) {
