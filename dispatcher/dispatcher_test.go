@@ -1,6 +1,7 @@
 package dispatcher
 
 import (
+	"math"
 	"context"
 	"encoding/json"
 	"math/rand/v2"
@@ -38,6 +39,35 @@ func TestEventIDIsStablePerSubscriptionAndPosition(t *testing.T) {
 		if got == id {
 			t.Errorf("%s gives the same id", name)
 		}
+	}
+}
+
+// TestEventIDIsUnchanged pins event ids to the values earlier versions
+// derived (sha256 of subscription id, NUL, position key; lower-case base32):
+// an id that changed across an upgrade would reach receivers as a new
+// event for a record they already have, and miss the retry queue's row.
+func TestEventIDIsUnchanged(t *testing.T) { // not parallel: AllocsPerRun
+	tests := []struct {
+		sub  string
+		pos  source.Position
+		want string
+	}{
+		{"sub_a", source.Position{Kind: "kafka", Topic: "fv-output", Partition: 3, Offset: 1234}, "evt_dxmx7puvy7dy4reorblbopyk5u"},
+		{"01J9Z3sub", source.Position{Kind: "kafka", Topic: "t", Offset: math.MaxInt64}, "evt_owgnuc3em4gle7i2jtz6aix7cx"},
+		{"sub_k", source.Position{Kind: "kinesis", Stream: "fv-stream", Shard: "shardId-000000000001",
+			Sequence: "49590338271490256608559692538361571095921575989136588898"}, "evt_ywfjvhc5emrq65fqnzsb64bzdv"},
+		// Longer than EventID's stack buffer.
+		{strings.Repeat("s", 300), source.Position{Kind: "kafka", Topic: strings.Repeat("t", 249), Partition: math.MaxInt32, Offset: 42},
+			"evt_6yxczorbntpe45ergbxtwflr3q"},
+	}
+	for _, tt := range tests {
+		if got := EventID(tt.sub, tt.pos); got != tt.want {
+			t.Errorf("EventID(%.20q, %v) = %s, want %s", tt.sub, tt.pos, got, tt.want)
+		}
+	}
+	p := tests[0].pos
+	if n := testing.AllocsPerRun(100, func() { _ = EventID("sub_a", p) }); n != 1 {
+		t.Errorf("EventID allocates %v times, want 1 (the id)", n)
 	}
 }
 

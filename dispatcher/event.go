@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -19,14 +18,18 @@ import (
 // EventType is the type of events made from stream records.
 const EventType = "feature_view.output"
 
-var eventIDEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
+var eventIDEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
 
 // EventID derives the id of the event for a subscription and a source
 // position: "evt_" and 26 characters of a SHA-256 over both. It is the same
 // on every retry, redelivery and replay, so receivers can de-duplicate on it.
 func EventID(subscriptionID string, pos source.Position) string {
-	sum := sha256.Sum256([]byte(subscriptionID + "\x00" + pos.Key()))
-	return "evt_" + strings.ToLower(eventIDEncoding.EncodeToString(sum[:]))[:26]
+	var key [256]byte // on the stack unless the ids are unusually long
+	k := append(key[:0], subscriptionID...)
+	k = append(k, 0)
+	sum := sha256.Sum256(pos.AppendKey(k))
+	var id [len("evt_") + 52]byte // 52: 32 bytes in base32, unpadded
+	return string(eventIDEncoding.AppendEncode(append(id[:0], "evt_"...), sum[:])[:len("evt_")+26])
 }
 
 // envelope is the event (SPEC §5) of one record for one subscription, kept

@@ -36,11 +36,24 @@ type Position struct {
 // Key returns a compact identifier of the position, unique within the
 // gateway's sources, for deriving event ids: "kafka/<topic>/<partition>/<offset>"
 // or "kinesis/<stream>/<shard>/<sequence>".
-func (p Position) Key() string {
+func (p Position) Key() string { return string(p.AppendKey(nil)) }
+
+// AppendKey appends Key's identifier to b.
+func (p Position) AppendKey(b []byte) []byte {
 	if p.Kind == "kinesis" {
-		return "kinesis/" + p.Stream + "/" + p.Shard + "/" + p.Sequence
+		b = append(b, "kinesis/"...)
+		b = append(b, p.Stream...)
+		b = append(b, '/')
+		b = append(b, p.Shard...)
+		b = append(b, '/')
+		return append(b, p.Sequence...)
 	}
-	return "kafka/" + p.Topic + "/" + strconv.FormatInt(int64(p.Partition), 10) + "/" + strconv.FormatInt(p.Offset, 10)
+	b = append(b, "kafka/"...)
+	b = append(b, p.Topic...)
+	b = append(b, '/')
+	b = strconv.AppendInt(b, int64(p.Partition), 10)
+	b = append(b, '/')
+	return strconv.AppendInt(b, p.Offset, 10)
 }
 
 // Proto returns the position as the event envelope's "source" field.
