@@ -65,7 +65,7 @@ func BenchmarkEnvelopeEncodeSign(b *testing.B) {
 		{"plain", func(env *envelope) ([]byte, error) { return env.body(nil), nil }},
 		// enriched is attempt's path: the vector written from the result.
 		{"enriched", func(env *envelope) ([]byte, error) {
-			return env.bodyWith(512, func(b []byte) []byte { return res.AppendJSON(b, "prod", "promo_fs") }), nil
+			return env.bodyWith(res.JSONLen("prod", "promo_fs"), func(b []byte) []byte { return res.AppendJSON(b, "prod", "promo_fs") }), nil
 		}},
 		// enriched-proto is the stream package's path, from a message.
 		{"enriched-proto", func(env *envelope) ([]byte, error) { return env.withVector(fv) }},

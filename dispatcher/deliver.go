@@ -75,7 +75,7 @@ func (d *Dispatcher) attempt(ctx context.Context, sub *match.Subscription, rec *
 			return enrichFailure(ctx, err)
 		}
 		d.misconfigStreak.Store(0)
-		body = env.bodyWith(512, func(b []byte) []byte {
+		body = env.bodyWith(res.JSONLen(e.GetWorkspaceName(), e.GetFeatureServiceName()), func(b []byte) []byte {
 			return res.AppendJSON(b, e.GetWorkspaceName(), e.GetFeatureServiceName())
 		})
 	} else {

@@ -31,6 +31,27 @@ import (
 // the JSON the feature store sent (int64 as strings, doubles as numbers, null, arrays), except
 // that a number beyond a double's range is written as its decimal string and a value that is
 // not JSON as its text, as Proto does, so that every decoder reads the result.
+// JSONLen is about how many bytes AppendJSON writes for r: exact for names and values that need
+// no escaping or rewriting, which is what a feature store sends, so that a caller can size the
+// buffer AppendJSON writes into once. A longer output only costs a reallocation.
+func (r *Result) JSONLen(workspace, service string) int {
+	const (
+		fixed      = len(`{"workspace_name":"","feature_service_name":"","features":{},"metadata":{},"consistent":false,"attempts":2147483647}`)
+		perFeature = len(`"":,"":{"effective_time":"2006-01-02T15:04:05.000000000Z","status":""},`)
+	)
+	if r == nil {
+		return 0
+	}
+	n := fixed + len(workspace) + len(service)
+	if r.Vector != nil {
+		for i := range r.Vector.Features {
+			f := &r.Vector.Features[i]
+			n += perFeature + 2*len(f.Name) + max(len(f.Value), len("null")) + len(f.Status)
+		}
+	}
+	return n
+}
+
 func (r *Result) AppendJSON(dst []byte, workspace, service string) []byte {
 	if r == nil {
 		return dst

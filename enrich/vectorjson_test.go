@@ -103,8 +103,18 @@ func TestAppendJSON(t *testing.T) {
 	}} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			if got := checkSameAsProto(t, tt.result, "prod", "promo_fs"); string(got) != tt.want {
+			got := checkSameAsProto(t, tt.result, "prod", "promo_fs")
+			if string(got) != tt.want {
 				t.Errorf("AppendJSON =\n%s\nwant\n%s", got, tt.want)
+			}
+			// JSONLen sizes the body AppendJSON writes into: never short
+			// (a reallocation), and not far over.
+			features := 0
+			if tt.result.Vector != nil {
+				features = len(tt.result.Vector.Features)
+			}
+			if n := tt.result.JSONLen("prod", "promo_fs"); n < len(got) || n > len(got)+32+64*features {
+				t.Errorf("JSONLen = %d for %d bytes written", n, len(got))
 			}
 		})
 	}
