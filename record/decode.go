@@ -1,6 +1,7 @@
 package record
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math"
@@ -112,7 +113,11 @@ type decoder struct {
 
 	errs     [numSlots]*PoisonError // the first problem of each member
 	extraErr *PoisonError           // the first problem of an unknown member
-	extras   map[string]struct{}    // unknown member names, for duplicates
+	// Unknown member names, for duplicates: in extraNames (raw, inside
+	// data, or a copy when escaped) while they are few, in extras once
+	// there are more than maxExtraScan.
+	extraNames [][]byte
+	extras     map[string]struct{}
 
 	// ctxSlot is the top-level member being read, for attributing problems
 	// found deep inside it; memberRaw is its raw name when it is unknown.
@@ -143,8 +148,45 @@ func (d *decoder) release() {
 	if cap(d.buf) > maxPooledBuf || cap(d.entity)+cap(d.features) > 1024 {
 		return
 	}
-	*d = decoder{buf: d.buf[:0], entity: d.entity[:0], features: d.features[:0]}
+	clear(d.extraNames) // no reference to the record's bytes stays in the pool
+	*d = decoder{buf: d.buf[:0], entity: d.entity[:0], features: d.features[:0], extraNames: d.extraNames[:0]}
 	decoders.Put(d)
+}
+
+// maxExtraScan is how many unknown member names seenExtra compares one by
+// one before it indexes them: a record has a few (a producer's own
+// fields), and a hostile one with thousands costs a map, not a quadratic
+// scan.
+const maxExtraScan = 16
+
+// seenExtra reports whether an unknown member of this name came before,
+// and remembers it. escaped says name is a temporary buffer, to be copied.
+func (d *decoder) seenExtra(name []byte, escaped bool) bool {
+	if d.extras != nil {
+		if _, dup := d.extras[string(name)]; dup {
+			return true
+		}
+		d.extras[string(name)] = struct{}{}
+		return false
+	}
+	for _, n := range d.extraNames {
+		if bytes.Equal(n, name) {
+			return true
+		}
+	}
+	if escaped {
+		name = bytes.Clone(name)
+	}
+	if len(d.extraNames) == maxExtraScan {
+		d.extras = make(map[string]struct{}, 2*maxExtraScan)
+		for _, n := range d.extraNames {
+			d.extras[string(n)] = struct{}{}
+		}
+		d.extras[string(name)] = struct{}{}
+		return false
+	}
+	d.extraNames = append(d.extraNames, name)
+	return false
 }
 
 func (d *decoder) decode() (*Record, *PoisonError) {
@@ -231,13 +273,8 @@ func (d *decoder) parseObject() *PoisonError {
 		slot := slotOf(name)
 		if slot == slotExtra {
 			d.ctxSlot, d.memberRaw = slotExtra, raw
-			if _, dup := d.extras[string(name)]; dup {
+			if d.seenExtra(name, esc) {
 				d.noteExtra(ReasonInvalidField, errDuplicate)
-			} else {
-				if d.extras == nil {
-					d.extras = make(map[string]struct{})
-				}
-				d.extras[string(name)] = struct{}{}
 			}
 			perr = d.skipValue(1)
 		} else {

@@ -420,6 +420,9 @@ func poisonCases() []poisonCase {
 		{name: "job_type a boolean", in: rec("job_type", `true`), reason: ReasonInvalidField, field: "job_type"},
 		{name: "feature_view_id an object", in: rec("feature_view_id", `{}`), reason: ReasonInvalidField, field: "feature_view_id"},
 		{name: "unknown member twice", in: withMembers(valid, `"extra":1,"extra":2`), reason: ReasonInvalidField, field: "extra"},
+		{name: "unknown member twice, once escaped", in: withMembers(valid, `"e\u0078tra":1,"extra":2`), reason: ReasonInvalidField, field: "extra"},
+		{name: "unknown member twice among many", in: withMembers(valid, manyMembers(40)+`,"m0":2`), reason: ReasonInvalidField, field: "m0"},
+		{name: "unknown member twice, the first past the scan", in: withMembers(valid, manyMembers(40)+`,"m39":2`), reason: ReasonInvalidField, field: "m39"},
 		{name: "unknown nested member twice", in: rec("extra", `{"a":{"b":1,"c":2,"b":3}}`), reason: ReasonInvalidField, field: "extra"},
 		{name: "number overflowing float64", in: rec("extra", `[1e400]`), reason: ReasonInvalidField, field: "extra"},
 		{name: "long integer overflowing float64", in: rec("extra", "1"+strings.Repeat("0", 400)), reason: ReasonInvalidField, field: "extra"},
@@ -899,4 +902,28 @@ func BenchmarkRecordEntity(b *testing.B) {
 			_ = r.Proto()
 		}
 	})
+}
+
+// manyMembers returns n unknown members, "m0":0 to "m<n-1>":<n-1>, for
+// records with more than the decoder compares one by one.
+func manyMembers(n int) string {
+	parts := make([]string, n)
+	for i := range parts {
+		parts[i] = fmt.Sprintf(`"m%d":%d`, i, i)
+	}
+	return strings.Join(parts, ",")
+}
+
+func TestManyUnknownMembers(t *testing.T) {
+	t.Parallel()
+	for _, n := range []int{1, maxExtraScan, maxExtraScan + 1, 200} {
+		in := withMembers(rec(), manyMembers(n)+`,"\u006d_escaped":true`)
+		r, err := Decode([]byte(in), DecodeOptions{})
+		if err != nil {
+			t.Fatalf("%d unknown members: %v", n, err)
+		}
+		if !bytes.Contains(r.Raw, []byte(fmt.Sprintf(`"m%d":%d`, n-1, n-1))) {
+			t.Fatalf("%d unknown members: Raw lost the last: %s", n, r.Raw)
+		}
+	}
 }
