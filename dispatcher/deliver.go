@@ -169,11 +169,11 @@ func activeSecrets(sub *match.Subscription, now time.Time) ([]webhook.Secret, er
 	return out, nil
 }
 
-// firstAttempt tries a job on the hot path; anything but a delivery leaves
-// the hot path for the retry queue (or the dead letters) before the job is
-// settled.
-func (d *Dispatcher) firstAttempt(t *target, j *job) {
-	res := d.attempt(withParent(d.lanesCtx, j.trace), j.sub, j.rec, j.event(), 1, j.pre)
+// firstAttempt tries a job on the hot path, under the sender's ctx (which
+// ends with lanesCtx); anything but a delivery leaves the hot path for the
+// retry queue (or the dead letters) before the job is settled.
+func (d *Dispatcher) firstAttempt(ctx context.Context, t *target, j *job) {
+	res := d.attempt(withParent(ctx, j.trace), j.sub, j.rec, j.event(), 1, j.pre)
 	now := d.now()
 	if j.probe && res.outcome != delivered && res.outcome != failed {
 		// A probe that says nothing of the receiver (the gateway stopping

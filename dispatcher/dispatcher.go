@@ -1150,16 +1150,23 @@ func (t *target) rateLimiter() *rate.Limiter {
 // dispatcher stops, jobs are parked instead of attempted.
 func (d *Dispatcher) runSender() {
 	defer d.senders.Done()
+	// Each sender's attempts derive their deadline contexts from a context
+	// of its own rather than from lanesCtx itself: a context registers its
+	// children under its lock, and one registration per attempt from every
+	// sender on the one shared parent was a lock they all contended for.
+	ctx, cancel := context.WithCancel(d.lanesCtx)
+	defer cancel()
 	for {
 		l, ok := d.ready.pop()
 		if !ok {
 			return
 		}
-		d.serve(l)
+		d.serve(ctx, l)
 	}
 }
 
-func (d *Dispatcher) serve(l *lane) {
+// serve sends the next job of l; ctx is the sender's (lanesCtx's child).
+func (d *Dispatcher) serve(ctx context.Context, l *lane) {
 	var j *job
 	if len(l.head) > 0 {
 		j = l.head[0]
@@ -1185,7 +1192,7 @@ func (d *Dispatcher) serve(l *lane) {
 			}
 			d.park(context.Background(), j, "gateway shutting down", d.now())
 		default:
-			d.firstAttempt(l.t, j)
+			d.firstAttempt(ctx, l.t, j)
 		}
 		l.set.unpick(j.entity, l.idx)
 		d.queued.Done()

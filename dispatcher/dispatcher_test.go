@@ -1,9 +1,9 @@
 package dispatcher
 
 import (
-	"math"
 	"context"
 	"encoding/json"
+	"math"
 	"math/rand/v2"
 	"strings"
 	"testing"
