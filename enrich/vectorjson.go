@@ -19,21 +19,9 @@ import (
 	"github.com/outflow-dev/outflow/tecton"
 )
 
-// AppendJSON appends the event envelope's feature_vector object (SPEC §5) for this result, read
-// from the given workspace and feature service, to dst and returns the extended slice; a nil
-// Result appends nothing. It is the hot-path twin of Proto: the same JSON a protojson encoding of
-// Proto's message decodes to, written straight from the feature store's bytes without building
-// the message (issue 10: protojson was a fifth of the CPU of a backlog).
-//
-// The object always holds workspace_name, feature_service_name, features, metadata and
-// attempts, as the SPEC's example shows them, even when empty or zero; consistent only when it
-// was checked (absent with NONE). features and metadata are in name order. A feature value is
-// the JSON the feature store sent (int64 as strings, doubles as numbers, null, arrays), except
-// that a number beyond a double's range is written as its decimal string and a value that is
-// not JSON as its text, as Proto does, so that every decoder reads the result.
-// JSONLen is about how many bytes AppendJSON writes for r: exact for names and values that need
-// no escaping or rewriting, which is what a feature store sends, so that a caller can size the
-// buffer AppendJSON writes into once. A longer output only costs a reallocation.
+// JSONLen is how many bytes AppendJSON writes for r at most, when its names and values need no
+// escaping or rewriting (what a feature store sends), so that a caller can size the buffer
+// AppendJSON writes into once. A longer output only costs a reallocation.
 func (r *Result) JSONLen(workspace, service string) int {
 	const (
 		fixed      = len(`{"workspace_name":"","feature_service_name":"","features":{},"metadata":{},"consistent":false,"attempts":2147483647}`)
@@ -52,6 +40,18 @@ func (r *Result) JSONLen(workspace, service string) int {
 	return n
 }
 
+// AppendJSON appends the event envelope's feature_vector object (SPEC §5) for this result, read
+// from the given workspace and feature service, to dst and returns the extended slice; a nil
+// Result appends nothing. It is the hot-path twin of Proto: the same JSON a protojson encoding of
+// Proto's message decodes to, written straight from the feature store's bytes without building
+// the message (issue 10: protojson was a fifth of the CPU of a backlog).
+//
+// The object always holds workspace_name, feature_service_name, features, metadata and
+// attempts, as the SPEC's example shows them, even when empty or zero; consistent only when it
+// was checked (absent with NONE). features and metadata are in name order. A feature value is
+// the JSON the feature store sent (int64 as strings, doubles as numbers, null, arrays), except
+// that a number beyond a double's range is written as its decimal string and a value that is
+// not JSON as its text, as Proto does, so that every decoder reads the result.
 func (r *Result) AppendJSON(dst []byte, workspace, service string) []byte {
 	if r == nil {
 		return dst
