@@ -16,21 +16,47 @@ import (
 // as it did before the caches, and no more memory than the bound.
 const maxCached = 8192
 
+// boundedMap is a concurrent map of at most about maxCached entries, for
+// values that are cheap to make again: a store past the bound empties it.
+// The count is approximate under concurrent stores, the bound with it.
+type boundedMap[V any] struct {
+	m sync.Map // string → V
+	n atomic.Int64
+}
+
+func (b *boundedMap[V]) load(key string) (V, bool) {
+	v, ok := b.m.Load(key)
+	if !ok {
+		var zero V
+		return zero, false
+	}
+	return v.(V), true
+}
+
+// loadOrStore returns key's value, storing v first when it has none.
+func (b *boundedMap[V]) loadOrStore(key string, v V) V {
+	if b.n.Add(1) > maxCached {
+		b.m.Clear()
+		b.n.Store(1)
+	}
+	got, _ := b.m.LoadOrStore(key, v)
+	return got.(V)
+}
+
 // urlCache holds the webhook URLs a Sender's guard accepted, parsed, so an
 // attempt parses its URL neither for the check nor for the request. It is
 // keyed by the raw URL: the guard's verdict on a URL depends on nothing else
 // (it resolves no name; the resolved address is still checked at every dial).
 // Refused URLs are not kept.
 type urlCache struct {
-	m sync.Map // raw URL → *url.URL, never modified once stored
-	n atomic.Int64
+	m boundedMap[*url.URL] // never modified once stored
 }
 
 // check returns raw parsed, the way http.NewRequest would set it (an empty
 // port dropped), or the guard's error.
 func (c *urlCache) check(g *Guard, raw string) (*url.URL, error) {
-	if u, ok := c.m.Load(raw); ok {
-		return u.(*url.URL), nil
+	if u, ok := c.m.load(raw); ok {
+		return u, nil
 	}
 	u, err := g.checkedURL(raw)
 	if err != nil {
@@ -39,12 +65,7 @@ func (c *urlCache) check(g *Guard, raw string) (*url.URL, error) {
 	if i := strings.LastIndexByte(u.Host, ':'); i >= 0 && i > strings.LastIndexByte(u.Host, ']') {
 		u.Host = strings.TrimSuffix(u.Host, ":")
 	}
-	if c.n.Add(1) > maxCached {
-		c.m.Clear()
-		c.n.Store(1)
-	}
-	c.m.Store(raw, u)
-	return u, nil
+	return c.m.loadOrStore(raw, u), nil
 }
 
 // macCache keeps, per secret, a pool of HMAC-SHA256 states keyed with it.
@@ -52,28 +73,27 @@ func (c *urlCache) check(g *Guard, raw string) (*url.URL, error) {
 // delivery was a tenth of a delivery's allocations. Reset takes a pooled
 // state back to just keyed.
 type macCache struct {
-	m sync.Map // secret key → *sync.Pool of hash.Hash
-	n atomic.Int64
+	m boundedMap[*sync.Pool] // secret key → pool of hash.Hash
 }
 
-// mac returns a state keyed with key and the function that gives it back.
-// A nil cache keys a new state every time.
-func (c *macCache) mac(key string) (hash.Hash, func()) {
+// get returns a state keyed with key, and the pool to give it back to with
+// put. A nil cache keys a new state every time (and put drops it).
+func (c *macCache) get(key string) (hash.Hash, *sync.Pool) {
 	if c == nil {
-		return hmac.New(sha256.New, []byte(key)), func() {}
+		return hmac.New(sha256.New, []byte(key)), nil
 	}
-	p, ok := c.m.Load(key)
+	pool, ok := c.m.load(key)
 	if !ok {
-		if c.n.Add(1) > maxCached {
-			c.m.Clear()
-			c.n.Store(1)
-		}
-		p, _ = c.m.LoadOrStore(key, &sync.Pool{New: func() any { return hmac.New(sha256.New, []byte(key)) }})
+		pool = c.m.loadOrStore(key, &sync.Pool{New: func() any { return hmac.New(sha256.New, []byte(key)) }})
 	}
-	pool := p.(*sync.Pool)
-	h := pool.Get().(hash.Hash)
-	return h, func() {
-		h.Reset()
-		pool.Put(h)
+	return pool.Get().(hash.Hash), pool
+}
+
+// put gives h, used, back to pool (nil: h is dropped).
+func (c *macCache) put(pool *sync.Pool, h hash.Hash) {
+	if pool == nil {
+		return
 	}
+	h.Reset()
+	pool.Put(h)
 }

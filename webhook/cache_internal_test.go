@@ -40,7 +40,7 @@ func TestURLCache(t *testing.T) {
 					t.Fatalf("check = %v, %v; want host %q", u, err, tt.wantHost)
 				}
 			}
-			_, cached := c.m.Load(tt.raw)
+			_, cached := c.m.load(tt.raw)
 			if cached != (tt.wantHost != "") {
 				t.Fatalf("cached = %v; only accepted URLs are kept", cached)
 			}
@@ -65,7 +65,7 @@ func TestURLCacheIsBounded(t *testing.T) {
 		}
 	}
 	n := 0
-	c.m.Range(func(any, any) bool { n++; return true })
+	c.m.m.Range(func(any, any) bool { n++; return true })
 	if n > maxCached {
 		t.Fatalf("%d entries after %d URLs, want at most %d", n, maxCached+1, maxCached)
 	}

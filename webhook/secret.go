@@ -146,7 +146,7 @@ func sign(macs *macCache, secrets []Secret, id string, ts time.Time, body []byte
 		if s.IsZero() {
 			continue
 		}
-		mac, release := macs.mac(s.key)
+		mac, pool := macs.get(s.key)
 		mac.Write(prefix)
 		mac.Write(body)
 		if len(out) > 0 {
@@ -154,7 +154,7 @@ func sign(macs *macCache, secrets []Secret, id string, ts time.Time, body []byte
 		}
 		out = append(out, "v1,"...)
 		out = base64.StdEncoding.AppendEncode(out, mac.Sum(sum[:0]))
-		release()
+		macs.put(pool, mac)
 	}
 	return string(out)
 }
