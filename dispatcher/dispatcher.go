@@ -54,6 +54,8 @@
 //	  │ subscription's offsets in [start, rejoinAt)           │ the cursor
 //	  └──first skip per partition──▶ cursor (PostgreSQL) ◀───┘ checkpoints
 //
+// Its life, step by step:
+//
 //   - Detach: the first event of each partition the subscription does not
 //     take becomes the partition's start, saved as its cursor by a writer;
 //     that event is settled once the cursor is durable, so the shared
@@ -106,7 +108,7 @@
 //
 // Limits: positions must be offsets (Kafka); a Kinesis subscription is
 // shed.
-
+//
 // # Bounded writes
 //
 // Every write of the delivery path (a failed or shed delivery, a poison
@@ -135,10 +137,10 @@
 // their lane; otherwise it goes to the lane with the fewest events. A lane
 // sends one event at a time, so on the happy path a subscription receives
 // one entity's events in source order, while a burst spreads evenly over
-// the lanes and a slow entity holds up no other. Once an event fails (or is shed) it leaves
-// the hot path: later events of the same entity may be delivered before its
-// retry succeeds. Receivers that need order use the record's
-// feature_timestamp.
+// the lanes and a slow entity holds up no other. Once an event fails (or is
+// shed) it leaves the hot path: later events of the same entity may be
+// delivered before its retry succeeds. Receivers that need order use the
+// record's feature_timestamp.
 package dispatcher
 
 import (
