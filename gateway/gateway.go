@@ -180,7 +180,15 @@ func (g *Gateway) build(ctx context.Context, st *store.Store, closers *[]func())
 	if err != nil {
 		return nil, err
 	}
-	sender, err := webhook.NewSender(webhook.SenderConfig{Guard: guard, UserAgent: cfg.Dispatch.UserAgent, Logger: logger})
+	sender, err := webhook.NewSender(webhook.SenderConfig{
+		Guard: guard, UserAgent: cfg.Dispatch.UserAgent, Logger: logger,
+		// Every attempt the sender pool can have under way to one receiver
+		// keeps its connection when it ends. Several subscriptions often
+		// share a receiver (one service, several feature views); with a
+		// smaller idle bound, each connection returned past it is closed
+		// and the next attempt dials (and shakes hands) again.
+		MaxIdleConnsPerHost: cfg.Dispatch.WithDefaults().Senders,
+	})
 	if err != nil {
 		return nil, err
 	}

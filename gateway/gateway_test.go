@@ -6,12 +6,14 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -256,4 +258,138 @@ func call(t *testing.T, method, url, key string, body any) map[string]any {
 		t.Fatalf("%s %s: %v", method, url, err)
 	}
 	return out
+}
+
+// TestSubscriptionsSharingAReceiverKeepTheirConnections checks that
+// subscriptions whose webhooks go to one receiver (host and port) keep the
+// connections their concurrent attempts opened: four subscriptions of 16
+// lanes each have up to 64 attempts under way to the receiver, and a
+// backlog of 2,000 records (8,000 deliveries) must not make the gateway
+// close any of the connections it opened for them. An idle pool bounded
+// below the concurrency closes a connection each time one more than its
+// bound is returned, and the next burst of attempts dials again.
+func TestSubscriptionsSharingAReceiverKeepTheirConnections(t *testing.T) {
+	before := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, before) })
+	db := storetest.New(t)
+	brokers := testenv.KafkaBrokers(t)
+	topic := testenv.NewTopic(t, 4)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	key, _, err := db.Store.CreateAPIKey(ctx, "t", "gateway test")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	const subs, lanes, records = 4, 16, 2000
+	var (
+		mu        sync.Mutex
+		dialed    int // connections the receiver accepted
+		closed    int // of them, closed before the last delivery
+		finished  bool
+		delivered = map[string]int{} // webhook-id → requests
+	)
+	done := make(chan struct{})
+	recv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		delivered[r.Header.Get("webhook-id")+r.URL.Path]++
+		if len(delivered) == subs*records && !finished {
+			finished = true
+			close(done)
+		}
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	recv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case s == http.StateNew:
+			dialed++
+		case s == http.StateClosed && !finished:
+			closed++
+		}
+	}
+	recv.Start()
+	defer recv.Close()
+
+	for i := range subs {
+		secret, err := webhook.GenerateSecret(rand.Reader, 32)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Store.CreateSubscription(ctx, key.TenantID, &outflowv1.Subscription{
+			Id: fmt.Sprintf("sub_%d", i), Name: fmt.Sprintf("carts %d", i), FeatureViewNames: []string{"fv_cart"},
+			State: outflowv1.Subscription_ACTIVE,
+			Target: &outflowv1.Subscription_Webhook{Webhook: &outflowv1.WebhookTarget{
+				Url: fmt.Sprintf("%s/hook/%d", recv.URL, i), Timeout: durationpb.New(10 * time.Second), MaxInFlight: lanes}},
+			RetryPolicy: &outflowv1.RetryPolicy{MaxAttempts: 5, MaxAge: durationpb.New(time.Hour)},
+		}, secret, 10); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The backlog is on the topic before the gateway starts, so that the
+	// lanes fill at once.
+	transport := &kafkago.Transport{}
+	defer transport.CloseIdleConnections()
+	w := &kafkago.Writer{Addr: kafkago.TCP(brokers...), Topic: topic, RequiredAcks: kafkago.RequireAll,
+		Transport: transport, Balancer: &kafkago.Hash{}, BatchSize: records}
+	msgs := make([]kafkago.Message, records)
+	for i := range msgs {
+		user := fmt.Sprintf("u%d", i)
+		msgs[i] = kafkago.Message{Key: []byte(user), Value: []byte(`{"version":"1","producer":"tecton","job_type":"stream",` +
+			`"feature_view_name":"fv_cart","feature_view_id":"fv-cart","feature_timestamp":"` +
+			time.Now().UTC().Format(time.RFC3339Nano) + `","entity_keys":{"user_id":"` + user + `"},` +
+			`"feature_values":{"cart_count":"3"}}`)}
+	}
+	if err := w.WriteMessages(ctx, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	gw, err := gateway.New(gateway.Config{
+		DatabaseURL:  db.URL,
+		SecretKeys:   db.KeySpec,
+		HTTPListener: listen(t),
+		GRPCListener: listen(t),
+		API: server.Config{AllowInsecureURLs: true, ShutdownTimeout: 5 * time.Second,
+			AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}},
+		Kafka: kafka.Config{Brokers: brokers, Topics: []string{topic}, GroupID: "gw-" + topic,
+			StartOffset: kafka.StartEarliest},
+		Dispatch: dispatcher.Config{DrainTimeout: 5 * time.Second},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := make(chan error, 1)
+	go func() { ran <- gw.Run(ctx) }()
+	defer gw.Stop()
+	select {
+	case <-done:
+	case err := <-ran:
+		t.Fatalf("the gateway stopped before delivering: %v", err)
+	case <-ctx.Done():
+		mu.Lock()
+		defer mu.Unlock()
+		t.Fatalf("%d of %d deliveries within the test's deadline", len(delivered), subs*records)
+	}
+	gw.Stop()
+	if err := <-ran; err != nil {
+		t.Errorf("Run after Stop = %v, want nil", err)
+	}
+
+	mu.Lock()
+	defer mu.Unlock()
+	// A few more than 64 may be dialed: an attempt that finds no idle
+	// connection dials, and one returned meanwhile serves it instead; the
+	// dialed one is kept for the next. None is closed while they are busy.
+	if closed > 0 || dialed > 2*subs*lanes {
+		t.Errorf("the gateway opened %d connections to the receiver for %d deliveries and closed %d of them before the last; "+
+			"want none closed, and about one per attempt under way at once (%d)", dialed, len(delivered), closed, subs*lanes)
+	}
+	t.Logf("%d connections for %d deliveries, %d closed before the last", dialed, len(delivered), closed)
 }

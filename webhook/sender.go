@@ -283,7 +283,11 @@ type SenderConfig struct {
 	MaxIdleConns int
 	// MaxIdleConnsPerHost bounds idle keep-alive connections to one receiver
 	// (host and port). Default: 16, the default max_in_flight of a
-	// subscription, so a busy receiver keeps its connections warm.
+	// subscription, so a busy receiver keeps its connections warm. A
+	// sender shared by subscriptions that may share a receiver wants its
+	// whole concurrency here (the gateway gives its sender pool's size):
+	// each connection returned past the bound is closed, and the next
+	// attempt dials again.
 	MaxIdleConnsPerHost int
 	// IdleConnTimeout closes keep-alive connections idle this long. It is
 	// kept below common server keep-alive timeouts (nginx 75s) so a request
