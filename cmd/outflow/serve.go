@@ -101,7 +101,7 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 
 	fs.IntVar(&f.dispatch.LaneQueue, "lane-queue", 256, "events a subscription's delivery lanes may hold in all, shared among its max_in_flight lanes; when an event's lane is full the consumer waits (see --lane-wait)")
 	fs.IntVar(&f.dispatch.ReadAhead, "read-ahead", 4, "how many of an enriched delivery lane's next events have their feature vectors read while the lane's current event is sent (negative: none)")
-	fs.IntVar(&f.dispatch.Senders, "senders", 512, "webhook attempts under way at once across all subscriptions (the sender pool)")
+	fs.IntVar(&f.dispatch.Senders, "senders", 512, "webhook attempts under way at once across all subscriptions (the sender pool); as many idle connections are kept per receiver, so subscriptions sharing one never re-dial while busy")
 	fs.DurationVar(&f.dispatch.LaneWait, "lane-wait", 500*time.Millisecond, "longest the consumer waits for room in one subscription's lane before that subscription is detached onto its own cursor (or, with --detach=false, its events go to the retry queue until its lane drains)")
 	fs.BoolFunc("detach", "detach a subscription that cannot keep up (lane full past --lane-wait, circuit open) onto its own cursor in PostgreSQL, read from Kafka at its receiver's pace until it rejoins, instead of parking its events in the retry queue (default true)", func(v string) error {
 		on, err := strconv.ParseBool(v)
