@@ -168,22 +168,28 @@ func (s *Source) Joined() bool { return s.joined.Load() }
 // offset, by topic and partition. The high watermark is refreshed from every
 // fetch and every CommitInterval (so it keeps moving while a partition is
 // paused at its in-flight bound), the committed offset at every commit. A
-// partition whose numbers are not known yet is absent; the map is empty
-// between generations. It is meant for a consumer-lag gauge (SPEC §8).
+// partition the group has never committed counts from the offset this
+// generation resolved to start it at, where a restart would read it again
+// too: a new group's backlog shows from the join on, not from its first
+// commit. A partition whose numbers are not known yet is absent; the map is
+// empty between generations. It is meant for a consumer-lag gauge (SPEC §8).
 func (s *Source) Lag() map[string]map[int]int64 {
 	s.mu.Lock()
 	parts := s.owned
 	s.mu.Unlock()
 	lag := make(map[string]map[int]int64)
 	for _, p := range parts {
-		hwm, committed := p.hwm.Load(), p.committed.Load()
-		if hwm < 0 || committed < 0 {
+		hwm, from := p.hwm.Load(), p.committed.Load()
+		if from < 0 {
+			from = p.start // set before the partition was published: no race
+		}
+		if hwm < 0 || from < 0 {
 			continue
 		}
 		if lag[p.topic] == nil {
 			lag[p.topic] = make(map[int]int64)
 		}
-		lag[p.topic][p.id] = max(hwm-committed, 0)
+		lag[p.topic][p.id] = max(hwm-from, 0)
 	}
 	return lag
 }

@@ -386,6 +386,38 @@ func TestRunCommitsOnlyPastDoneMessages(t *testing.T) {
 	}
 }
 
+// TestLagOfANewGroupBeforeItsFirstCommit checks that a group that never
+// committed shows its backlog in Lag from the join on: the lag gauge is
+// read from where the generation started, not absent until the first
+// commit (here never: the commit interval outlasts the test).
+func TestLagOfANewGroupBeforeItsFirstCommit(t *testing.T) {
+	t.Parallel()
+	brokers := testenv.KafkaBrokers(t)
+	const partitions, n = 2, 30
+	topic := testenv.NewTopic(t, partitions)
+	produce(t, brokers, topic, 0, 0, n)
+	cfg := testConfig(t, brokers, topic, newGroup())
+	cfg.CommitInterval = time.Hour
+	cfg.DrainTimeout = -1 // nothing will ever be done, nor committed
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder(nil) // never calls Done
+	r := start(t, s, rec.handle)
+	waitUntil(t, waitTimeout, "the join", s.Joined)
+	lag := s.Lag()[topic]
+	if want := map[int]int64{0: n, 1: 0}; !maps.Equal(lag, want) {
+		t.Errorf("Lag() right after the join = %v, want %v: the backlog from the start, before any commit", lag, want)
+	}
+	if err := r.stop(t); err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	if got := committed(t, brokers, cfg.GroupID, topic, partitions); len(got) != 0 && !maps.Equal(got, map[int]int64{0: 0, 1: 0}) {
+		t.Errorf("committed %v; nothing was done, so at most the start offsets", got)
+	}
+}
+
 // TestRunPausesAtTheInFlightBound never completes a message: the source
 // must hand out exactly MaxInFlightPerPartition per partition, then park the
 // partition (once, not in a polling loop) while records keep waiting.
