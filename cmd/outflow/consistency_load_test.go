@@ -254,6 +254,7 @@ func TestConsistencyLoad(t *testing.T) {
 		s.recv.secret = created["secret"].(string)
 		s.recv.mu.Unlock()
 	}
+	env.gateway.awaitSubscriptions(t, len(subs))
 
 	start := time.Now()
 	msgs := make([]kafkago.Message, loadRecords)

@@ -153,6 +153,7 @@ func slowAndHealthy(t *testing.T, env *loadEnv, delay time.Duration) (healthy, s
 		r.secret = created["secret"].(string)
 		r.mu.Unlock()
 	}
+	env.gateway.awaitSubscriptions(t, 2)
 	return healthy, slow, ids
 }
 

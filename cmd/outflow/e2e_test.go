@@ -156,13 +156,9 @@ func (env *loadEnv) subscribe(t *testing.T, subs []*e2eSubscription) {
 		s.recv.secret = created["secret"].(string)
 		s.recv.mu.Unlock()
 	}
-	// The gateway's matcher learns of a subscription by LISTEN/NOTIFY, a
-	// moment after the API commits it: wait for it, or a record produced
-	// next could be consumed before the subscription is there to match it.
+	// A record produced next must find them in the matcher.
 	env.subscribed += len(subs)
-	pollUntil(t, 30*time.Second, "the gateway's matcher to load the subscriptions", func() bool {
-		return metricValue(env.gateway.get(t, "/metrics"), "outflow_subscriptions_loaded") >= float64(env.subscribed)
-	})
+	env.gateway.awaitSubscriptions(t, env.subscribed)
 }
 
 // produce writes records [from, to) keyed by user, so one user's records

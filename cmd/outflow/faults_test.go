@@ -87,6 +87,7 @@ func TestBadReceivers(t *testing.T) {
 			r.mu.Unlock()
 		}
 	}
+	env.gateway.awaitSubscriptions(t, len(subs))
 
 	const n = 300 // 100 of them on fv_clicks
 	base := time.Now().UTC()
@@ -209,6 +210,7 @@ func TestPoison(t *testing.T) {
 	recv.mu.Lock()
 	recv.secret = created["secret"].(string)
 	recv.mu.Unlock()
+	env.gateway.awaitSubscriptions(t, 1)
 
 	cases := poisonCases()
 	if len(cases) < 20 {
@@ -315,6 +317,7 @@ func TestFeatureStoreFaults(t *testing.T) {
 		s.r.id = created["id"].(string)
 		s.r.mu.Unlock()
 	}
+	env.gateway.awaitSubscriptions(t, 2)
 	const n = 600 // 200 cart records
 	base := time.Now().UTC()
 	env.produce(t, 0, n, base)
@@ -384,6 +387,7 @@ func TestLimitsRespected(t *testing.T) {
 	env.gateway.api(t, env.key, "POST", "/v1/subscriptions", map[string]any{
 		"name": "limited", "feature_view_names": []string{fvClicks},
 		"webhook": map[string]any{"url": recv.URL, "max_in_flight": 2, "rate_limit": 40}}, 200)
+	env.gateway.awaitSubscriptions(t, 1)
 
 	start := time.Now()
 	env.produce(t, 0, 300, time.Now().UTC()) // 100 clicks

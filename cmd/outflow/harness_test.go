@@ -214,6 +214,19 @@ func (g *gateway) get(t *testing.T, path string) string {
 	return string(b)
 }
 
+// awaitSubscriptions waits until this gateway's matcher holds at least n
+// subscriptions (outflow_subscriptions_loaded, every state counted). The
+// matcher learns of a subscription by PostgreSQL LISTEN/NOTIFY, some tens of
+// milliseconds after the API call that created it has returned: a record
+// consumed before then is matched by nobody and never delivered, so a test
+// that creates subscriptions and then produces must wait here first.
+func (g *gateway) awaitSubscriptions(t *testing.T, n int) {
+	t.Helper()
+	pollUntil(t, 30*time.Second, fmt.Sprintf("the gateway's matcher to load %d subscriptions", n), func() bool {
+		return metricValue(g.get(t, "/metrics"), "outflow_subscriptions_loaded") >= float64(n)
+	})
+}
+
 // receiver is a webhook endpoint that verifies every request with the
 // Standard Webhooks reference library and records what arrived.
 type receiver struct {

@@ -243,6 +243,7 @@ func TestKinesisTwoReplicasTakeOver(t *testing.T) {
 	b := env.startGateway(t, "--kinesis-lease-duration", "3s")
 	subs := e2eSubscriptions(t)[:3]
 	env.subscribe(t, a, subs)
+	b.awaitSubscriptions(t, len(subs)) // b reads shards too, and learns of them on its own
 	base := time.Now().UTC()
 	env.produce(t, 0, n/2, base)
 	pollUntil(t, time.Minute, "each replica reading two shards", func() bool {
@@ -303,6 +304,7 @@ func TestKinesisShardSplitMidLoad(t *testing.T) {
 	ordered := newOrderReceiver(t)
 	g.api(t, env.key, "POST", "/v1/subscriptions", map[string]any{"name": "ordered clicks", "feature_view_names": []string{fvClicks},
 		"webhook": map[string]any{"url": ordered.srv.URL + "/hook", "max_in_flight": 1}}, 200)
+	g.awaitSubscriptions(t, len(subs)+1)
 	base := time.Now().UTC()
 	env.produce(t, 0, n/2, base)
 
@@ -575,6 +577,7 @@ func TestKinesisPoison(t *testing.T) {
 	recv.mu.Lock()
 	recv.secret = created["secret"].(string)
 	recv.mu.Unlock()
+	g.awaitSubscriptions(t, 1)
 
 	base := time.Now().UTC()
 	var entries []types.PutRecordsRequestEntry

@@ -58,12 +58,9 @@ func TestDebugLogsHoldNoSecrets(t *testing.T) {
 		"name": "unknown service", "feature_view_names": []string{fvCart},
 		"enrichment": map[string]any{"workspace_name": "prod", "feature_service_name": "no_such_service"},
 		"stream":     map[string]any{}}, 200)["id"].(string)
-	// The matcher learns of the three by LISTEN/NOTIFY, a moment after the
-	// API commits them: a record produced before then is matched by none of
-	// them, and the loop below produces only until the stream ends.
-	pollUntil(t, 30*time.Second, "the gateway's matcher to load the subscriptions", func() bool {
-		return metricValue(env.gateway.get(t, "/metrics"), "outflow_subscriptions_loaded") >= 3
-	})
+	// The loop below produces only until the stream ends: the matcher must
+	// hold all three first.
+	env.gateway.awaitSubscriptions(t, 3)
 
 	// The stream whose enrichment cannot succeed, opened at the live tail;
 	// cart records are produced until it ends.

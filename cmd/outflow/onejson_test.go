@@ -160,6 +160,7 @@ func TestOneEventThreeWays(t *testing.T) {
 	recv.mu.Unlock()
 	streamID := env.gateway.api(t, env.key, "POST", "/v1/subscriptions", map[string]any{
 		"name": "cart stream", "feature_view_names": []string{fvCart}, "enrichment": enrichment, "stream": map[string]any{}}, 200)["id"].(string)
+	env.gateway.awaitSubscriptions(t, 2)
 	// A token at the start of the (empty) topic: the streams read the record
 	// whenever they connect.
 	token := env.gateway.api(t, env.key, "POST", "/v1/subscriptions/"+streamID+":replay", map[string]any{

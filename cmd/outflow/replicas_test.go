@@ -83,6 +83,7 @@ func TestSlowStreamClient(t *testing.T) {
 	hook.mu.Lock()
 	hook.secret = created["secret"].(string)
 	hook.mu.Unlock()
+	env.gateway.awaitSubscriptions(t, 2)
 
 	client, authed := streamClient(t, env.gateway, env.key)
 	base := time.Now().UTC()
@@ -173,6 +174,9 @@ func TestTwoReplicas(t *testing.T) {
 	hook.mu.Unlock()
 	subID := second.api(t, env.key, "POST", "/v1/subscriptions", map[string]any{
 		"name": "clicks stream", "feature_view_names": []string{fvClicks}, "stream": map[string]any{}}, 200)["id"].(string)
+	// Both replicas consume: each matcher must hold both subscriptions.
+	env.gateway.awaitSubscriptions(t, 2)
+	second.awaitSubscriptions(t, 2)
 
 	// A stream client on the first replica, reading before the load.
 	client, authed := streamClient(t, env.gateway, env.key)
