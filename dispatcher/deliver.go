@@ -81,7 +81,8 @@ func (d *Dispatcher) attempt(ctx context.Context, sub *match.Subscription, rec *
 	} else {
 		body = env.body(nil)
 	}
-	secrets, err := activeSecrets(sub, d.now())
+	var buf [2]webhook.Secret // the current secret, and one overlapping after a rotation
+	secrets, err := sub.SigningSecrets(buf[:0], d.now())
 	if err != nil {
 		return attemptResult{outcome: fatal, err: err.Error()}
 	}
@@ -155,18 +156,6 @@ func (d *Dispatcher) misconfigDelay(n int64) time.Duration {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return lo + time.Duration(d.rnd.Int64N(int64(hi-lo)+1))
-}
-
-func activeSecrets(sub *match.Subscription, now time.Time) ([]webhook.Secret, error) {
-	var out []webhook.Secret
-	for _, s := range sub.Secrets.Active(now) {
-		sec, err := webhook.ParseSecret(s)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, sec)
-	}
-	return out, nil
 }
 
 // firstAttempt tries a job on the hot path, under the sender's ctx (which

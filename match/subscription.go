@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -11,12 +12,14 @@ import (
 	outflowv1 "github.com/outflow-dev/outflow/proto/outflow/v1"
 	"github.com/outflow-dev/outflow/record"
 	"github.com/outflow-dev/outflow/store"
+	"github.com/outflow-dev/outflow/webhook"
 )
 
 // Subscription is a stored subscription prepared for matching: its entity
 // filter parsed into sets and its CEL filter compiled, once, when the
 // subscription is loaded, so that matching a record costs map lookups and at
-// most one filter evaluation.
+// most one filter evaluation. Its webhook secrets are decoded then too, so
+// that signing a delivery decodes nothing (SigningSecrets).
 //
 // Make Subscriptions with Compile, which fills in state that matching relies
 // on beyond the exported fields.
@@ -58,12 +61,22 @@ type Subscription struct {
 	// entity is EntityFilter as a slice, which the hot path ranges over
 	// several times faster than a map.
 	entity []entityCondition
+	// signing is Secrets decoded once, for SigningSecrets.
+	signing []signingSecret
 	// Err is non-nil when the stored CEL filter does not compile. The API
 	// validates filters, so this means the filter language changed under a
 	// stored subscription; such a subscription is kept out of matching (it
 	// would otherwise receive every record of its feature views) but can
 	// still be read with Index.Get, so queued deliveries for it can finish.
 	Err error
+}
+
+// signingSecret is one of Secrets, decoded; err says why it could not be.
+type signingSecret struct {
+	secret webhook.Secret
+	err    error
+	// until ends a previous secret's overlap; zero for the current one.
+	until time.Time
 }
 
 // entityCondition is one key of an entity filter and its accepted values.
@@ -87,6 +100,7 @@ func Compile(env *filter.Env, sub *store.Subscription) *Subscription {
 		Secrets:      sub.Secrets,
 		FeatureViews: slices.Compact(slices.Sorted(slices.Values(p.GetFeatureViewNames()))),
 	}
+	s.signing = decodeSecrets(sub.Secrets)
 	if ef := p.GetEntityFilter(); len(ef) > 0 {
 		s.EntityFilter = make(map[string]map[string]struct{}, len(ef))
 		for key, vals := range ef {
@@ -109,6 +123,43 @@ func Compile(env *filter.Env, sub *store.Subscription) *Subscription {
 		}
 	}
 	return s
+}
+
+// decodeSecrets decodes the current secret and every previous one.
+func decodeSecrets(ss store.Secrets) []signingSecret {
+	out := make([]signingSecret, 0, 1+len(ss.Previous))
+	sec, err := webhook.ParseSecret(ss.Current)
+	out = append(out, signingSecret{secret: sec, err: err})
+	for _, p := range ss.Previous {
+		if p.Secret == "" {
+			continue
+		}
+		sec, err := webhook.ParseSecret(p.Secret)
+		out = append(out, signingSecret{secret: sec, err: err, until: p.ExpireTime})
+	}
+	return out
+}
+
+// SigningSecrets appends to buf the secrets that sign a webhook request sent
+// at now, decoded when the subscription was compiled rather than per
+// request: the current one, then the previous ones whose overlap lasts (as
+// store.Secrets.Active lists them). A stored secret that does not decode is
+// an error only while it would sign.
+func (s *Subscription) SigningSecrets(buf []webhook.Secret, now time.Time) ([]webhook.Secret, error) {
+	signing := s.signing
+	if signing == nil { // not made by Compile: decode now rather than sign with nothing
+		signing = decodeSecrets(s.Secrets)
+	}
+	for i, k := range signing {
+		if i > 0 && !now.Before(k.until) {
+			continue
+		}
+		if k.err != nil {
+			return nil, k.err
+		}
+		buf = append(buf, k.secret)
+	}
+	return buf, nil
 }
 
 // Matchable reports whether the subscription takes part in matching: it is
