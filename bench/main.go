@@ -90,7 +90,7 @@ func run(ctx context.Context) error {
 	only := flag.String("only", "", "comma-separated scenarios to run (default: all)")
 	scale := flag.Float64("scale", 1, "multiplies every scenario's record count")
 	steadyRate := flag.Float64("steady-rate", 0, "records/s offered in steady-latency (0: half of backlog-plain's deliveries/s in the same run, or 2000 when it did not run)")
-	pairs := flag.Int("slow-pairs", 3, "how many times slow-receiver-baseline and slow-receiver run, interleaved (baseline, bad, baseline, bad, …); each reports its median, so the ratio of the two is robust to other load on the machine")
+	pairs := flag.Int("slow-pairs", 5, "how many times slow-receiver-baseline and slow-receiver run, interleaved (baseline, bad, baseline, bad, …); each reports its median, so the ratio of the two is robust to other load on the machine")
 	pprofDir := flag.String("pprof", "", "directory for CPU and allocation profiles of the gateway and the feature server in the backlog scenarios, and of the gateway in steady-latency (empty: none); raise -scale so that a backlog run outlasts -pprof-seconds")
 	pprofSeconds := flag.Int("pprof-seconds", 5, "length of each -pprof profile, in seconds")
 	gatewayArgs := flag.String("gateway-args", "", "extra flags for every gateway the bench starts, space-separated (e.g. \"--read-ahead=-1\"), to compare a setting against the defaults; the published run uses none")
