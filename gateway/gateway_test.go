@@ -83,17 +83,7 @@ func TestGatewayDeliversAndStops(t *testing.T) {
 	}
 
 	httpLis := listen(t)
-	gw, err := gateway.New(gateway.Config{
-		DatabaseURL:  db.URL,
-		SecretKeys:   db.KeySpec,
-		HTTPListener: httpLis,
-		GRPCListener: listen(t),
-		API: server.Config{AllowInsecureURLs: true, ShutdownTimeout: 5 * time.Second,
-			AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}},
-		Kafka: kafka.Config{Brokers: brokers, Topics: []string{topic}, GroupID: "gw-" + topic,
-			StartOffset: kafka.StartEarliest},
-		Dispatch: dispatcher.Config{DrainTimeout: 5 * time.Second},
-	})
+	gw, err := gateway.New(testConfig(t, db, brokers, topic, httpLis))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,6 +179,22 @@ func TestStopBeforeRun(t *testing.T) {
 	gw.Stop()
 	if err := gw.Run(t.Context()); err != nil {
 		t.Errorf("Run after Stop = %v, want nil", err)
+	}
+}
+
+// testConfig is a Gateway on the test database and one topic, read from
+// its start by a group of its own, delivering to loopback receivers.
+func testConfig(t *testing.T, db *storetest.DB, brokers []string, topic string, httpLis net.Listener) gateway.Config {
+	return gateway.Config{
+		DatabaseURL:  db.URL,
+		SecretKeys:   db.KeySpec,
+		HTTPListener: httpLis,
+		GRPCListener: listen(t),
+		API: server.Config{AllowInsecureURLs: true, ShutdownTimeout: 5 * time.Second,
+			AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}},
+		Kafka: kafka.Config{Brokers: brokers, Topics: []string{topic}, GroupID: "gw-" + topic,
+			StartOffset: kafka.StartEarliest},
+		Dispatch: dispatcher.Config{DrainTimeout: 5 * time.Second},
 	}
 }
 
@@ -351,17 +357,7 @@ func TestSubscriptionsSharingAReceiverKeepTheirConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	gw, err := gateway.New(gateway.Config{
-		DatabaseURL:  db.URL,
-		SecretKeys:   db.KeySpec,
-		HTTPListener: listen(t),
-		GRPCListener: listen(t),
-		API: server.Config{AllowInsecureURLs: true, ShutdownTimeout: 5 * time.Second,
-			AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}},
-		Kafka: kafka.Config{Brokers: brokers, Topics: []string{topic}, GroupID: "gw-" + topic,
-			StartOffset: kafka.StartEarliest},
-		Dispatch: dispatcher.Config{DrainTimeout: 5 * time.Second},
-	})
+	gw, err := gateway.New(testConfig(t, db, brokers, topic, listen(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
