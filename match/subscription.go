@@ -75,8 +75,8 @@ type Subscription struct {
 type signingSecret struct {
 	secret webhook.Secret
 	err    error
-	// until ends a previous secret's overlap; zero for the current one.
-	until time.Time
+	// prev is the stored previous secret, nil for the current one.
+	prev *store.PreviousSecret
 }
 
 // entityCondition is one key of an entity filter and its accepted values.
@@ -130,12 +130,13 @@ func decodeSecrets(ss store.Secrets) []signingSecret {
 	out := make([]signingSecret, 0, 1+len(ss.Previous))
 	sec, err := webhook.ParseSecret(ss.Current)
 	out = append(out, signingSecret{secret: sec, err: err})
-	for _, p := range ss.Previous {
+	for i := range ss.Previous {
+		p := &ss.Previous[i]
 		if p.Secret == "" {
-			continue
+			continue // never signs
 		}
 		sec, err := webhook.ParseSecret(p.Secret)
-		out = append(out, signingSecret{secret: sec, err: err, until: p.ExpireTime})
+		out = append(out, signingSecret{secret: sec, err: err, prev: p})
 	}
 	return out
 }
@@ -150,8 +151,8 @@ func (s *Subscription) SigningSecrets(buf []webhook.Secret, now time.Time) ([]we
 	if signing == nil { // not made by Compile: decode now rather than sign with nothing
 		signing = decodeSecrets(s.Secrets)
 	}
-	for i, k := range signing {
-		if i > 0 && !now.Before(k.until) {
+	for _, k := range signing {
+		if k.prev != nil && !k.prev.Signs(now) {
 			continue
 		}
 		if k.err != nil {

@@ -56,12 +56,18 @@ type PreviousSecret struct {
 	ExpireTime time.Time `json:"expire_time"`
 }
 
+// Signs reports whether p still signs a request sent at now: its overlap
+// lasts.
+func (p PreviousSecret) Signs(now time.Time) bool {
+	return p.Secret != "" && now.Before(p.ExpireTime)
+}
+
 // Active returns the secrets that sign a request sent at now: the current
 // one, then the previous ones whose overlap lasts.
 func (s Secrets) Active(now time.Time) []string {
 	out := []string{s.Current}
 	for _, p := range s.Previous {
-		if p.Secret != "" && now.Before(p.ExpireTime) {
+		if p.Signs(now) {
 			out = append(out, p.Secret)
 		}
 	}
