@@ -113,7 +113,26 @@ func startGateway(t *testing.T, databaseURL string, args ...string) *gateway {
 	return g
 }
 
+// start starts the gateway on fresh loopback ports and waits until it is
+// ready. freeAddr's ports are only free when it returns: another test's
+// process may take one before the gateway binds it, so a start that fails
+// on "address already in use" is tried again on new ports.
 func (g *gateway) start() {
+	g.t.Helper()
+	for attempt := 1; ; attempt++ {
+		from := len(g.logs.String())
+		if g.launch() {
+			return
+		}
+		if attempt == 3 || !strings.Contains(g.logs.String()[from:], "address already in use") {
+			g.t.Fatalf("the gateway exited while starting:\n%s", tail(g.logs.String(), 4000))
+		}
+	}
+}
+
+// launch starts one gateway process and waits until it is ready (true) or
+// has exited (false).
+func (g *gateway) launch() bool {
 	g.t.Helper()
 	g.httpAddr, g.grpcAddr = freeAddr(g.t), freeAddr(g.t)
 	args := append([]string{"serve", "--http-addr", g.httpAddr, "--grpc-addr", g.grpcAddr, "--log-level", "info"}, g.args...)
@@ -136,12 +155,12 @@ func (g *gateway) start() {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return
+				return true
 			}
 		}
 		select {
 		case <-g.exited:
-			g.t.Fatalf("the gateway exited while starting:\n%s", tail(g.logs.String(), 4000))
+			return false
 		default:
 		}
 		if time.Now().After(deadline) {
