@@ -63,6 +63,7 @@ type bench struct {
 	adminURL string
 	work     string // logs and scratch
 	recvAddr string
+	recv     *proc // the receiver process, for its CPU time
 	only     map[string]bool
 	scale    float64
 	// steadyRate, when set, is steady-latency's offered load.
@@ -127,7 +128,7 @@ func run(ctx context.Context) error {
 		return err
 	}
 	defer recv.stop()
-	b.recvAddr = addr
+	b.recv, b.recvAddr = recv, addr
 
 	started := time.Now()
 	for _, sc := range scenarios {
@@ -196,6 +197,7 @@ var scenarios = []scenario{
 	{slowBaseline, func(b *bench, ctx context.Context) (*result, error) { return b.slowReceiver(ctx, slowBaseline) }},
 	{slowBad, func(b *bench, ctx context.Context) (*result, error) { return b.slowReceiver(ctx, slowBad) }},
 	{"kafka-floor", (*bench).kafkaFloor},
+	{"bridge-floor", (*bench).bridgeFloor},
 	{"steady-latency", func(b *bench, ctx context.Context) (*result, error) { return b.steady(ctx, 1) }},
 	{"steady-latency-25", func(b *bench, ctx context.Context) (*result, error) { return b.steady(ctx, 0.5) }},
 	{"crash-recover", (*bench).crash},
@@ -256,6 +258,28 @@ type result struct {
 	ResumeSeconds float64 `json:"resume_seconds,omitempty"`
 	Notes         string  `json:"notes,omitempty"`
 	Histogram     []int   `json:"-"`
+	// WindowMax is the receiver's sinkStats.WindowMax.
+	WindowMax []float64 `json:"window_max_ms,omitempty"`
+}
+
+// tailNote says how the latency tail is spread over the run: how many 100
+// ms windows of produce time held a record over 10 ms (the steady-latency
+// target), and the worst window; "" without latencies.
+func (r *result) tailNote() string {
+	if len(r.WindowMax) == 0 {
+		return ""
+	}
+	over, worst := 0, 0
+	for i, m := range r.WindowMax {
+		if m > 10 {
+			over++
+		}
+		if m > r.WindowMax[worst] {
+			worst = i
+		}
+	}
+	return fmt.Sprintf("%d of %d windows of %s held a record over 10 ms, the worst %.0f ms at +%.1f s",
+		over, len(r.WindowMax), statsWindow, r.WindowMax[worst], (time.Duration(worst) * statsWindow).Seconds())
 }
 
 func (r *result) line() string {
@@ -332,6 +356,7 @@ func (r *result) fill(st sinkStats) {
 	}
 	r.P50, r.P99, r.P999 = st.P50, st.P99, st.P999
 	r.Histogram = st.Histogram
+	r.WindowMax = st.WindowMax
 }
 
 func (b *bench) reset() error {

@@ -59,6 +59,10 @@ type sinkStats struct {
 	// Histogram is the latency distribution in 1 ms buckets up to 1 s, for
 	// the plot.
 	Histogram []int `json:"histogram,omitempty"`
+	// WindowMax is, for each 100 ms of produce time from the first record
+	// measured, the longest latency of its records in ms (0: none): it
+	// tells a tail spread over the run from a few stalls.
+	WindowMax []float64 `json:"window_max_ms,omitempty"`
 }
 
 var sentMarker = []byte(`"sent_ns":"`)
@@ -129,6 +133,7 @@ func (rc *receiver) stats(w http.ResponseWriter, r *http.Request) {
 	s := rc.sinks[label]
 	var out sinkStats
 	var lats []time.Duration
+	var sent []int64
 	if s != nil {
 		out = sinkStats{Requests: s.requests, Unique: len(s.ids), First: s.first, Last: s.last}
 		if r.URL.Query().Get("latency") != "" {
@@ -138,12 +143,14 @@ func (rc *receiver) stats(w http.ResponseWriter, r *http.Request) {
 			for i, l := range s.latencies {
 				if s.sent[i] >= after {
 					lats = append(lats, l)
+					sent = append(sent, s.sent[i])
 				}
 			}
 		}
 	}
 	rc.mu.Unlock()
 	if len(lats) > 0 {
+		out.WindowMax = windowMax(lats, sent)
 		slices.Sort(lats)
 		pick := func(q float64) float64 {
 			return float64(lats[min(len(lats)-1, int(q*float64(len(lats))))]) / float64(time.Millisecond)
@@ -156,6 +163,22 @@ func (rc *receiver) stats(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("content-type", "application/json")
 	_ = json.NewEncoder(w).Encode(out)
+}
+
+// statsWindow is the span of produce time each of sinkStats.WindowMax's
+// entries covers.
+const statsWindow = 100 * time.Millisecond
+
+// windowMax is sinkStats.WindowMax of the latencies lats of records
+// produced at sent (unix ns).
+func windowMax(lats []time.Duration, sent []int64) []float64 {
+	lo, hi := slices.Min(sent), slices.Max(sent)
+	out := make([]float64, (hi-lo)/int64(statsWindow)+1)
+	for i, l := range lats {
+		w := (sent[i] - lo) / int64(statsWindow)
+		out[w] = max(out[w], float64(l)/float64(time.Millisecond))
+	}
+	return out
 }
 
 // runReceiver serves until SIGTERM; it prints "listening <addr>" first.

@@ -478,7 +478,7 @@ func (b *bench) steady(ctx context.Context, share float64) (*result, error) {
 		err error
 	}
 	done := make(chan produced, 1)
-	cpu := machineCPU()
+	cpu, recvCPU := machineCPU(), b.recv.cpu()
 	r := &result{LatencyFrom: time.Now().Add(steadyWarmup)}
 	go func() {
 		n, err := prod.produceAt(ctx, 0, rate, steadyWarmup+15*time.Second)
@@ -490,7 +490,7 @@ func (b *bench) steady(ctx context.Context, share float64) (*result, error) {
 	}
 	profiled := b.profile(ctx, fmt.Sprintf("steady-%.0f", share*50), map[string]string{"gateway": g.pprofAddr})
 	pr := <-done
-	busy := cpu.busySince()
+	busy, recvCPU := cpu.busySince(), b.recv.cpu()-recvCPU
 	profiled()
 	if pr.err != nil {
 		return nil, pr.err
@@ -499,9 +499,10 @@ func (b *bench) steady(ctx context.Context, share float64) (*result, error) {
 	if err := b.followFrom(ctx, g, r, label, pr.n, time.Minute, cpu0, base); err != nil {
 		r.Notes = err.Error()
 	}
+	detached := g.counter("outflow_subscriptions_detached_total")
 	b.finish(ctx, g, e, r, pg0, label)
-	r.Notes = strings.TrimSpace(fmt.Sprintf("%s for %s, latency of the last 15 s; machine CPU %.0f%% busy while producing %s",
-		b.describeLoad(rate), steadyWarmup+15*time.Second, busy, r.Notes))
+	r.Notes = strings.TrimSpace(fmt.Sprintf("%s for %s, latency of the last 15 s; machine CPU %.0f%% busy while producing, the receiver's CPU %.2fs/10k; %s; detaches %.0f %s",
+		b.describeLoad(rate), steadyWarmup+15*time.Second, busy, per10k(recvCPU, pr.n), r.tailNote(), detached, r.Notes))
 	return r, nil
 }
 
