@@ -1,11 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
+	"hash/maphash"
 	"net"
 	"net/http"
 	"os"
@@ -30,8 +31,12 @@ import (
 
 // sink is one label's tally.
 type sink struct {
-	requests  int
-	ids       map[string]struct{}
+	requests int
+	// ids holds each distinct webhook-id's hash (maphash, the receiver's
+	// seed), not the id: a map without pointers, which the garbage
+	// collector does not scan. At 400,000 ids in a run, two ids share a
+	// hash with a chance of 10⁻⁸.
+	ids       map[uint64]struct{}
 	latencies []time.Duration
 	sent      []int64 // each latency's record's sent_ns
 	first     time.Time
@@ -41,6 +46,11 @@ type sink struct {
 type receiver struct {
 	mu    sync.Mutex
 	sinks map[string]*sink
+	seed  maphash.Seed
+	// bodies are buffers for request bodies, kept for the next request: a
+	// receiver that allocated each body anew took more CPU per request
+	// than it had to, on the 2 cores it shares with what it measures.
+	bodies sync.Pool
 }
 
 // sinkStats is what /stats reports for a label.
@@ -80,13 +90,19 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
-	parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/r/"), "/")
-	if len(parts) != 2 {
+	label, mode, ok := strings.Cut(strings.TrimPrefix(r.URL.Path, "/r/"), "/")
+	if !ok || strings.Contains(mode, "/") {
 		http.NotFound(w, r)
 		return
 	}
-	label, mode := parts[0], parts[1]
-	body, _ := io.ReadAll(r.Body)
+	buf, _ := rc.bodies.Get().(*bytes.Buffer)
+	if buf == nil {
+		buf = new(bytes.Buffer)
+	}
+	defer rc.bodies.Put(buf)
+	buf.Reset()
+	_, _ = buf.ReadFrom(r.Body)
+	body := buf.Bytes()
 	switch mode {
 	case "fail":
 		w.WriteHeader(http.StatusServiceUnavailable)
@@ -104,11 +120,11 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if ok {
 		lat = now.Sub(sent)
 	}
-	id := r.Header.Get("webhook-id")
+	id := maphash.String(rc.seed, r.Header.Get("webhook-id"))
 	rc.mu.Lock()
 	s := rc.sinks[label]
 	if s == nil {
-		s = &sink{ids: map[string]struct{}{}}
+		s = &sink{ids: map[uint64]struct{}{}}
 		rc.sinks[label] = s
 	}
 	s.requests++
@@ -191,7 +207,7 @@ func runReceiver() error {
 		return fmt.Errorf("receiver: %w", err)
 	}
 	fmt.Fprintf(os.Stdout, "listening %s\n", lis.Addr())
-	srv := &http.Server{Handler: &receiver{sinks: map[string]*sink{}}, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: &receiver{sinks: map[string]*sink{}, seed: maphash.MakeSeed()}, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
 		_ = srv.Close()
