@@ -105,6 +105,10 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body := buf.Bytes()
 	switch mode {
 	case "fail":
+		// Counted as requests only: none of them was delivered.
+		rc.mu.Lock()
+		rc.sink(label).requests++
+		rc.mu.Unlock()
 		w.WriteHeader(http.StatusServiceUnavailable)
 		return
 	case "slow":
@@ -122,11 +126,7 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	id := maphash.String(rc.seed, r.Header.Get("webhook-id"))
 	rc.mu.Lock()
-	s := rc.sinks[label]
-	if s == nil {
-		s = &sink{ids: map[uint64]struct{}{}}
-		rc.sinks[label] = s
-	}
+	s := rc.sink(label)
 	s.requests++
 	if _, dup := s.ids[id]; !dup {
 		s.ids[id] = struct{}{}
@@ -141,6 +141,16 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rc.mu.Unlock()
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// sink returns label's tally, made on first use; rc.mu is held.
+func (rc *receiver) sink(label string) *sink {
+	s := rc.sinks[label]
+	if s == nil {
+		s = &sink{ids: map[uint64]struct{}{}}
+		rc.sinks[label] = s
+	}
+	return s
 }
 
 func (rc *receiver) stats(w http.ResponseWriter, r *http.Request) {

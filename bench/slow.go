@@ -26,7 +26,18 @@ func (b *bench) slowRun(ctx context.Context, name string) (*result, error) {
 	// it rejoins and falls behind again); a healthy one detached is the
 	// lane-wait rule mistaking shared backpressure for a laggard.
 	subs := append(repeat(subSpec{url: "healthy1"}, 8), subSpec{url: "slow", mode: "slow"}, subSpec{url: "fail", mode: "fail"})
-	return b.backlog(ctx, backlogParams{label: "healthy1", records: 20000, subs: subs, detaches: true})
+	r, err := b.backlog(ctx, backlogParams{label: "healthy1", records: 20000, subs: subs, detaches: true})
+	if err != nil {
+		return nil, err
+	}
+	// What the two bad receivers cost the machine: the requests they were
+	// sent while the eight were delivered.
+	slow, serr := b.stats("slow", false)
+	fail, ferr := b.stats("fail", false)
+	if serr == nil && ferr == nil {
+		r.Notes = strings.TrimSpace(fmt.Sprintf("%s; requests to the slow receiver %d, to the failing one %d", r.Notes, slow.Requests, fail.Requests))
+	}
+	return r, nil
 }
 
 // slowReceiver returns name's result. The first call runs both sides that
