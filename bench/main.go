@@ -163,8 +163,8 @@ type scenario struct {
 }
 
 // scenarios run in this order: raw-post first (the floor), backlog-plain
-// before kafka-floor and steady-latency (which run at half its rate, and
-// steady-latency-25 at a quarter).
+// before kafka-floor, bridge-floor and steady-latency (which run at half
+// its rate, and steady-latency-25 at a quarter).
 var scenarios = []scenario{
 	{"raw-post", (*bench).rawPost},
 	{"backlog-plain", func(b *bench, ctx context.Context) (*result, error) {
