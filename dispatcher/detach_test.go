@@ -502,6 +502,23 @@ func (b *failingBundle) cursor() (int64, bool) {
 	return c, ok
 }
 
+// unsettled is how many records the failing subscription's reader handed
+// on without being told they are settled (-1 when it is attached).
+func (b *failingBundle) unsettled() int64 {
+	b.d.mu.Lock()
+	t := b.d.targets["sub_flaky"]
+	b.d.mu.Unlock()
+	if t == nil {
+		return -1
+	}
+	t.dmu.Lock()
+	defer t.dmu.Unlock()
+	if t.det == nil {
+		return -1
+	}
+	return t.det.cu.inFlight.Load()
+}
+
 func (b *failingBundle) holdWaits() int64 {
 	b.d.mu.Lock()
 	defer b.d.mu.Unlock()
@@ -609,6 +626,11 @@ func TestHoldFailingParksOldEvents(t *testing.T) {
 	}
 	b.clock.advance(hold)
 	eventually(t, "every event in the retry queue", func() bool { return len(b.rows()) == n })
+	// A row is in the store before the writer tells the reader it is
+	// durable; Stop saves what the reader was told (a later confirmation
+	// is re-read after a restart, at least once), so the cursor is looked
+	// at once every confirmation has reached the reader.
+	eventually(t, "every parked event settled with the reader", func() bool { return b.unsettled() == 0 })
 	failed, _, _ := b.sender.state()
 	if parked := counterValue(t, b.d.metrics.deliveries.WithLabelValues("parked")); int(parked) != n-failed {
 		t.Errorf("%v parked and %d failed; want %d in all", parked, failed, n)
