@@ -443,8 +443,17 @@ func (d *Dispatcher) runCatchUp(cu *catchUp) {
 	case released:
 		return // Revoked saved the cursors for the partitions' next owner
 	case stopped:
-		// Save what was settled; what is still in the lanes is read again
-		// after a restart (at least once).
+		if ctx.Err() != nil {
+			// Stop: what the lanes still hold is delivered or parked while
+			// Stop drains them, and Stop saves the cursors once the writers
+			// have confirmed that (saveStoppedCursors), so that a clean
+			// stop reads again only what never settled.
+			d.mu.Lock()
+			d.stoppedReaders = append(d.stoppedReaders, cu)
+			d.mu.Unlock()
+			return
+		}
+		// The subscription is gone: save what was settled now.
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		cu.checkpoint(sctx, true)
@@ -465,6 +474,23 @@ func (d *Dispatcher) runCatchUp(cu *catchUp) {
 		sleepCtx(ctx, backoffDelay(attempt))
 	}
 	d.logger.Info("a detached subscription has caught up and rejoined the shared consumer", slog.String("subscription_id", id))
+}
+
+// saveStoppedCursors saves the cursors of the detached subscriptions whose
+// readers Stop ended, after the lanes drained and the writers confirmed
+// what they could: each cursor stops at the first event handed on and not
+// settled (still in a lane, or its write failed), which a restart reads
+// again (at least once).
+func (d *Dispatcher) saveStoppedCursors() {
+	d.mu.Lock()
+	cus := d.stoppedReaders
+	d.stoppedReaders = nil
+	d.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for _, cu := range cus {
+		cu.checkpoint(ctx, true)
+	}
 }
 
 // readerEnd is how a reader's loop ended.

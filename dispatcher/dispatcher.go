@@ -387,6 +387,9 @@ type Dispatcher struct {
 	// detachCtx ends the detached subscriptions' readers (Stop).
 	detachCtx  context.Context
 	stopDetach context.CancelFunc
+	// stoppedReaders are the readers Stop ended, whose cursors it saves
+	// once the lanes have drained (guarded by mu).
+	stoppedReaders []*catchUp
 }
 
 // New builds a dispatcher. Its senders and writers start at once; Stop ends
@@ -1278,14 +1281,19 @@ func (d *Dispatcher) sweepTargets() {
 // drain timeout to finish, then parks the rest in the retry queue, giving
 // those writes the drain timeout again. It is idempotent. Messages whose
 // deliveries could not be parked stay not Done, so their positions are not
-// committed.
+// committed. The cursors of the detached subscriptions whose readers Stop
+// ends are saved last, at the first event that had not settled by then:
+// what the drain delivered or parked is not delivered again after a
+// restart. (Readers whose partitions were Revoked before Stop, as the
+// gateway's Kafka source does at shutdown, saved theirs at the hand-over:
+// what was in flight then is delivered again, as the package doc says.)
 func (d *Dispatcher) Stop() {
 	d.stopOnce.Do(func() {
 		d.mu.Lock()
 		d.accepting.Store(false) // under mu: no reader is counted after this (addReader)
 		d.mu.Unlock()
 		d.stopDetach()
-		d.detachWG.Wait() // readers save their cursors
+		d.detachWG.Wait() // readers end; saveStoppedCursors saves their cursors below
 		d.mu.Lock()
 		for _, t := range d.targets {
 			t.endLanes(false) // waits for senders inside enqueue: no job is added after this
@@ -1318,5 +1326,6 @@ func (d *Dispatcher) Stop() {
 			<-written
 		}
 		d.writers.abort()
+		d.saveStoppedCursors()
 	})
 }
