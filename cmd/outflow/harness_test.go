@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -76,16 +77,29 @@ func runOutflow(t *testing.T, databaseURL string, args ...string) string {
 // fixed key, so that every gateway of a test reads what another wrote.
 const testSecretKeys = "e2e:ZTJlLXRlc3Qtd2ViaG9vay1zZWNyZXQta2V5LTMyYnk="
 
-// freeAddr returns a loopback address that was free a moment ago.
+// freeAddr returns a loopback address that is free when it returns, for a
+// process the test starts to bind. Its port is picked at random below
+// Linux's ephemeral range (32768–60999), as scripts/testenv.sh picks its
+// own: a port from that range (":0") can be taken by any outgoing
+// connection on the machine before the process binds it, and
+// TestDevDownloadsPostgres failed on "address already in use" that way.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 200 {
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", freePortMin+rand.IntN(freePortMax-freePortMin)))
+		if err != nil {
+			continue // taken
+		}
+		defer l.Close()
+		return l.Addr().String()
 	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Fatalf("no free loopback port in [%d, %d) after 200 tries", freePortMin, freePortMax)
+	return ""
 }
+
+// freePortMin and freePortMax bound freeAddr's ports: below the ephemeral
+// range, clear of the well-known ones.
+const freePortMin, freePortMax = 15000, 32000
 
 // gateway is one `outflow serve` process.
 type gateway struct {
