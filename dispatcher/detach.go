@@ -123,6 +123,12 @@ type partCursor struct {
 	pending []int64
 	settled map[int64]bool
 	saved   int64 // the cursor last saved
+	// inFlight counts the records the reader is handing on, or handed on
+	// and not settled: Revoked waits for it to reach 0. handedTo is one past
+	// the last record the reader began to hand on (it leads read while
+	// that record is being handed on). Both are guarded by catchUp.mu.
+	inFlight int
+	handedTo int64
 	// revoked is set (under the target's dmu) when the replica gave the
 	// partition up: the reader hands on none of its records any more.
 	revoked bool
@@ -311,12 +317,14 @@ func (d *Dispatcher) takeUp(t *target, id string, p source.Partition, offset int
 
 // Revoked hands over this replica's cursors of parts, the partitions it
 // gave up, after the shared consumer stopped reading them: each reader
-// stops reading them and their cursors are saved at the first record the
-// reader has not settled, so the next owner's Assigned goes on from there
-// (what is still in flight here may be delivered twice, nothing is
-// skipped). A reader left without partitions ends. It is the Kafka source's
-// source.Ownership hook.
-func (d *Dispatcher) Revoked(parts []source.Partition) {
+// stops reading them, Revoked waits (until ctx ends: the rest of the
+// consumer's drain) for what the readers handed on of them to settle, and
+// their cursors are saved at the first record not settled, so the next
+// owner's Assigned goes on from there. What is still in flight when ctx
+// ends may be delivered twice; nothing is skipped. A reader left without
+// partitions ends. It is the Kafka source's source.Ownership hook, called
+// at every rebalance and at shutdown.
+func (d *Dispatcher) Revoked(ctx context.Context, parts []source.Partition) {
 	if d.log == nil || d.cursors == nil {
 		return
 	}
@@ -331,7 +339,13 @@ func (d *Dispatcher) Revoked(parts []source.Partition) {
 		targets = append(targets, t)
 	}
 	d.mu.Unlock()
-	var cs []store.SubscriptionCursor
+	type handOver struct {
+		t  *target
+		cu *catchUp
+		p  source.Partition
+		pc *partCursor
+	}
+	var given []handOver
 	for _, t := range targets {
 		t.dmu.Lock()
 		det := t.det
@@ -339,39 +353,53 @@ func (d *Dispatcher) Revoked(parts []source.Partition) {
 			t.dmu.Unlock()
 			continue
 		}
-		var given []source.Partition
+		n := len(given)
 		for p, pc := range det.parts {
 			if gone[p] {
 				pc.revoked = true
 				delete(det.parts, p)
-				given = append(given, p)
-				cs = append(cs, det.cu.cursorOf(p, pc))
+				given = append(given, handOver{t: t, cu: det.cu, p: p, pc: pc})
 			}
 		}
-		if len(given) > 0 && len(det.parts) == 0 {
+		if len(given) > n && len(det.parts) == 0 {
 			det.released = true
 			t.det = nil
 			t.detached.Store(false)
 		}
 		t.dmu.Unlock()
-		if len(given) > 0 {
+		if len(given) > n {
 			select {
 			case det.wake <- struct{}{}:
 			default:
 			}
 		}
 	}
-	if len(cs) == 0 {
+	if len(given) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), handOverTimeout)
+	// The readers hand on nothing more of the partitions (revoked is set);
+	// what they did hand on is settling in the lanes.
+	for _, h := range given {
+		for h.cu.partInFlight(h.pc) > 0 {
+			if !sleepCtx(ctx, 5*time.Millisecond) {
+				break // out of budget: what is left is delivered again by the next owner
+			}
+		}
+	}
+	cs := make([]store.SubscriptionCursor, 0, len(given))
+	for _, h := range given {
+		h.t.dmu.Lock()
+		cs = append(cs, h.cu.cursorOf(h.p, h.pc))
+		h.t.dmu.Unlock()
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), handOverTimeout)
 	defer cancel()
 	for attempt := 0; ; attempt++ {
-		err := d.cursors.SaveCursors(ctx, cs)
+		err := d.cursors.SaveCursors(sctx, cs)
 		if err == nil {
 			return
 		}
-		if !sleepCtx(ctx, backoffDelay(attempt)) {
+		if !sleepCtx(sctx, backoffDelay(attempt)) {
 			// The last checkpoints stay: the next owner re-delivers from
 			// them (more duplicates, nothing skipped).
 			d.logger.Error("handing over detached subscriptions' cursors failed; the partitions' next owner re-delivers from their last checkpoint",
@@ -381,8 +409,8 @@ func (d *Dispatcher) Revoked(parts []source.Partition) {
 	}
 }
 
-// handOverTimeout bounds Revoked's cursor writes: the rebalance waits for
-// them.
+// handOverTimeout bounds Revoked's cursor writes (after its wait for what
+// is in flight): the rebalance waits for them.
 const handOverTimeout = 5 * time.Second
 
 // startReader makes t's detachment over parts and starts its reader; the
@@ -654,10 +682,12 @@ func (cu *catchUp) handOn(ctx context.Context, p source.Partition, pc *partCurso
 	m := source.NewMessage(pos, r.Key, r.Value, r.Time, nil)
 	cu.mu.Lock()
 	pc.pending = append(pc.pending, r.Offset)
+	pc.inFlight++
+	pc.handedTo = r.Offset + 1
 	cu.mu.Unlock()
 	cu.inFlight.Add(1)
 	var once sync.Once
-	settle := func() { once.Do(func() { cu.settle(pc, r.Offset); cu.inFlight.Add(-1) }) }
+	settle := func() { once.Do(func() { cu.settle(pc, r.Offset) }) }
 	j := &job{msg: m, rec: rec, sub: sub, raw: compact(rec.Raw), created: d.now(), done: settle, catchUp: true}
 	for {
 		t.dmu.Lock()
@@ -666,7 +696,7 @@ func (cu *catchUp) handOn(ctx context.Context, p source.Partition, pc *partCurso
 		if revoked {
 			// Given up (a rebalance) while waiting: the partition's next
 			// owner delivers it from the handed-over cursor.
-			cu.inFlight.Add(-1)
+			cu.notHandedOn(pc)
 			return true
 		}
 		if sub.Proto.GetState() == outflowv1.Subscription_PAUSED {
@@ -678,7 +708,7 @@ func (cu *catchUp) handOn(ctx context.Context, p source.Partition, pc *partCurso
 			switch cu.hold(ctx, sub, until) {
 			case holdAgain:
 				if sub = d.matcher.Get(cu.id); sub == nil || sub.Proto.GetWebhook() == nil {
-					cu.inFlight.Add(-1) // never handed on: its offset stays pending, so no cursor passes it
+					cu.notHandedOn(pc)
 					return false
 				}
 				if sub.Revision != j.sub.Revision && !cu.delivers(rec, sub) {
@@ -694,7 +724,7 @@ func (cu *catchUp) handOn(ctx context.Context, p source.Partition, pc *partCurso
 				d.park(ctx, j, "circuit open: the receiver has been failing", until)
 				return true
 			default:
-				cu.inFlight.Add(-1)
+				cu.notHandedOn(pc)
 				return false
 			}
 		}
@@ -713,7 +743,7 @@ func (cu *catchUp) handOn(ctx context.Context, p source.Partition, pc *partCurso
 		case full:
 			continue // the receiver's pace: wait again (unless revoked meanwhile)
 		default:
-			cu.inFlight.Add(-1) // never handed on: its offset stays pending, so no cursor passes it
+			cu.notHandedOn(pc)
 			return false
 		}
 	}
@@ -800,11 +830,30 @@ func (cu *catchUp) settle(pc *partCursor, offset int64) {
 	cu.mu.Lock()
 	defer cu.mu.Unlock()
 	cu.unsaved++
+	pc.inFlight--
+	cu.inFlight.Add(-1)
 	pc.settled[offset] = true
 	for len(pc.pending) > 0 && pc.settled[pc.pending[0]] {
 		delete(pc.settled, pc.pending[0])
 		pc.pending = pc.pending[1:]
 	}
+}
+
+// notHandedOn ends the count of a record the reader did not hand on after
+// all (revoked, stopping, or the subscription gone): its offset stays
+// pending, so no cursor passes it.
+func (cu *catchUp) notHandedOn(pc *partCursor) {
+	cu.mu.Lock()
+	defer cu.mu.Unlock()
+	pc.inFlight--
+	cu.inFlight.Add(-1)
+}
+
+// partInFlight is pc's count of records being handed on or not settled.
+func (cu *catchUp) partInFlight(pc *partCursor) int {
+	cu.mu.Lock()
+	defer cu.mu.Unlock()
+	return pc.inFlight
 }
 
 // isReleased reports whether the replica gave the reader's partitions up.
@@ -820,7 +869,7 @@ func (cu *catchUp) isReleased() bool {
 func (cu *catchUp) cursorOf(p source.Partition, pc *partCursor) store.SubscriptionCursor {
 	cu.mu.Lock()
 	defer cu.mu.Unlock()
-	offset := pc.read
+	offset := max(pc.read, pc.handedTo)
 	if len(pc.pending) > 0 {
 		offset = pc.pending[0]
 	}

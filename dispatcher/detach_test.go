@@ -239,6 +239,23 @@ func (b *detachBundle) releaseSlow() {
 	}
 }
 
+// readerInFlight is what the reader of subscription id has handed on of p
+// and not settled (0 when it is not detached on p).
+func (b *detachBundle) readerInFlight(id string, p source.Partition) int {
+	b.d.mu.Lock()
+	tg := b.d.targets[id]
+	b.d.mu.Unlock()
+	if tg == nil {
+		return 0
+	}
+	tg.dmu.Lock()
+	defer tg.dmu.Unlock()
+	if tg.det == nil || tg.det.parts[p] == nil {
+		return 0
+	}
+	return tg.det.cu.partInFlight(tg.det.parts[p])
+}
+
 func seq(from, to int64) []int64 {
 	var out []int64
 	for i := from; i < to; i++ {
@@ -761,7 +778,10 @@ func TestRevokedCursorIsHandedOverToTheNextOwner(t *testing.T) {
 		a.sender.pace <- struct{}{}
 	}
 	eventually(t, "ten events delivered", func() bool { return len(a.sender.got("https://slow.example.com")) >= 10 })
-	a.d.Revoked(part)
+	// The rebalance's budget runs out while the lane still holds events.
+	budget, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	a.d.Revoked(budget, part)
 	eventually(t, "the first owner's reader ended", func() bool { return a.d.detachedCount.Load() == 0 })
 	cs, _ := cursors.Cursors(t.Context())
 	if len(cs) != 1 {
@@ -806,6 +826,61 @@ func TestRevokedCursorIsHandedOverToTheNextOwner(t *testing.T) {
 	}
 }
 
+// TestRevokedWaitsForWhatIsInFlight: given time (a shutdown's drain),
+// Revoked lets what the reader already handed on settle before it saves
+// the cursor, so the next owner re-delivers none of it: the cursor is one
+// past the last event delivered, and every event below it was delivered
+// once.
+func TestRevokedWaitsForWhatIsInFlight(t *testing.T) {
+	t.Parallel()
+	const n = 300
+	part := []source.Partition{{Stream: "t", ID: 0}}
+	log, cursors := newFakeLog(n), newFakeCursors()
+	a := setupDetach(t, log, cursors, webhookSub("sub_slow", "https://slow.example.com"))
+	var done atomic.Int64
+	for _, m := range msgs(n, &done) {
+		a.d.Handle(t.Context(), m)
+	}
+	eventually(t, "the backlog Done for the shared consumer", func() bool { return done.Load() >= n-3 })
+	for range 10 {
+		a.sender.pace <- struct{}{}
+	}
+	eventually(t, "ten events delivered", func() bool { return len(a.sender.got("https://slow.example.com")) >= 10 })
+	eventually(t, "the reader's lane full again", func() bool { return a.readerInFlight("sub_slow", part[0]) >= 3 })
+	budget, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	revoked := make(chan struct{})
+	go func() {
+		defer close(revoked)
+		a.d.Revoked(budget, part)
+	}()
+	eventually(t, "the partition given up", func() bool {
+		a.d.mu.Lock()
+		tg := a.d.targets["sub_slow"]
+		a.d.mu.Unlock()
+		return tg != nil && !tg.detached.Load()
+	})
+	select {
+	case <-revoked:
+		t.Fatal("Revoked returned while the lane still held events it had handed on")
+	case <-time.After(20 * time.Millisecond):
+	}
+	a.releaseSlow() // the receiver catches up on what it was given
+	<-revoked
+	cs, _ := cursors.Cursors(t.Context())
+	if len(cs) != 1 {
+		t.Fatalf("cursors after the hand-over: %v; want sub_slow's", cs)
+	}
+	handed := cs[0].Offset
+	got := a.sender.got("https://slow.example.com")
+	if len(got) <= 10 {
+		t.Fatalf("%d events delivered; want those in the lane too", len(got))
+	}
+	if !slices.Equal(got, seq(0, handed)) {
+		t.Errorf("delivered %v with the cursor handed over at %d; want each offset below the cursor once and none at or past it", got, handed)
+	}
+}
+
 // TestAssignedTakesUpOnlyItsPartitionsCursors: a replica given other
 // partitions leaves a cursor alone (another replica reads it).
 func TestAssignedTakesUpOnlyItsPartitionsCursors(t *testing.T) {
@@ -821,7 +896,7 @@ func TestAssignedTakesUpOnlyItsPartitionsCursors(t *testing.T) {
 	if got := b.d.detachedCount.Load(); got != 0 {
 		t.Errorf("%d readers for a cursor of a partition this replica does not own; want 0", got)
 	}
-	b.d.Revoked([]source.Partition{{Stream: "t", ID: 1}})
+	b.d.Revoked(t.Context(), []source.Partition{{Stream: "t", ID: 1}})
 	if saves, deletes, rows := cursors.state(); saves != 1 || deletes != 0 || rows != 1 {
 		t.Errorf("cursor store after: %d saves, %d deletes, %d rows; want it untouched (1, 0, 1)", saves, deletes, rows)
 	}

@@ -97,14 +97,17 @@
 //   - Cursors follow their partitions (the Kafka source's source.Ownership
 //     hook): only the replica that owns a partition reads its cursors.
 //     Revoked (a rebalance, a shutdown) stops the readers on the partitions
-//     given up and saves each cursor at the first event not settled, before
-//     the replica rejoins the group; Assigned (a new generation, a start
-//     after a crash) takes up the cursors of the partitions given, before
-//     the shared consumer reads them, starting readers as needed. A reader
-//     left with no partition ends. At least once: what was in flight at a
-//     hand-over, and after a crash what was settled after the last cursor
-//     save (at most CheckpointEvents events or CheckpointInterval of them
-//     per partition), is delivered again; nothing is skipped.
+//     given up, waits for what they handed on of them to settle (within
+//     what is left of the source's drain: 2 s in a rebalance, 10 s at
+//     shutdown, by default), and saves each cursor at the first event not
+//     settled, before the replica rejoins the group; Assigned (a new
+//     generation, a start after a crash) takes up the cursors of the
+//     partitions given, before the shared consumer reads them, starting
+//     readers as needed. A reader left with no partition ends. At least
+//     once: what was still in flight when the drain ran out, and after a
+//     crash what was settled after the last cursor save (at most
+//     CheckpointEvents events or CheckpointInterval of them per
+//     partition), is delivered again; nothing is skipped.
 //
 // Limits: positions must be offsets (Kafka); a Kinesis subscription is
 // shed.
@@ -1285,8 +1288,8 @@ func (d *Dispatcher) sweepTargets() {
 // ends are saved last, at the first event that had not settled by then:
 // what the drain delivered or parked is not delivered again after a
 // restart. (Readers whose partitions were Revoked before Stop, as the
-// gateway's Kafka source does at shutdown, saved theirs at the hand-over:
-// what was in flight then is delivered again, as the package doc says.)
+// gateway's Kafka source does at shutdown, saved theirs at the hand-over,
+// once what they had handed on settled or the source's drain ran out.)
 func (d *Dispatcher) Stop() {
 	d.stopOnce.Do(func() {
 		d.mu.Lock()

@@ -338,24 +338,7 @@ func TestSubscriptionsSharingAReceiverKeepTheirConnections(t *testing.T) {
 
 	// The backlog is on the topic before the gateway starts, so that the
 	// lanes fill at once.
-	transport := &kafkago.Transport{}
-	defer transport.CloseIdleConnections()
-	w := &kafkago.Writer{Addr: kafkago.TCP(brokers...), Topic: topic, RequiredAcks: kafkago.RequireAll,
-		Transport: transport, Balancer: &kafkago.Hash{}, BatchSize: records}
-	msgs := make([]kafkago.Message, records)
-	for i := range msgs {
-		user := fmt.Sprintf("u%d", i)
-		msgs[i] = kafkago.Message{Key: []byte(user), Value: []byte(`{"version":"1","producer":"tecton","job_type":"stream",` +
-			`"feature_view_name":"fv_cart","feature_view_id":"fv-cart","feature_timestamp":"` +
-			time.Now().UTC().Format(time.RFC3339Nano) + `","entity_keys":{"user_id":"` + user + `"},` +
-			`"feature_values":{"cart_count":"3"}}`)}
-	}
-	if err := w.WriteMessages(ctx, msgs...); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
+	produceCarts(t, ctx, brokers, topic, records)
 
 	gw, err := gateway.New(testConfig(t, db, brokers, topic, listen(t)))
 	if err != nil {
@@ -388,4 +371,134 @@ func TestSubscriptionsSharingAReceiverKeepTheirConnections(t *testing.T) {
 			"want none closed, and about one per attempt under way at once (%d)", dialed, len(delivered), closed, subs*lanes)
 	}
 	t.Logf("%d connections for %d deliveries, %d closed before the last", dialed, len(delivered), closed)
+}
+
+// TestAStopHandsOverWhatWasDelivered: a gateway stopped while a slow
+// subscription is detached, with events of its reader in its lane, lets
+// those deliveries finish within the source's drain and hands the
+// subscription's cursor over past them. The next gateway of the group
+// delivers every remaining event once, and none the first one delivered.
+func TestAStopHandsOverWhatWasDelivered(t *testing.T) {
+	before := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, before) })
+	db := storetest.New(t)
+	brokers := testenv.KafkaBrokers(t)
+	topic := testenv.NewTopic(t, 2)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	key, _, err := db.Store.CreateAPIKey(ctx, "t", "gateway test")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	const records = 600
+	var (
+		mu        sync.Mutex
+		delivered = map[string]int{} // the slow subscription's webhook-id → requests
+	)
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		time.Sleep(10 * time.Millisecond)
+		mu.Lock()
+		delivered[r.Header.Get("webhook-id")]++
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer slow.Close()
+	fast := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer fast.Close()
+	for _, s := range []struct {
+		id, url  string
+		inFlight int32
+	}{{"sub_fast", fast.URL, 16}, {"sub_slow", slow.URL, 1}} {
+		secret, err := webhook.GenerateSecret(rand.Reader, 32)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Store.CreateSubscription(ctx, key.TenantID, &outflowv1.Subscription{
+			Id: s.id, Name: s.id, FeatureViewNames: []string{"fv_cart"}, State: outflowv1.Subscription_ACTIVE,
+			Target: &outflowv1.Subscription_Webhook{Webhook: &outflowv1.WebhookTarget{
+				Url: s.url + "/hook", Timeout: durationpb.New(10 * time.Second), MaxInFlight: s.inFlight}},
+			RetryPolicy: &outflowv1.RetryPolicy{MaxAttempts: 5, MaxAge: durationpb.New(time.Hour)},
+		}, secret, 10); err != nil {
+			t.Fatal(err)
+		}
+	}
+	produceCarts(t, ctx, brokers, topic, records)
+	counts := func() (events, dups int) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, n := range delivered {
+			dups += n - 1
+		}
+		return len(delivered), dups
+	}
+
+	run := func(until func() bool, what string) {
+		t.Helper()
+		gw, err := gateway.New(testConfig(t, db, brokers, topic, listen(t)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ran := make(chan error, 1)
+		go func() { ran <- gw.Run(ctx) }()
+		defer gw.Stop()
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for !until() {
+			select {
+			case err := <-ran:
+				t.Fatalf("the gateway stopped before %s: %v", what, err)
+			case <-ctx.Done():
+				events, _ := counts()
+				t.Fatalf("%d of %d events delivered to the slow receiver, waiting for %s", events, records, what)
+			case <-tick.C:
+			}
+		}
+		gw.Stop()
+		if err := <-ran; err != nil {
+			t.Errorf("Run after Stop = %v, want nil", err)
+		}
+	}
+
+	detached := func() bool {
+		cs, err := db.Store.Cursors(ctx)
+		return err == nil && len(cs) > 0
+	}
+	run(func() bool { events, _ := counts(); return events >= 100 && detached() }, "the slow subscription detached")
+	first, dups := counts()
+	if dups != 0 {
+		t.Fatalf("%d duplicates before the restart; want none", dups)
+	}
+	run(func() bool { events, _ := counts(); return events == records }, "every event")
+	if _, dups := counts(); dups != 0 {
+		t.Errorf("%d of the %d events the first gateway delivered were delivered again after a clean stop; want none", dups, first)
+	}
+	t.Logf("the first gateway delivered %d events to the slow receiver", first)
+}
+
+// produceCarts writes n fv_cart records, one user each, to topic.
+func produceCarts(t *testing.T, ctx context.Context, brokers []string, topic string, n int) {
+	t.Helper()
+	transport := &kafkago.Transport{}
+	defer transport.CloseIdleConnections()
+	w := &kafkago.Writer{Addr: kafkago.TCP(brokers...), Topic: topic, RequiredAcks: kafkago.RequireAll,
+		Transport: transport, Balancer: &kafkago.Hash{}, BatchSize: n}
+	msgs := make([]kafkago.Message, n)
+	for i := range msgs {
+		user := fmt.Sprintf("u%d", i)
+		msgs[i] = kafkago.Message{Key: []byte(user), Value: []byte(`{"version":"1","producer":"tecton","job_type":"stream",` +
+			`"feature_view_name":"fv_cart","feature_view_id":"fv-cart","feature_timestamp":"` +
+			time.Now().UTC().Format(time.RFC3339Nano) + `","entity_keys":{"user_id":"` + user + `"},` +
+			`"feature_values":{"cart_count":"3"}}`)}
+	}
+	if err := w.WriteMessages(ctx, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -127,10 +127,11 @@ type Consumer interface {
 // until ctx ends). Revoked is called when the consumer gives parts up, after
 // its last message of them was handed on and the drain ended, before it
 // rejoins the group: what it saves then is in place before the next owner's
-// Assigned.
+// Assigned. Revoked's ctx ends with what is left of the drain's budget: it
+// bounds Revoked's own wait for work in flight on parts, not the save.
 type Ownership interface {
 	Assigned(ctx context.Context, parts []Assignment) error
-	Revoked(parts []Partition)
+	Revoked(ctx context.Context, parts []Partition)
 }
 
 // Assignment is a partition given to a consumer and the offset it reads it

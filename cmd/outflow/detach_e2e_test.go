@@ -70,8 +70,10 @@ func TestSlowReceiverIsDetached(t *testing.T) {
 // the first replica stops reading the ones it gave up and hands their
 // cursors over, the second takes them up before its shared consumer reads,
 // and each replica rejoins on its own partitions. Every event reaches the
-// slow receiver, duplicated only while in flight at a hand-over (its one
-// lane: 16 queued + 1 under way, per hand-over), and no cursor is left.
+// slow receiver, duplicated only if still in flight when a hand-over's
+// drain runs out (its one lane: 16 queued + 1 under way, per hand-over; at
+// 50 ms a request they settle within the rebalance's 2 s, so this is
+// usually 0), and no cursor is left.
 // Before, every replica read every cursor at start: the second one
 // re-delivered the whole remaining backlog, and both kept reading
 // partitions they did not own.

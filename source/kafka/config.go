@@ -215,8 +215,9 @@ type Config struct {
 	CommitInterval time.Duration
 	// DrainTimeout bounds the wait at shutdown, after reading stopped, for
 	// in-flight messages to be Done before the final commit; messages still
-	// in flight then are redelivered to the group later. A negative value
-	// does not wait. Default DefaultDrainTimeout (10 s).
+	// in flight then are redelivered to the group later. What is left of it
+	// is Ownership.Revoked's ctx (its own wait for work in flight). A
+	// negative value does not wait. Default DefaultDrainTimeout (10 s).
 	DrainTimeout time.Duration
 	// RebalanceDrainTimeout bounds the same wait when a rebalance ends the
 	// generation. A negative value does not wait. Default

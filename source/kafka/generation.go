@@ -219,19 +219,26 @@ loop:
 
 	// A rebalance holds the whole group, so it gets the short drain; at
 	// shutdown the generation is still running (heartbeats continue) and can
-	// afford the long one, unless a rebalance starts meanwhile.
+	// afford the long one, unless a rebalance starts meanwhile. One budget
+	// covers the shared consumer's drain and then Revoked's wait for the
+	// detached subscriptions' deliveries of the same partitions.
 	rebalance := genCtx.Err() != nil
-	timeout, interrupt := cfg.DrainTimeout, genCtx.Done()
+	timeout := cfg.DrainTimeout
 	if rebalance {
-		timeout, interrupt = cfg.RebalanceDrainTimeout, nil
+		timeout = cfg.RebalanceDrainTimeout
 	}
-	drained := drain(parts, timeout, interrupt)
+	drainCtx, endDrain := context.WithTimeout(context.Background(), max(timeout, 0))
+	defer endDrain()
+	if !rebalance {
+		defer context.AfterFunc(genCtx, endDrain)()
+	}
+	drained := drain(drainCtx, parts)
 	r.commit(gen, parts, log)
 	for _, p := range parts {
 		p.tracker.revoke()
 	}
 	if own := cfg.Ownership; own != nil && len(parts) > 0 {
-		own.Revoked(sourceParts(parts))
+		own.Revoked(drainCtx, sourceParts(parts))
 	}
 	abandoned := inFlight(parts)
 	r.s.setOwned(nil)
@@ -596,22 +603,14 @@ func (r *run) commit(gen *kafkago.Generation, parts []*partition, log *slog.Logg
 	}
 }
 
-// drain waits until no message of parts is in flight, at most timeout (not
-// at all when it is not positive) and not past interrupt. It reports whether
-// everything was Done.
-func drain(parts []*partition, timeout time.Duration, interrupt <-chan struct{}) bool {
-	if timeout <= 0 {
-		return inFlight(parts) == 0
-	}
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
+// drain waits until no message of parts is in flight, or until ctx ends. It
+// reports whether everything was Done.
+func drain(ctx context.Context, parts []*partition) bool {
 	for _, p := range parts {
 		select {
 		case <-p.tracker.idle():
-		case <-timer.C:
-			return false
-		case <-interrupt:
-			return false
+		case <-ctx.Done():
+			return inFlight(parts) == 0
 		}
 	}
 	return true

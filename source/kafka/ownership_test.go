@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/outflow-dev/outflow/internal/testenv"
 	"github.com/outflow-dev/outflow/source"
@@ -18,6 +19,7 @@ type ownership struct {
 	calls        []string
 	assigned     []source.Assignment
 	revoked      []source.Partition
+	budget       time.Duration // what was left of Revoked's ctx when it was called; -1 without a deadline or when it had ended
 	failAssigned int
 	handled      *recorder
 }
@@ -38,11 +40,15 @@ func (o *ownership) Assigned(_ context.Context, parts []source.Assignment) error
 	return nil
 }
 
-func (o *ownership) Revoked(parts []source.Partition) {
+func (o *ownership) Revoked(ctx context.Context, parts []source.Partition) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.calls = append(o.calls, "revoked")
 	o.revoked = append(o.revoked, parts...)
+	o.budget = -1
+	if deadline, ok := ctx.Deadline(); ok && ctx.Err() == nil {
+		o.budget = time.Until(deadline)
+	}
 }
 
 func (o *ownership) state() (calls []string, assigned []source.Assignment, revoked []source.Partition) {
@@ -54,7 +60,8 @@ func (o *ownership) state() (calls []string, assigned []source.Assignment, revok
 // TestRunTellsOwnership: the consumer tells Config.Ownership its partitions
 // before it hands on any of their messages, reads none of them while
 // Assigned fails (it retries), and tells it they are given up when the
-// generation ends (here at shutdown), after the last message.
+// generation ends (here at shutdown), after the last message, with what is
+// left of the drain's budget for its own wait.
 func TestRunTellsOwnership(t *testing.T) {
 	t.Parallel()
 	brokers := testenv.KafkaBrokers(t)
@@ -85,5 +92,11 @@ func TestRunTellsOwnership(t *testing.T) {
 	}
 	if !slices.Equal(revoked, want) {
 		t.Errorf("revoked %v; want %v", revoked, want)
+	}
+	own.mu.Lock()
+	budget := own.budget
+	own.mu.Unlock()
+	if budget <= 0 || budget > cfg.DrainTimeout {
+		t.Errorf("Revoked's ctx had %v left; want the rest of the drain's %v (nothing was in flight)", budget, cfg.DrainTimeout)
 	}
 }
