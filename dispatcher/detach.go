@@ -159,6 +159,11 @@ func (d *Dispatcher) lastSeen(p source.Partition) (int64, bool) {
 	return v.(*atomic.Int64).Load(), true
 }
 
+// offsetRange is the offsets [from, to) of a partition.
+type offsetRange struct{ from, to int64 }
+
+func (r offsetRange) holds(offset int64) bool { return offset >= r.from && offset < r.to }
+
 // detachedMessage is logged (with the subscription_id and the reason) when
 // a subscription is detached.
 const detachedMessage = "a subscription's receiver is not keeping up; it is detached and reads the source on its own until it catches up"
@@ -174,6 +179,11 @@ func (d *Dispatcher) skipDetached(ctx context.Context, t *target, j *job, why st
 	pos := j.msg.Position
 	p := source.Partition{Stream: pos.Topic, ID: pos.Partition}
 	t.dmu.Lock()
+	if t.handedBack[p].holds(pos.Offset) {
+		t.dmu.Unlock()
+		j.done() // a rejoined reader delivered it
+		return true
+	}
 	det := t.det
 	if det == nil {
 		if why == "" || int(d.detachedCount.Load()) >= d.cfg.Detach.MaxDetached || !d.accepting.Load() {
@@ -348,6 +358,11 @@ func (d *Dispatcher) Revoked(ctx context.Context, parts []source.Partition) {
 	var given []handOver
 	for _, t := range targets {
 		t.dmu.Lock()
+		for p := range t.handedBack {
+			if gone[p] {
+				delete(t.handedBack, p)
+			}
+		}
 		det := t.det
 		if det == nil {
 			t.dmu.Unlock()
@@ -573,8 +588,12 @@ func (cu *catchUp) run(ctx context.Context) (readerEnd, []store.SubscriptionCurs
 				continue // a partition was taken up meanwhile: catch up on it first
 			}
 			var cs []store.SubscriptionCursor
-			for p := range cu.det.parts {
+			if t.handedBack == nil {
+				t.handedBack = make(map[source.Partition]offsetRange, len(cu.det.parts))
+			}
+			for p, pc := range cu.det.parts {
 				cs = append(cs, store.SubscriptionCursor{SubscriptionID: cu.id, Topic: p.Stream, Partition: p.ID})
+				t.handedBack[p] = offsetRange{from: pc.start, to: pc.rejoinAt}
 			}
 			t.det = nil
 			t.detached.Store(false)

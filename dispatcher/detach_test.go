@@ -881,6 +881,43 @@ func TestRevokedWaitsForWhatIsInFlight(t *testing.T) {
 	}
 }
 
+// TestALateDecisionLeavesTheRejoinedReadersEvents: the shared consumer
+// notes an offset as seen before it looks at the detachment, so a rejoin
+// may hand over after an offset whose decision comes only once the reader
+// has rejoined (it delivered that offset). Such a decision, here made after
+// the rejoin, leaves the event to the reader: Done, not delivered again;
+// offsets before the reader's start are the shared consumer's. Once the
+// partition is revoked, a re-read is delivered again.
+func TestALateDecisionLeavesTheRejoinedReadersEvents(t *testing.T) {
+	t.Parallel()
+	const n, cursor = 50, 20
+	cursors := newFakeCursors()
+	if err := cursors.SaveCursors(t.Context(), []store.SubscriptionCursor{{SubscriptionID: "sub_slow", Topic: "t", Offset: cursor}}); err != nil {
+		t.Fatal(err)
+	}
+	b := setupDetach(t, newFakeLog(n), cursors, webhookSub("sub_slow", "https://slow.example.com"))
+	b.releaseSlow()
+	part := source.Partition{Stream: "t", ID: 0}
+	if err := b.d.Assigned(t.Context(), []source.Assignment{{Partition: part, Next: n}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the reader rejoined", func() bool { return b.d.detachedCount.Load() == 0 })
+	var done atomic.Int64
+	ms := msgs(n, &done)
+	for _, o := range []int{30, 49, 19} {
+		b.d.Handle(t.Context(), ms[o])
+	}
+	eventually(t, "the three late messages Done", func() bool { return done.Load() == 3 })
+	want := seq(cursor-1, n) // got sorts
+	eventually(t, "offset 19 delivered by the shared consumer", func() bool { return len(b.sender.got("https://slow.example.com")) >= len(want) })
+	if got := b.sender.got("https://slow.example.com"); !slices.Equal(got, want) {
+		t.Errorf("got %v; want the reader's %d..%d and the shared consumer's 19, each once", got, cursor, n-1)
+	}
+	b.d.Revoked(t.Context(), []source.Partition{part})
+	b.d.Handle(t.Context(), ms[30])
+	eventually(t, "offset 30 delivered again after the revoke", func() bool { return len(b.sender.got("https://slow.example.com")) == len(want)+1 })
+}
+
 // TestAssignedTakesUpOnlyItsPartitionsCursors: a replica given other
 // partitions leaves a cursor alone (another replica reads it).
 func TestAssignedTakesUpOnlyItsPartitionsCursors(t *testing.T) {

@@ -93,7 +93,12 @@
 //     takes to decide, so every offset is the reader's or the shared
 //     consumer's, never both, never neither. The reader reads up to
 //     rejoinAt, waits until what it handed on is settled, and deletes the
-//     cursors of its partitions.
+//     cursors of its partitions. The shared consumer notes an offset as
+//     begun before it looks at the detachment, so it may decide on an
+//     offset below rejoinAt only after the reader has rejoined: the
+//     target keeps each partition's [start, rejoinAt) (handedBack) until
+//     the partition is revoked, and such a late decision leaves the event
+//     to the reader that delivered it.
 //   - Cursors follow their partitions (the Kafka source's source.Ownership
 //     hook): only the replica that owns a partition reads its cursors.
 //     Revoked (a rebalance, a shutdown) stops the readers on the partitions
@@ -669,9 +674,16 @@ type target struct {
 	lanes   *laneSet
 	// closed is set when the subscription went away; enqueue then refuses.
 	closed bool
-	// dmu guards det, the subscription's detachment (nil: attached).
+	// dmu guards det, the subscription's detachment (nil: attached), and
+	// handedBack.
 	dmu sync.Mutex
 	det *detachment
+	// handedBack holds, per partition, the offsets the last detachment's
+	// reader delivered before it rejoined: the shared consumer notes an
+	// offset as seen before it looks at the detachment, so a decision begun
+	// before the rejoin and made after it must still leave them to the
+	// reader (see skipDetached). Dropped when the partition is revoked.
+	handedBack map[source.Partition]offsetRange
 	// The consumer's current streak of waits for this target's lanes
 	// (guarded by mu): since when every event has had to wait, and for how
 	// long in all. wantDetach is set when the streak says the receiver
