@@ -567,6 +567,15 @@ func setupFailing(t *testing.T, n int, breaker BreakerConfig, detach DetachConfi
 	return b
 }
 
+// queuedAtOpen bounds what setupFailing's lanes hold when sub_flaky's
+// circuit opens: a queue of 2 and the attempt under way, on the shared
+// consumer's side and, when a slow machine detached the subscription for
+// its lane wait before its circuit opened, on its reader's too. Those
+// events were queued before the circuit opened: they are attempted (and
+// fail) or, once it is open, parked without an attempt. No other event of
+// a reader that holds is written to the retry queue.
+const queuedAtOpen = 2 * (2 + 1)
+
 // rows returns the offsets of sub_flaky's rows in the retry queue, sorted.
 func (b *failingBundle) rows() []int64 {
 	b.store.mu.Lock()
@@ -621,18 +630,15 @@ func TestFailingReceiverLagsOnItsCursor(t *testing.T) {
 
 	failed, _, _ := b.sender.state()
 	rows := b.rows()
-	if len(rows) != failed {
-		t.Fatalf("%d rows in the retry queue for %d failed attempts; want one per failed attempt, none parked", len(rows), failed)
+	parked := int(counterValue(t, b.d.metrics.deliveries.WithLabelValues("parked")))
+	if len(rows) != failed+parked {
+		t.Fatalf("%d rows in the retry queue for %d failed attempts and %d parked events", len(rows), failed, parked)
 	}
-	if parked := counterValue(t, b.d.metrics.deliveries.WithLabelValues("parked")); parked != 0 {
-		t.Errorf("%v events parked while the circuit was open; want 0 (held on the cursor)", parked)
-	}
-	// The breaker's 3, and what was on the lane when it opened (a queue of
-	// 2 and the attempt under way), from the shared consumer and, when a
-	// slow machine detached the subscription for its lane wait before its
-	// circuit opened, from its reader too.
-	if bound := 3 + 2*(2+1); failed > bound {
-		t.Errorf("%d attempts reached the failing receiver; want at most %d", failed, bound)
+	// The breaker's 3, and what was on the lanes when it opened: attempted
+	// while it was closed, parked once it was open; nothing of what the
+	// reader reached while it was open (held on the cursor).
+	if bound := 3 + queuedAtOpen; len(rows) > bound {
+		t.Errorf("%d rows (%d failed attempts, %d parked); want at most %d", len(rows), failed, parked, bound)
 	}
 	cursor, ok := b.cursor()
 	if !ok {
@@ -685,8 +691,8 @@ func TestHoldFailingParksOldEvents(t *testing.T) {
 	b := setupFailing(t, n, BreakerConfig{Cooldown: time.Hour}, DetachConfig{HoldFailing: hold})
 	b.handleAll(t, n)
 	eventually(t, "the failing subscription's reader holding", func() bool { return b.holdWaits() > 0 })
-	if parked := counterValue(t, b.d.metrics.deliveries.WithLabelValues("parked")); parked != 0 {
-		t.Fatalf("%v events parked before HoldFailing; want 0", parked)
+	if parked := counterValue(t, b.d.metrics.deliveries.WithLabelValues("parked")); parked > queuedAtOpen {
+		t.Fatalf("%v events parked before HoldFailing; want at most the %d queued before the circuit opened", parked, queuedAtOpen)
 	}
 	b.clock.advance(hold)
 	eventually(t, "every event in the retry queue", func() bool { return len(b.rows()) == n })
@@ -726,8 +732,8 @@ func TestDisableAfterWhileHolding(t *testing.T) {
 	b.clock.advance(disableAfter + cooldown)
 	eventually(t, "the probe failed", func() bool { a, _, _ := b.sender.state(); return a > failed })
 	eventually(t, "the subscription DISABLED", func() bool { return state() == outflowv1.Subscription_DISABLED.String() })
-	if parked := counterValue(t, b.d.metrics.deliveries.WithLabelValues("parked")); parked != 0 {
-		t.Errorf("%v events parked; want 0 (held on the cursor, HoldFailing is 15m)", parked)
+	if parked := counterValue(t, b.d.metrics.deliveries.WithLabelValues("parked")); parked > queuedAtOpen {
+		t.Errorf("%v events parked; want at most the %d queued before the circuit opened (the rest held on the cursor, HoldFailing is 15m)", parked, queuedAtOpen)
 	}
 }
 

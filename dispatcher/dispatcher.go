@@ -41,7 +41,9 @@
 // (Config.Detach.Disabled, no Params.Log, or a Kinesis source) it is shed
 // instead: its further events go to the retry queue without waiting, until
 // its lane has drained to half, and while its breaker is open too (SPEC
-// §5: the breaker parks new events while open).
+// §5: the breaker parks new events while open). What was already queued in
+// its lanes when the circuit opened is parked as it reaches the front,
+// without an attempt.
 //
 // # Detach and rejoin
 //
@@ -1205,7 +1207,14 @@ func (d *Dispatcher) serve(ctx context.Context, l *lane) {
 			l.ahead.Add(-1)
 		}
 		d.lookAhead(l, j)
+		until, open := l.t.breaker.open(d.now())
 		switch lim := l.t.rateLimiter(); {
+		case open && !j.probe:
+			// Queued before the circuit opened: an attempt now would spend
+			// one of the event's attempts, and a request, on a receiver
+			// known to be failing. It waits in the retry queue like the
+			// events that arrive while the circuit is open.
+			d.park(context.Background(), j, "circuit open: the receiver has been failing", until)
 		case d.lanesCtx.Err() != nil, lim != nil && lim.Wait(d.lanesCtx) != nil:
 			if j.probe {
 				l.t.breaker.release()

@@ -609,6 +609,60 @@ func TestFailuresAndOpenBreakerGoToTheRetryQueue(t *testing.T) {
 	}
 }
 
+// gatedFailSender answers 503 to every attempt, each once gate is closed,
+// and counts the attempts.
+type gatedFailSender struct {
+	gate     chan struct{}
+	attempts atomic.Int64
+}
+
+func (g *gatedFailSender) Send(ctx context.Context, _ webhook.Request) webhook.Result {
+	g.attempts.Add(1)
+	select {
+	case <-ctx.Done():
+		return webhook.Result{Outcome: webhook.OutcomeRetry, Err: ctx.Err()}
+	case <-g.gate:
+	}
+	return webhook.Result{StatusCode: 503, Outcome: webhook.OutcomeRetry, Err: errors.New("503")}
+}
+
+// TestAnOpenCircuitParksWhatIsAlreadyQueued: events queued in a lane
+// before its receiver's circuit opened are parked without an attempt once
+// it has: the receiver gets the breaker's Threshold failures and no more
+// requests, and the parked events keep every attempt of their retry policy.
+func TestAnOpenCircuitParksWhatIsAlreadyQueued(t *testing.T) {
+	t.Parallel()
+	const n, threshold = 40, 3
+	sub := webhookSub("sub_fail", "https://fail.example.com")
+	sub.Proto.GetWebhook().MaxInFlight = 1
+	sender := &gatedFailSender{gate: make(chan struct{})}
+	st := newFakeStore()
+	d, err := New(Params{Config: Config{LaneQueue: 64, Breaker: BreakerConfig{Threshold: threshold, Cooldown: time.Hour}},
+		Store: st, Sender: sender, Matcher: staticSubs{match.NewIndex([]*match.Subscription{sub}, match.IndexOptions{})},
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Stop()
+	var done atomic.Int64
+	for _, m := range msgs(n, &done) {
+		d.Handle(t.Context(), m) // the lane has room for all: each is queued, none parked
+	}
+	if rows, _, _ := st.stats(); rows != 0 {
+		t.Fatalf("%d rows before any attempt failed; want every event queued", rows)
+	}
+	close(sender.gate)
+	eventually(t, "every message Done", func() bool { return done.Load() == n })
+	if got := sender.attempts.Load(); got != threshold {
+		t.Errorf("%d attempts reached the receiver; want the %d that opened the circuit", got, threshold)
+	}
+	parked := counterValue(t, d.metrics.deliveries.WithLabelValues("parked"))
+	failed := counterValue(t, d.metrics.deliveries.WithLabelValues("retry_queued"))
+	if failed != threshold || parked != n-threshold {
+		t.Errorf("retry_queued %v, parked %v; want %d and %d", failed, parked, threshold, n-threshold)
+	}
+}
+
 func mustDecode(t *testing.T, raw []byte) *record.Record {
 	t.Helper()
 	rec, err := record.Decode(raw, record.DecodeOptions{})
