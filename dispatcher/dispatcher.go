@@ -26,9 +26,9 @@
 //	                  writers (fixed set) ──▶ retry queue ──▶ retry workers
 //
 // A subscription must not hold the others back for long, though: when one
-// wait for its lane lasts longer than Config.LaneWait (or a tenth of a
-// second past the moment most of the record's other subscriptions had
-// nothing left queued: they wait on it), when its waits (for
+// wait for its lane lasts longer than Config.LaneWait (or 40 ms past the
+// moment most of the record's other subscriptions had nothing left
+// queued: they wait on it), when its waits (for
 // records other subscriptions share) add up to more than LaneWait and to
 // half the time since they began (a receiver slow on every request, not
 // one stuck), or when its circuit breaker holds events back (open, or
@@ -968,11 +968,15 @@ func (t *target) send(ctx context.Context, d *Dispatcher, ls *laneSet, l *lane, 
 
 // starveStep is how often a consumer waiting for room looks at the other
 // subscriptions of the record, and starveBound how long they must have had
-// nothing queued for the wait to be cut short: a tenth of a second of idle
-// receivers, against LaneWait's half second of a blocked consumer.
+// nothing queued for the wait to be cut short: five looks in a row, 40 ms
+// of idle receivers, against LaneWait's half second of a blocked consumer.
+// Every millisecond of it the others deliver nothing, while detaching a
+// receiver that was only briefly slow costs one cursor write and a reader
+// that rejoins within RejoinLag (docs/benchmarks.md, eighth round, has
+// what 100 ms cost the slow-receiver bench).
 const (
-	starveStep  = 25 * time.Millisecond
-	starveBound = 100 * time.Millisecond
+	starveStep  = 10 * time.Millisecond
+	starveBound = 40 * time.Millisecond
 )
 
 // waitedOut ends a wait for room that ran out (after waited): a catch-up

@@ -125,7 +125,7 @@ func TestLaneWaitDetachesOnlyTheLaggard(t *testing.T) {
 		},
 		{
 			// LaneWait far away: the wait is cut short because the other
-			// three have had nothing queued for a tenth of a second, and
+			// three have had nothing queued for starveBound (40 ms), and
 			// they get every event within the test's deadline (before,
 			// the consumer waited the whole LaneWait).
 			name:         "one stuck among three fast that run dry",
