@@ -762,6 +762,24 @@ func TestStopWhileHoldingFailingEvents(t *testing.T) {
 	}
 }
 
+// detachSlowAfterTen hands a backlog of n records to a dispatcher whose one
+// subscription, sub_slow, detaches behind them, and lets its receiver take
+// ten events.
+func detachSlowAfterTen(t *testing.T, log *fakeLog, cursors *fakeCursors, n int) *detachBundle {
+	t.Helper()
+	b := setupDetach(t, log, cursors, webhookSub("sub_slow", "https://slow.example.com"))
+	var done atomic.Int64
+	for _, m := range msgs(n, &done) {
+		b.d.Handle(t.Context(), m)
+	}
+	eventually(t, "the backlog Done for the shared consumer", func() bool { return done.Load() >= int64(n)-3 })
+	for range 10 {
+		b.sender.pace <- struct{}{}
+	}
+	eventually(t, "ten events delivered", func() bool { return len(b.sender.got("https://slow.example.com")) >= 10 })
+	return b
+}
+
 // TestRevokedCursorIsHandedOverToTheNextOwner: a replica that gives up the
 // partition of a detached subscription (a rebalance) stops its reader and
 // saves the cursor at the first event it had not settled; the partition's
@@ -774,16 +792,7 @@ func TestRevokedCursorIsHandedOverToTheNextOwner(t *testing.T) {
 	const n = 300
 	part := []source.Partition{{Stream: "t", ID: 0}}
 	log, cursors := newFakeLog(n), newFakeCursors()
-	a := setupDetach(t, log, cursors, webhookSub("sub_slow", "https://slow.example.com"))
-	var doneA atomic.Int64
-	for _, m := range msgs(n, &doneA) {
-		a.d.Handle(t.Context(), m)
-	}
-	eventually(t, "the backlog Done for the first owner's shared consumer", func() bool { return doneA.Load() >= n-3 })
-	for range 10 { // the slow receiver takes ten events
-		a.sender.pace <- struct{}{}
-	}
-	eventually(t, "ten events delivered", func() bool { return len(a.sender.got("https://slow.example.com")) >= 10 })
+	a := detachSlowAfterTen(t, log, cursors, n)
 	// The rebalance's budget runs out while the lane still holds events.
 	budget, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
 	defer cancel()
@@ -842,16 +851,7 @@ func TestRevokedWaitsForWhatIsInFlight(t *testing.T) {
 	const n = 300
 	part := []source.Partition{{Stream: "t", ID: 0}}
 	log, cursors := newFakeLog(n), newFakeCursors()
-	a := setupDetach(t, log, cursors, webhookSub("sub_slow", "https://slow.example.com"))
-	var done atomic.Int64
-	for _, m := range msgs(n, &done) {
-		a.d.Handle(t.Context(), m)
-	}
-	eventually(t, "the backlog Done for the shared consumer", func() bool { return done.Load() >= n-3 })
-	for range 10 {
-		a.sender.pace <- struct{}{}
-	}
-	eventually(t, "ten events delivered", func() bool { return len(a.sender.got("https://slow.example.com")) >= 10 })
+	a := detachSlowAfterTen(t, log, cursors, n)
 	eventually(t, "the reader's lane full again", func() bool { return a.readerInFlight("sub_slow", part[0]) >= 3 })
 	budget, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
