@@ -897,17 +897,8 @@ func TestRevokedWaitsForWhatIsInFlight(t *testing.T) {
 func TestALateDecisionLeavesTheRejoinedReadersEvents(t *testing.T) {
 	t.Parallel()
 	const n, cursor = 50, 20
-	cursors := newFakeCursors()
-	if err := cursors.SaveCursors(t.Context(), []store.SubscriptionCursor{{SubscriptionID: "sub_slow", Topic: "t", Offset: cursor}}); err != nil {
-		t.Fatal(err)
-	}
-	b := setupDetach(t, newFakeLog(n), cursors, webhookSub("sub_slow", "https://slow.example.com"))
-	b.releaseSlow()
+	b := takeUpAtTheEnd(t, n, cursor)
 	part := source.Partition{Stream: "t", ID: 0}
-	if err := b.d.Assigned(t.Context(), []source.Assignment{{Partition: part, Next: n}}); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "the reader rejoined", func() bool { return b.d.detachedCount.Load() == 0 })
 	var done atomic.Int64
 	ms := msgs(n, &done)
 	for _, o := range []int{30, 49, 19} {
@@ -952,20 +943,29 @@ func TestAssignedTakesUpOnlyItsPartitionsCursors(t *testing.T) {
 func TestTakenUpCursorRejoinsOnAQuietPartition(t *testing.T) {
 	t.Parallel()
 	const n, cursor = 50, 20
+	b := takeUpAtTheEnd(t, n, cursor)
+	if got := b.sender.got("https://slow.example.com"); !slices.Equal(got, seq(cursor, n)) {
+		t.Errorf("got %v; want offsets %d..%d exactly once", got, cursor, n-1)
+	}
+	if _, _, rows := b.cursors.state(); rows != 0 {
+		t.Errorf("%d cursors after the rejoin; want 0", rows)
+	}
+}
+
+// takeUpAtTheEnd gives a new replica partition t/0 of n records, whose
+// shared consumer starts at its end, and sub_slow's cursor at cursor, and
+// waits until the reader it takes the cursor up with has rejoined.
+func takeUpAtTheEnd(t *testing.T, n, cursor int64) *detachBundle {
+	t.Helper()
 	cursors := newFakeCursors()
 	if err := cursors.SaveCursors(t.Context(), []store.SubscriptionCursor{{SubscriptionID: "sub_slow", Topic: "t", Offset: cursor}}); err != nil {
 		t.Fatal(err)
 	}
-	b := setupDetach(t, newFakeLog(n), cursors, webhookSub("sub_slow", "https://slow.example.com"))
+	b := setupDetach(t, newFakeLog(int(n)), cursors, webhookSub("sub_slow", "https://slow.example.com"))
 	b.releaseSlow()
 	if err := b.d.Assigned(t.Context(), []source.Assignment{{Partition: source.Partition{Stream: "t", ID: 0}, Next: n}}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "the reader rejoined", func() bool { return b.d.detachedCount.Load() == 0 })
-	if got := b.sender.got("https://slow.example.com"); !slices.Equal(got, seq(cursor, n)) {
-		t.Errorf("got %v; want offsets %d..%d exactly once", got, cursor, n-1)
-	}
-	if _, _, rows := cursors.state(); rows != 0 {
-		t.Errorf("%d cursors after the rejoin; want 0", rows)
-	}
+	return b
 }
