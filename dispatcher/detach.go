@@ -459,11 +459,10 @@ type catchUp struct {
 	id  string
 	det *detachment
 
-	mu       sync.Mutex // guards the partCursors' pending, settled and saved, and unsaved
+	mu       sync.Mutex // guards the partCursors' pending, settled, saved, inFlight and handedTo, and unsaved
 	unsaved  int        // records settled since the last save
 	lastSave time.Time
 	readers  map[string]source.PositionReader // by topic
-	inFlight atomic.Int64                     // records handed on and not settled
 	// heldSince is when the reader began to hold events back for an open
 	// circuit (zero: it is not holding); owned by the reader's goroutine.
 	heldSince time.Time
@@ -569,7 +568,7 @@ func (cu *catchUp) run(ctx context.Context) (readerEnd, []store.SubscriptionCurs
 		}
 		cu.checkpoint(ctx, false)
 		if cu.maybeRejoin() && cu.finished() {
-			for cu.inFlight.Load() > 0 {
+			for cu.unsettled() > 0 {
 				if !sleepCtx(ctx, 10*time.Millisecond) {
 					return stopped, nil
 				}
@@ -704,7 +703,6 @@ func (cu *catchUp) handOn(ctx context.Context, p source.Partition, pc *partCurso
 	pc.inFlight++
 	pc.handedTo = r.Offset + 1
 	cu.mu.Unlock()
-	cu.inFlight.Add(1)
 	var once sync.Once
 	settle := func() { once.Do(func() { cu.settle(pc, r.Offset) }) }
 	j := &job{msg: m, rec: rec, sub: sub, raw: compact(rec.Raw), created: d.now(), done: settle, catchUp: true}
@@ -850,7 +848,6 @@ func (cu *catchUp) settle(pc *partCursor, offset int64) {
 	defer cu.mu.Unlock()
 	cu.unsaved++
 	pc.inFlight--
-	cu.inFlight.Add(-1)
 	pc.settled[offset] = true
 	for len(pc.pending) > 0 && pc.settled[pc.pending[0]] {
 		delete(pc.settled, pc.pending[0])
@@ -865,7 +862,25 @@ func (cu *catchUp) notHandedOn(pc *partCursor) {
 	cu.mu.Lock()
 	defer cu.mu.Unlock()
 	pc.inFlight--
-	cu.inFlight.Add(-1)
+}
+
+// unsettled counts the records the reader is handing on, or handed on and
+// not settled, of the partitions it reads (those given up are Revoked's to
+// wait for).
+func (cu *catchUp) unsettled() int {
+	cu.t.dmu.Lock()
+	pcs := make([]*partCursor, 0, len(cu.det.parts))
+	for _, pc := range cu.det.parts {
+		pcs = append(pcs, pc)
+	}
+	cu.t.dmu.Unlock()
+	cu.mu.Lock()
+	defer cu.mu.Unlock()
+	n := 0
+	for _, pc := range pcs {
+		n += pc.inFlight
+	}
+	return n
 }
 
 // partInFlight is pc's count of records being handed on or not settled.
